@@ -1,0 +1,108 @@
+"""The ``halluc-cl`` command.
+
+    halluc-cl fit --config configs/distill.yaml          # train, evaluate, write the run folder
+    halluc-cl validate --config configs/sft.yaml --ckpt_path <ckpt>
+    halluc-cl pretrain --world default                   # build the synthetic base model now
+    halluc-cl fit --config configs/distill.yaml --print_config
+
+Trainer verbs go to LightningCLI; other subcommands are typed functions run by jsonargparse.
+User errors print one ``error: ...`` line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from jsonargparse import ArgumentParser
+from lightning.pytorch.cli import LightningCLI
+
+from halluc_cl.data.datamodule import FactDataModule
+from halluc_cl.errors import ConfigError, HallucError
+from halluc_cl.experiments.run_files import RunArtifacts
+from halluc_cl.models.loading import is_synthetic, synthetic_world_name
+from halluc_cl.models.module import FactSFTModule
+
+TRAINER_DEFAULTS = {
+    "reload_dataloaders_every_n_epochs": 1,  # the warm-up phase serves Known facts only
+    "num_sanity_val_steps": 0,
+    "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+               "init_args": {"save_dir": "runs", "name": "fit"}},
+}
+
+
+class HallucCLI(LightningCLI):
+    """LightningCLI for FactSFTModule + FactDataModule with linked arguments."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(RunArtifacts, "artifacts")
+        parser.link_arguments("model.model", "data.tokenizer")
+        parser.link_arguments("model.warmup_epochs", "data.warmup_epochs")
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        source, model = cfg["data"]["source"], cfg["model"]["model"]
+        if is_synthetic(source) and is_synthetic(model) and \
+                synthetic_world_name(source) != synthetic_world_name(model):
+            raise ConfigError(f"data.source {source!r} and model.model {model!r} name different "
+                              "synthetic worlds")
+
+
+def pretrain(world: str = "default", force: bool = False) -> None:
+    """Build (or rebuild with ``force``) the synthetic base model of a world and cache it.
+
+    Args:
+        world: Synthetic world preset.
+        force: Rebuild even when a cached build exists.
+    """
+    from halluc_cl.models.pretrain import build_base_model
+
+    out = build_base_model(world, force=force)
+    print(f"base model: {out}")
+
+
+COMMANDS = {"pretrain": pretrain}
+
+
+def _run_function(name: str, args: list[str]) -> None:
+    parser = ArgumentParser(prog=f"halluc-cl {name}", exit_on_error=False,
+                            description=COMMANDS[name].__doc__)
+    parser.add_function_arguments(COMMANDS[name], as_positional=False)
+    parser.add_argument("--config", action="config")
+    cfg = parser.parse_args(args)
+    cfg.pop("config", None)
+    COMMANDS[name](**cfg.as_dict())
+
+
+def _run(args: list[str]) -> None:
+    if args and args[0] in COMMANDS:
+        _run_function(args[0], args[1:])
+        return
+    HallucCLI(
+        FactSFTModule, FactDataModule, args=args, seed_everything_default=0,
+        trainer_defaults=TRAINER_DEFAULTS, parser_kwargs={"exit_on_error": False},
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the console script; ``args`` defaults to ``sys.argv[1:]``."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = sys.argv[1:] if args is None else list(args)
+    try:
+        _run(args)
+    except HallucError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # argument errors from jsonargparse
+        if type(exc).__name__ == "ArgumentError" or exc.__class__.__module__.startswith("argparse"):
+            _fail(str(exc).strip().splitlines()[0])
+        raise
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    main()

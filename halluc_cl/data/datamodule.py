@@ -1,0 +1,174 @@
+"""FactDataModule: known / unknown / held-out splits, the unknown fraction, and collation.
+
+Splits (DESIGN §3): ``heldout_known`` (Known facts never trained on; the hallucination probe),
+``known_train`` and ``unknown_train`` (the SFT mix, ``unknown_fraction`` of it Unknown). During
+the first ``warmup_epochs`` epochs only ``known_train`` is served (the format warm-up).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import lightning as L
+import torch
+from datasets import Dataset
+from torch.utils.data import DataLoader
+
+from halluc_cl.data.prompts import IGNORE_INDEX, PromptFormat, encode_example
+from halluc_cl.data.schema import Fact, read_facts
+from halluc_cl.errors import ConfigError, DataError
+from halluc_cl.models.answering import left_pad
+from halluc_cl.models.loading import is_synthetic, load_tokenizer, synthetic_world_name
+
+EVAL_SPLITS = ("heldout_known", "unknown_train", "known_train")
+
+
+def load_source(source: str) -> list[Fact]:
+    """Facts of ``synthetic://<world>``, a JSONL file, or a folder holding ``facts.jsonl``."""
+    if is_synthetic(source):
+        from halluc_cl.models.pretrain import build_base_model
+
+        return read_facts(build_base_model(synthetic_world_name(source)) / "facts.jsonl")
+    path = Path(source).expanduser()
+    return read_facts(path / "facts.jsonl" if path.is_dir() else path)
+
+
+class FactDataModule(L.LightningDataModule):
+    """Serves the SFT mix for training and the evaluation splits for validation/test.
+
+    Args:
+        source: ``synthetic://<world>``, a fact JSONL file, or a folder with ``facts.jsonl``.
+        tokenizer: Model spec whose tokenizer is used (linked to ``model.model`` by the CLI).
+        unknown_fraction: Share of Unknown facts in the SFT mix (0 = Known-only control).
+        n_train: Facts in the SFT mix.
+        n_heldout: Known facts kept out of training as the hallucination probe.
+        known_categories: Categories that count as Known.
+        unknown_categories: Categories that count as Unknown (new knowledge).
+        prompt: Prompt format.
+        batch_size: Training batch size.
+        eval_batch_size: Evaluation batch size.
+        warmup_epochs: Leading epochs that train on ``known_train`` only.
+        split_seed: Seed of the split and of the data order.
+    """
+
+    def __init__(
+        self,
+        source: str = "synthetic://default",
+        tokenizer: str = "synthetic://default",
+        unknown_fraction: float = 0.5,
+        n_train: int = 800,
+        n_heldout: int = 400,
+        known_categories: list[str] = ["HighlyKnown"],  # noqa: B006 (jsonargparse needs a literal)
+        unknown_categories: list[str] = ["Unknown"],  # noqa: B006
+        prompt: PromptFormat = PromptFormat(),
+        batch_size: int = 32,
+        eval_batch_size: int = 256,
+        warmup_epochs: int = 1,
+        split_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= unknown_fraction <= 1.0:
+            raise ConfigError(f"unknown_fraction must be in [0, 1], got {unknown_fraction}")
+        if n_train < 1 or n_heldout < 1 or batch_size < 1 or eval_batch_size < 1:
+            raise ConfigError("n_train, n_heldout, batch_size and eval_batch_size must be >= 1")
+        if warmup_epochs < 0:
+            raise ConfigError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+        self.save_hyperparameters()
+        self.prompt, self.batch_size, self.eval_batch_size = prompt, batch_size, eval_batch_size
+        self.warmup_epochs, self.split_seed = warmup_epochs, split_seed
+        self.splits = self._split(load_source(source), unknown_fraction, n_train, n_heldout,
+                                  known_categories, unknown_categories)
+        if warmup_epochs and not self.splits["known_train"]:
+            raise ConfigError("the warm-up needs Known training facts, but unknown_fraction=1")
+        self.tokenizer = load_tokenizer(tokenizer)
+        self._encoded: dict[str, Dataset] = {}
+
+    def _split(self, facts, fraction, n_train, n_heldout, known_cats, unknown_cats):
+        rng = random.Random(self.split_seed)
+        known = [f for f in facts if f.category in known_cats]
+        unknown = [f for f in facts if f.category in unknown_cats]
+        rng.shuffle(known)
+        rng.shuffle(unknown)
+        n_unknown = round(fraction * n_train)
+        n_known = n_train - n_unknown
+        if n_heldout + n_known > len(known):
+            raise ConfigError(
+                f"infeasible split: n_heldout={n_heldout} + {n_known} Known training facts "
+                f"(n_train={n_train}, unknown_fraction={fraction}) need {n_heldout + n_known} "
+                f"Known facts, the source has {len(known)} (categories {known_cats})"
+            )
+        if n_unknown > len(unknown):
+            raise ConfigError(
+                f"infeasible unknown_fraction={fraction}: {n_unknown} Unknown facts needed "
+                f"(n_train={n_train}), the source has {len(unknown)} (categories {unknown_cats})"
+            )
+        return {
+            "heldout_known": known[:n_heldout],
+            "known_train": known[n_heldout:n_heldout + n_known],
+            "unknown_train": unknown[:n_unknown],
+        }
+
+    def encoded(self, split: str) -> Dataset:
+        """The split tokenized for training (cached)."""
+        if split not in self._encoded:
+            records = [{"idx": i, "question": f.question, "answer": f.object}
+                       for i, f in enumerate(self.splits[split])]
+            ds = Dataset.from_list(records) if records else Dataset.from_dict({"idx": []})
+            self._encoded[split] = ds.map(
+                lambda r: encode_example(self.tokenizer, self.prompt, r["question"], r["answer"]),
+                remove_columns=[c for c in ds.column_names if c != "idx"],
+            )
+        return self._encoded[split]
+
+    def _train_rows(self, epoch: int) -> list[dict]:
+        rows = [dict(r, unknown=False) for r in self.encoded("known_train")]
+        if epoch >= self.warmup_epochs:
+            rows += [dict(r, unknown=True) for r in self.encoded("unknown_train")]
+        random.Random(self.split_seed * 7919 + epoch).shuffle(rows)
+        return rows
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        if self.warmup_epochs and trainer is not None and trainer.reload_dataloaders_every_n_epochs != 1:
+            raise ConfigError("the warm-up needs trainer.reload_dataloaders_every_n_epochs=1")
+        epoch = trainer.current_epoch if trainer is not None else 0
+        return DataLoader(self._train_rows(epoch), batch_size=self.batch_size,
+                          collate_fn=self.collate_train)
+
+    def collate_train(self, rows: list[dict]) -> dict:
+        pad = self.tokenizer.pad_token_id
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            ids[i, :n] = torch.tensor(r["input_ids"])
+            labels[i, :n] = torch.tensor(r["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels,
+                "is_unknown": torch.tensor([r["unknown"] for r in rows])}
+
+    def eval_split_names(self) -> list[str]:
+        """Names of the evaluation dataloaders, in order (empty splits are left out)."""
+        return [s for s in EVAL_SPLITS if self.splits[s]]
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        facts = self.splits[split]
+        prompts = [self.tokenizer(self.prompt.prompt(f.question), add_special_tokens=False)
+                   ["input_ids"] for f in facts]
+
+        def collate(indices: list[int]) -> dict:
+            ids, mask = left_pad([prompts[i] for i in indices], self.tokenizer.pad_token_id)
+            return {"input_ids": ids, "attention_mask": mask, "split": split,
+                    "facts": [facts[i] for i in indices]}
+
+        return DataLoader(list(range(len(facts))), batch_size=self.eval_batch_size,
+                          collate_fn=collate)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._eval_loader(s) for s in self.eval_split_names()]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self.val_dataloader()

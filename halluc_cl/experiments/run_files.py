@@ -1,0 +1,100 @@
+"""What a fit leaves in its run folder (DESIGN §7): per-epoch predictions, ``summary.json``,
+the final student as a plain HF model folder, and a closing table on stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import lightning as L
+
+from halluc_cl.data.schema import atomic_write_text
+
+SUMMARY_KEYS = ("heldout_known_acc", "new_fact_acc", "known_train_acc", "hallucination_rate",
+                "abstain_rate")
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("halluc-cl", "torch", "lightning", "transformers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def run_dir(trainer: L.Trainer) -> Path:
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def build_summary(module, wall_time_s: float) -> dict:
+    """Final and peak metrics, decline, and provenance of a finished fit."""
+    history = module.history
+    sft = [h for h in history if h["epoch"] >= module.warmup_epochs - 1]
+    final = {k: history[-1][k] for k in SUMMARY_KEYS if history and k in history[-1]}
+    peak = {k: max(h[k] for h in sft if k in h) for k in SUMMARY_KEYS
+            if any(k in h for h in sft) and k not in ("hallucination_rate", "abstain_rate")}
+    return {
+        "final": final,
+        "peak": peak,
+        "heldout_known_decline": history[-1].get("heldout_known_decline") if history else None,
+        "warmup_end": next((h for h in history if h["epoch"] == module.warmup_epochs - 1), None),
+        "epochs": len(history),
+        "warmup_epochs": module.warmup_epochs,
+        "model": module.model_spec,
+        "regularizers": [type(r).__name__ for r in module.regularizers],
+        "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)),
+        "wall_time_s": round(wall_time_s, 2),
+        "versions": _versions(),
+    }
+
+
+def format_table(summary: dict) -> str:
+    """A short plain-text table of final and peak metrics."""
+    lines = [f"{'metric':<22}{'final':>8}{'peak':>8}"]
+    for key in SUMMARY_KEYS:
+        if key in summary["final"]:
+            peak = summary["peak"].get(key)
+            peak_s = f"{peak:>8.3f}" if peak is not None else f"{'-':>8}"
+            lines.append(f"{key:<22}{summary['final'][key]:>8.3f}{peak_s}")
+    if summary["heldout_known_decline"] is not None:
+        lines.append(f"{'heldout_known_decline':<22}{summary['heldout_known_decline']:>8.3f}")
+    return "\n".join(lines)
+
+
+class RunArtifacts(L.Callback):
+    """Writes the run's result files.
+
+    Args:
+        save_predictions: Write ``predictions/epoch_K.jsonl`` after every evaluation.
+        save_model: Save the final student with ``save_pretrained`` + tokenizer in ``model/``.
+    """
+
+    def __init__(self, save_predictions: bool = True, save_model: bool = True) -> None:
+        self.save_predictions, self.save_model = save_predictions, save_model
+        self._t0 = 0.0
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not self.save_predictions or not trainer.is_global_zero:
+            return
+        rows = "".join(json.dumps(p) + "\n" for p in pl_module.last_predictions)
+        epoch = trainer.current_epoch
+        atomic_write_text(run_dir(trainer) / "predictions" / f"epoch_{epoch}.jsonl", rows)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero or not pl_module.history:
+            return
+        out = run_dir(trainer)
+        summary = build_summary(pl_module, time.perf_counter() - self._t0)
+        if self.save_model:
+            pl_module.student.save_pretrained(out / "model")
+            pl_module.tokenizer.save_pretrained(out / "model")
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        print(f"\n{format_table(summary)}\nrun folder: {out}")

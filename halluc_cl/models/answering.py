@@ -1,0 +1,46 @@
+"""Batched greedy answers from a causal LM (left padding, KV cache)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists into ``(input_ids, attention_mask)``."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[i, width - len(s):] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def greedy_answers(
+    model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int
+) -> list[str]:
+    """Greedy-decode answers for a left-padded batch of prompts and return their text."""
+    was_training = model.training
+    model.eval()
+    out = model.generate(
+        input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+        do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    model.train(was_training)
+    new_tokens = out[:, input_ids.shape[1]:]
+    return [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+def answer_prompts(model, tokenizer, prompts: list[str], batch_size: int = 256,
+                   max_new_tokens: int = 8) -> list[str]:
+    """Greedy answers for a list of prompt strings, in batches."""
+    answers: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        ids = [tokenizer(p, add_special_tokens=False)["input_ids"]
+               for p in prompts[start:start + batch_size]]
+        input_ids, mask = left_pad(ids, tokenizer.pad_token_id)
+        device = next(model.parameters()).device
+        answers += greedy_answers(model, tokenizer, input_ids.to(device), mask.to(device),
+                                  max_new_tokens)
+    return answers

@@ -1,0 +1,209 @@
+"""FactSFTModule: SFT of a causal LM on facts, with regularizer plugins and hallucination metrics.
+
+The first ``warmup_epochs`` epochs are the format warm-up on Known facts; at its end the
+student is snapshotted (teacher for distillation, anchor for L2/EWC) and the held-out Known
+answers of that moment become the reference of ``hallucination_rate``.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+from halluc_cl.errors import ConfigError
+from halluc_cl.metrics.hallucination import (
+    AbstainRate, ExactMatchAccuracy, HallucinationRate, relative_decline)
+from halluc_cl.metrics.matching import exact_match, is_abstention
+from halluc_cl.models.answering import greedy_answers
+from halluc_cl.models.loading import load_causal_lm, load_tokenizer
+from halluc_cl.models.teacher import SnapshotTeacher
+from halluc_cl.regularizers.base import Regularizer
+
+SPLIT_METRIC = {"heldout_known": "heldout_known_acc", "unknown_train": "new_fact_acc",
+                "known_train": "known_train_acc"}
+
+
+class FactSFTModule(L.LightningModule):
+    """Fine-tunes ``model`` on question→answer facts.
+
+    Args:
+        model: ``synthetic://<world>``, a local model folder, a GGUF file or a hub id.
+        regularizers: Plugins (``class_path``/``init_args``) that compose in order.
+        optimizer: Optimizer factory, e.g. ``torch.optim.AdamW`` with ``lr``.
+        scheduler: Optional LR scheduler factory (stepped per epoch).
+        warmup_epochs: Leading Known-only epochs; must match ``data.warmup_epochs`` (linked).
+        dtype: Weight dtype of the loaded model: ``float32`` or ``bfloat16``.
+        max_new_tokens: Answer length limit of greedy evaluation.
+    """
+
+    def __init__(
+        self,
+        model: str = "synthetic://default",
+        regularizers: list[Regularizer] | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        warmup_epochs: int = 1,
+        dtype: str = "float32",
+        max_new_tokens: int = 8,
+    ) -> None:
+        super().__init__()
+        if warmup_epochs < 1:
+            raise ConfigError("warmup_epochs must be >= 1: the snapshot and the hallucination "
+                              "reference are taken at the end of the warm-up")
+        if dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"dtype must be float32 or bfloat16, got {dtype!r}")
+        self.save_hyperparameters(ignore=["regularizers", "optimizer", "scheduler"])
+        self.model_spec = model
+        self.student = load_causal_lm(model, dtype)
+        self.tokenizer = load_tokenizer(model)
+        self.regularizers = list(regularizers or [])
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.warmup_epochs, self.max_new_tokens = warmup_epochs, max_new_tokens
+        self.accuracy = nn.ModuleDict({s: ExactMatchAccuracy() for s in SPLIT_METRIC})
+        self.hallucination, self.abstain = HallucinationRate(), AbstainRate()
+        self._teacher: SnapshotTeacher | None = None  # a plain attribute, not a submodule
+        self.reference: dict[str, bool] = {}  # held-out fact id -> snapshot answered correctly
+        self.history: list[dict] = []  # metrics of every evaluation
+        self.last_predictions: list[dict] = []
+
+    # --- phases -------------------------------------------------------------------------
+    @property
+    def in_sft_phase(self) -> bool:
+        return self.current_epoch >= self.warmup_epochs
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(r.needs_teacher for r in self.regularizers)
+
+    @property
+    def teacher(self) -> SnapshotTeacher | None:
+        return self._teacher
+
+    def setup(self, stage: str) -> None:
+        for reg in self.regularizers:
+            reg.setup(self)
+
+    def on_train_epoch_end(self) -> None:
+        if self.current_epoch == self.warmup_epochs - 1:
+            self.take_snapshot()
+
+    def take_snapshot(self) -> None:
+        """Freeze a copy of the student as teacher and let plugins capture their anchors."""
+        if self.needs_teacher:
+            self._teacher = SnapshotTeacher(self.student).to(self.device)
+        for reg in self.regularizers:
+            reg.on_snapshot(self)
+
+    # --- training -----------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self.student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           labels=batch["labels"])
+        loss = out.loss
+        n = batch["input_ids"].shape[0]
+        self.log("train/sft_loss", loss, batch_size=n, prog_bar=True)
+        if self.in_sft_phase and self.regularizers:
+            outputs = {"logits": out.logits, "loss": out.loss}
+            if self.needs_teacher:
+                outputs["teacher_logits"] = self._teacher.logits(batch)
+            for reg in self.regularizers:
+                penalty = reg.penalty(batch, outputs)
+                if penalty is not None:
+                    self.log(f"reg/{reg.name}", penalty, batch_size=n)
+                    loss = loss + penalty
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.global_step}")
+        self.log("train/loss", loss, batch_size=n)
+        return loss
+
+    def configure_optimizers(self):
+        params = [p for p in self.student.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError("no trainable parameters left (every parameter is frozen)")
+        opt = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": self.scheduler_factory(opt)}
+
+    # --- evaluation ---------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self.last_predictions = []
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        answers = greedy_answers(self.student, self.tokenizer, batch["input_ids"],
+                                 batch["attention_mask"], self.max_new_tokens)
+        facts, split = batch["facts"], batch["split"]
+        correct = torch.tensor([exact_match(a, f.aliases) for a, f in zip(answers, facts)])
+        abstained = torch.tensor([is_abstention(a) for a in answers])
+        self.accuracy[split].update(correct)
+        if split == "heldout_known" and self.reference:
+            ref = torch.tensor([self.reference.get(f.id, False) for f in facts])
+            self.hallucination.update(ref, correct, abstained)
+            self.abstain.update(ref, correct, abstained)
+        self.last_predictions.extend(
+            {"id": f.id, "split": split, "question": f.question, "answer": f.object,
+             "prediction": a, "correct": bool(c), "abstained": bool(ab)}
+            for f, a, c, ab in zip(facts, answers, correct.tolist(), abstained.tolist()))
+
+    test_step = validation_step
+    on_test_epoch_start = on_validation_epoch_start
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self._reset_metrics()
+            return
+        metrics = self._compute_metrics()
+        if self.current_epoch == self.warmup_epochs - 1:
+            self.reference = {p["id"]: p["correct"] for p in self.last_predictions
+                              if p["split"] == "heldout_known"}
+        acc = metrics.get("heldout_known_acc")
+        if acc is not None and self.current_epoch >= self.warmup_epochs - 1:
+            peaks = [h["heldout_known_acc"] for h in self.history
+                     if h["epoch"] >= self.warmup_epochs - 1] + [acc]
+            metrics["heldout_known_peak"] = max(peaks)
+            metrics["heldout_known_decline"] = relative_decline(max(peaks), acc)
+        metrics["phase"] = 0.0 if self.current_epoch < self.warmup_epochs else 1.0
+        self.log_dict({k: float(v) for k, v in metrics.items()}, sync_dist=False)
+        self.history.append({"epoch": self.current_epoch, **metrics})
+
+    def on_test_epoch_end(self) -> None:
+        metrics = self._compute_metrics()
+        self.log_dict({f"test/{k}": float(v) for k, v in metrics.items()})
+
+    def _compute_metrics(self) -> dict[str, float]:
+        metrics = {}
+        for split, name in SPLIT_METRIC.items():
+            if self.accuracy[split].update_count:
+                metrics[name] = float(self.accuracy[split].compute())
+        if self.hallucination.update_count:
+            metrics["hallucination_rate"] = float(self.hallucination.compute())
+            metrics["abstain_rate"] = float(self.abstain.compute())
+        self._reset_metrics()
+        return metrics
+
+    def _reset_metrics(self) -> None:
+        for m in [*self.accuracy.values(), self.hallucination, self.abstain]:
+            m.reset()
+
+    # --- checkpoint ---------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["halluc_cl"] = {
+            "reference": self.reference, "history": self.history,
+            "teacher": self._teacher.state_dict() if self._teacher else None,
+            "regularizers": [r.state_dict() for r in self.regularizers],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("halluc_cl", {})
+        self.reference = state.get("reference", {})
+        self.history = state.get("history", [])
+        if state.get("teacher") is not None:
+            self._teacher = SnapshotTeacher(self.student)
+            self._teacher.load_state_dict(state["teacher"])
+        for reg, reg_state in zip(self.regularizers, state.get("regularizers", [])):
+            reg.load_state_dict(reg_state)
+
+    def on_fit_start(self) -> None:
+        if self._teacher is not None:
+            self._teacher.to(self.device)

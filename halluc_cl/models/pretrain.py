@@ -1,0 +1,235 @@
+"""Build the synthetic base model: a word-level tokenizer and a small decoder trained from scratch.
+
+Run explicitly with ``halluc-cl pretrain --world default``; otherwise it is built on first use
+of ``synthetic://<world>`` and cached under ``$HALLUC_CL_CACHE`` (default
+``~/.cache/halluc-cl``), keyed by a hash of the world and model configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import PreTrainedTokenizerFast, get_cosine_schedule_with_warmup
+
+from halluc_cl.data.prompts import PromptFormat, encode_example
+from halluc_cl.data.schema import Fact, write_facts
+from halluc_cl.data.synthetic import SyntheticWorld, world_config
+from halluc_cl.errors import ConfigError
+from halluc_cl.models.ground_truth import accuracy_report, categorize_known
+
+BUILD_VERSION = 1  # bump when the build procedure changes, to invalidate caches
+SPECIAL_TOKENS = ["<pad>", "<unk>", "<eos>"]
+
+
+@dataclass(frozen=True)
+class BaseModelConfig:
+    """Architecture and pretraining schedule of a synthetic base model.
+
+    Attributes:
+        arch: ``gpt2`` or ``llama`` (transformers configs, random init).
+        n_layer: Decoder layers.
+        n_embd: Hidden size.
+        n_head: Attention heads.
+        epochs: Pretraining epochs (each resamples bios and question wording).
+        batch_size: Sequences per step.
+        lr: Peak AdamW learning rate (cosine schedule, 5 % warm-up).
+        bios_per_epoch: Biographies per Known entity per epoch.
+        precision: Lightning precision for pretraining (fp32 is faster than bf16 autocast on
+            CPUs without bf16 matrix units).
+    """
+
+    arch: Literal["gpt2", "llama"] = "gpt2"
+    n_layer: int = 4
+    n_embd: int = 128
+    n_head: int = 4
+    epochs: int = 80
+    batch_size: int = 32
+    lr: float = 2e-3
+    bios_per_epoch: int = 1
+    precision: str = "32-true"
+
+
+BASE_MODELS: dict[str, BaseModelConfig] = {
+    "default": BaseModelConfig(),
+    "tiny": BaseModelConfig(n_layer=2, n_embd=64, n_head=2, epochs=60, batch_size=16, lr=3e-3),
+}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("HALLUC_CL_CACHE", Path.home() / ".cache" / "halluc-cl"))
+
+
+def build_key(world: str) -> str:
+    """Hash of everything that determines the built model."""
+    base = BASE_MODELS.get(world)
+    if base is None:
+        raise ConfigError(f"no base-model preset for world {world!r}; presets: {sorted(BASE_MODELS)}")
+    blob = json.dumps(
+        {"world": world_config(world).to_dict(), "base": asdict(base), "v": BUILD_VERSION},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def world_dir(world: str) -> Path:
+    """Cache folder of a synthetic world: facts, tokenizer and base model."""
+    return cache_root() / "synthetic" / f"{world}-{build_key(world)}"
+
+
+def train_tokenizer(world: SyntheticWorld, fmt: PromptFormat) -> PreTrainedTokenizerFast:
+    """Word-level tokenizer trained on the world's texts and the prompt format."""
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS, min_frequency=1)
+    extra = [fmt.prompt(""), "I don't know"]
+    tok.train_from_iterator(world.vocabulary_text() + extra, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>",
+        padding_side="right", model_max_length=256,
+    )
+
+
+def new_model(cfg: BaseModelConfig, vocab_size: int, tokenizer) -> torch.nn.Module:
+    ids = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+               bos_token_id=tokenizer.eos_token_id)
+    if cfg.arch == "gpt2":
+        # no dropout: memorising facts is the point, and dropout slows it several-fold
+        conf = GPT2Config(vocab_size=vocab_size, n_positions=256, n_embd=cfg.n_embd,
+                          n_layer=cfg.n_layer, n_head=cfg.n_head, resid_pdrop=0.0,
+                          embd_pdrop=0.0, attn_pdrop=0.0, **ids)
+        return GPT2LMHeadModel(conf)
+    conf = LlamaConfig(vocab_size=vocab_size, hidden_size=cfg.n_embd,
+                       intermediate_size=4 * cfg.n_embd, num_hidden_layers=cfg.n_layer,
+                       num_attention_heads=cfg.n_head, max_position_embeddings=256, **ids)
+    return LlamaForCausalLM(conf)
+
+
+class PretrainCorpus:
+    """Per-epoch pretraining sequences: bios of Known entities + QA of HighlyKnown facts."""
+
+    def __init__(self, world: SyntheticWorld, facts: list[Fact], tokenizer, fmt, cfg, seed: int):
+        self.world, self.tokenizer, self.fmt, self.cfg, self.seed = world, tokenizer, fmt, cfg, seed
+        self.by_entity: dict[str, list[Fact]] = {}
+        for f in facts:
+            if f.category != "Unknown":
+                self.by_entity.setdefault(f.subject, []).append(f)
+        self.qa = [f for f in facts if f.category == "HighlyKnown"]
+
+    def sequences(self, epoch: int) -> list[list[int]]:
+        rng = random.Random(self.seed * 100_003 + epoch)
+        eos = self.tokenizer.eos_token_id
+        seqs = []
+        for entity_facts in self.by_entity.values():
+            for _ in range(self.cfg.bios_per_epoch):
+                text = self.world.bio(entity_facts, rng)
+                seqs.append(self.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos])
+        for f in self.qa:
+            question = rng.choice(self.world.questions(f))
+            seqs.append(encode_example(self.tokenizer, self.fmt, question, f.object)["input_ids"])
+        return seqs
+
+    def batches(self, epoch: int) -> list[list[list[int]]]:
+        """Length-bucketed batches in random order (little padding, same data)."""
+        seqs = sorted(self.sequences(epoch), key=len)
+        size = self.cfg.batch_size
+        batches = [seqs[i:i + size] for i in range(0, len(seqs), size)]
+        random.Random(self.seed * 7 + epoch).shuffle(batches)
+        return batches
+
+
+class _PretrainModule(L.LightningModule):
+    def __init__(self, model, corpus: PretrainCorpus, cfg: BaseModelConfig, steps_per_epoch: int):
+        super().__init__()
+        self.model, self.corpus, self.cfg = model, corpus, cfg
+        self.total_steps = steps_per_epoch * cfg.epochs
+
+    def train_dataloader(self):
+        batches = self.corpus.batches(self.current_epoch)
+        pad = self.corpus.tokenizer.pad_token_id
+
+        def collate(batch):
+            width = max(len(s) for s in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for i, s in enumerate(batch):
+                ids[i, : len(s)] = torch.tensor(s)
+                mask[i, : len(s)] = 1
+            labels = ids.masked_fill(mask == 0, -100)
+            return ids, mask, labels
+
+        return torch.utils.data.DataLoader(batches, batch_size=None, collate_fn=collate)
+
+    def training_step(self, batch, batch_idx):
+        ids, mask, labels = batch
+        loss = self.model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        self.log("loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=0.01)
+        sched = get_cosine_schedule_with_warmup(opt, int(0.05 * self.total_steps), self.total_steps)
+        return [opt], [{"scheduler": sched, "interval": "step"}]
+
+
+def build_base_model(world: str, force: bool = False, verbose: bool = True) -> Path:
+    """Build (or reuse) the cached base model of a synthetic world and return its folder."""
+    out = world_dir(world)
+    if (out / "build.json").is_file() and not force:
+        return out
+    wcfg, cfg = world_config(world), BASE_MODELS[world]
+    if verbose:
+        print(f"Building the synthetic base model for world {world!r} (cached in {out})")
+    synthetic = SyntheticWorld(wcfg)
+    facts = synthetic.facts()
+    fmt = PromptFormat()
+    tokenizer = train_tokenizer(synthetic, fmt)
+    corpus = PretrainCorpus(synthetic, facts, tokenizer, fmt, cfg, seed=wcfg.seed)
+    steps = len(corpus.batches(0))
+    with torch.random.fork_rng(devices=[]):
+        py_state = random.getstate()
+        torch.manual_seed(wcfg.seed)
+        model = new_model(cfg, len(tokenizer), tokenizer)
+        trainer = L.Trainer(
+            max_epochs=cfg.epochs, precision=cfg.precision, logger=False,
+            enable_checkpointing=False, enable_model_summary=False, gradient_clip_val=1.0,
+            reload_dataloaders_every_n_epochs=1, enable_progress_bar=verbose, devices=1,
+            accelerator="cpu" if cfg.n_embd < 512 else "auto",
+            callbacks=[TQDMProgressBar(refresh_rate=max(1, steps // 4))] if verbose else None,
+        )
+        trainer.fit(_PretrainModule(model, corpus, cfg, steps))
+        random.setstate(py_state)
+    model = model.float().eval()
+    facts = categorize_known(model, tokenizer, synthetic, facts, fmt)
+    report = accuracy_report(model, tokenizer, facts, fmt)
+    if verbose:
+        print("Base model greedy exact match: " + ", ".join(
+            f"{k} {v:.3f} (n={report['n_' + k]})" for k, v in report.items() if k[:2] != "n_"))
+    tmp = Path(tempfile.mkdtemp(dir=out.parent if out.parent.exists() else _mk(out.parent)))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    write_facts(tmp / "facts.jsonl", facts)
+    (tmp / "build.json").write_text(json.dumps(
+        {"world": wcfg.to_dict(), "base": asdict(cfg), "accuracy": report,
+         "n_params": sum(p.numel() for p in model.parameters())}, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def _mk(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,37 @@
+"""The frozen snapshot teacher, held outside the LightningModule's registered submodules
+(DESIGN §6): not in the optimizer, not in the module's ``state_dict``, not partitioned by ZeRO."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+
+class SnapshotTeacher:
+    """A frozen copy of the student taken at the end of the warm-up.
+
+    Args:
+        student: The model to copy.
+    """
+
+    def __init__(self, student: torch.nn.Module) -> None:
+        self.model = copy.deepcopy(student).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    def to(self, device: torch.device) -> "SnapshotTeacher":
+        self.model.to(device)
+        return self
+
+    @torch.no_grad()
+    def logits(self, batch: dict) -> torch.Tensor:
+        """Teacher logits for a training batch (no graph, eval mode)."""
+        return self.model(input_ids=batch["input_ids"],
+                          attention_mask=batch["attention_mask"]).logits
+
+    def state_dict(self) -> dict:
+        return self.model.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state)

@@ -1,0 +1,43 @@
+"""The regularizer plugin interface (DESIGN §5)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from torch import Tensor
+
+
+class Regularizer(ABC):
+    """A plugin that shapes SFT: a penalty added to the loss and/or setup-time changes.
+
+    Subclasses set ``name`` (logged as ``reg/<name>``) and ``needs_teacher`` (the module then
+    keeps a frozen snapshot teacher and passes its logits as ``outputs["teacher_logits"]``).
+    Penalties apply after the warm-up, once the snapshot exists.
+    """
+
+    name: str = "regularizer"
+    needs_teacher: bool = False
+
+    def setup(self, module) -> None:
+        """Called once at fit start, before training (freeze parameters, wrap the model ...)."""
+
+    def on_snapshot(self, module) -> None:
+        """Called when the end-of-warm-up snapshot is taken (capture anchors, Fisher ...)."""
+
+    @abstractmethod
+    def penalty(self, batch: dict, outputs: dict) -> Tensor | None:
+        """Extra loss for one training batch, or ``None``.
+
+        Args:
+            batch: The training batch (``input_ids``, ``attention_mask``, ``labels``,
+                ``is_unknown``).
+            outputs: ``logits`` and ``loss`` of the student, and ``teacher_logits`` when
+                ``needs_teacher``.
+        """
+
+    def state_dict(self) -> dict:
+        """State saved in the Lightning checkpoint."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what ``state_dict`` returned."""
