@@ -74,12 +74,13 @@ def _run_function(name: str, args: list[str]) -> None:
     COMMANDS[name](**cfg.as_dict())
 
 
-def _run(args: list[str]) -> None:
+def _run(args: list[str], from_argv: bool) -> None:
     if args and args[0] in COMMANDS:
         _run_function(args[0], args[1:])
         return
     HallucCLI(
-        FactSFTModule, FactDataModule, args=args, seed_everything_default=0,
+        FactSFTModule, FactDataModule, args=None if from_argv else args,
+        seed_everything_default=0,
         trainer_defaults=TRAINER_DEFAULTS, parser_kwargs={"exit_on_error": False},
         save_config_kwargs={"overwrite": True},
     )
@@ -88,9 +89,10 @@ def _run(args: list[str]) -> None:
 def main(args: list[str] | None = None) -> None:
     """Entry point of the console script; ``args`` defaults to ``sys.argv[1:]``."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = sys.argv[1:] if args is None else list(args)
+    from_argv = args is None
+    args = sys.argv[1:] if from_argv else list(args)
     try:
-        _run(args)
+        _run(args, from_argv)
     except HallucError as exc:
         _fail(str(exc))
     except Exception as exc:  # argument errors from jsonargparse

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from halluc_cl.data.prompts import IGNORE_INDEX, PromptFormat, encode_example
 from halluc_cl.data.schema import Fact, read_facts
-from halluc_cl.errors import ConfigError, DataError
+from halluc_cl.errors import ConfigError
 from halluc_cl.models.answering import left_pad
 from halluc_cl.models.loading import is_synthetic, load_tokenizer, synthetic_world_name
 
@@ -45,7 +45,7 @@ class FactDataModule(L.LightningDataModule):
         n_heldout: Known facts kept out of training as the hallucination probe.
         known_categories: Categories that count as Known.
         unknown_categories: Categories that count as Unknown (new knowledge).
-        prompt: Prompt format.
+        prompt: Prompt format (default: ``PromptFormat()``).
         batch_size: Training batch size.
         eval_batch_size: Evaluation batch size.
         warmup_epochs: Leading epochs that train on ``known_train`` only.
@@ -61,7 +61,7 @@ class FactDataModule(L.LightningDataModule):
         n_heldout: int = 400,
         known_categories: list[str] = ["HighlyKnown"],  # noqa: B006 (jsonargparse needs a literal)
         unknown_categories: list[str] = ["Unknown"],  # noqa: B006
-        prompt: PromptFormat = PromptFormat(),
+        prompt: PromptFormat | None = None,
         batch_size: int = 32,
         eval_batch_size: int = 256,
         warmup_epochs: int = 1,
@@ -75,7 +75,8 @@ class FactDataModule(L.LightningDataModule):
         if warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
         self.save_hyperparameters()
-        self.prompt, self.batch_size, self.eval_batch_size = prompt, batch_size, eval_batch_size
+        self.prompt = prompt or PromptFormat()
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.warmup_epochs, self.split_seed = warmup_epochs, split_seed
         self.splits = self._split(load_source(source), unknown_fraction, n_train, n_heldout,
                                   known_categories, unknown_categories)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from halluc_cl.errors import DataError
 
@@ -53,9 +53,14 @@ def fact_from_dict(record: object, where: str) -> Fact:
     missing = [k for k in REQUIRED_FIELDS if not isinstance(record.get(k), str) or not record[k]]
     if missing:
         raise DataError(f"{where}: missing or empty required field(s): {', '.join(missing)}")
-    aliases = record.get("aliases") or []
+    aliases = record.get("aliases", [])
     if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
         raise DataError(f"{where}: 'aliases' must be a list of strings")
+    if record.get("category") is not None and not isinstance(record["category"], str):
+        raise DataError(f"{where}: 'category' must be a string")
+    p = record.get("p_correct")
+    if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float))):
+        raise DataError(f"{where}: 'p_correct' must be a number")
     known = set(Fact.__dataclass_fields__)
     return Fact(**{k: v for k, v in record.items() if k in known})
 
@@ -93,6 +98,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; result files follow the umask
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -59,8 +59,8 @@ RELATIONS: dict[str, tuple[list[str], list[str]]] = {
     ),
 }
 
-_ONSETS = "b c d f g h k l m n p r s t v z br dr gr kr pl tr st th sh".split()
-_VOWELS = "a e i o u ai ou ea".split()
+_ONSETS = ["b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr", "kr", "pl", "tr", "st", "th", "sh"]
+_VOWELS = ["a", "e", "i", "o", "u", "ai", "ou", "ea"]
 _CODAS = ["", "", "n", "r", "l", "s", "th", "nd", "rk", "x"]
 
 
@@ -88,7 +88,7 @@ class WorldConfig:
     relations: tuple[str, ...] = tuple(RELATIONS)
     known_key_style: KeyStyle = "name"
     new_key_style: KeyStyle = "name"
-    qa_fraction: float = 0.5
+    qa_fraction: float = 0.6
     n_first_names: int = 40
     n_last_names: int = 40
     n_values: int = 24
@@ -97,8 +97,10 @@ class WorldConfig:
         unknown = [r for r in self.relations if r not in RELATIONS]
         if unknown:
             raise ConfigError(f"unknown relation(s) {unknown}; choose from {list(RELATIONS)}")
-        if len(self.relations) < 1 or self.n_known < 1 or self.n_new < 0:
-            raise ConfigError("a world needs >= 1 relation and >= 1 Known entity")
+        if len(self.relations) < 1 or self.n_known < 1 or self.n_new < 0 or self.n_values < 1:
+            raise ConfigError("a world needs >= 1 relation, >= 1 Known entity and >= 1 value")
+        if len(set(self.relations)) != len(self.relations):
+            raise ConfigError(f"repeated relation in {list(self.relations)}")
         if not 0.0 <= self.qa_fraction <= 1.0:
             raise ConfigError(f"qa_fraction must be in [0, 1], got {self.qa_fraction}")
         n_names = self.n_known + self.n_new

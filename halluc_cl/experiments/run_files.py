@@ -47,7 +47,7 @@ def build_summary(module, wall_time_s: float) -> dict:
         "warmup_epochs": module.warmup_epochs,
         "model": module.model_spec,
         "regularizers": [type(r).__name__ for r in module.regularizers],
-        "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)),
+        "seed": int(os.environ.get("PL_GLOBAL_SEED", "-1")),
         "wall_time_s": round(wall_time_s, 2),
         "versions": _versions(),
     }

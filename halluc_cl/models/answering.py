@@ -23,11 +23,14 @@ def greedy_answers(
     """Greedy-decode answers for a left-padded batch of prompts and return their text."""
     was_training = model.training
     model.eval()
-    out = model.generate(
-        input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
-        do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-    )
-    model.train(was_training)
+    try:
+        out = model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+            do_sample=False, pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    finally:
+        model.train(was_training)
     new_tokens = out[:, input_ids.shape[1]:]
     return [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 

@@ -43,7 +43,7 @@ def resolve(spec: str) -> tuple[str, dict]:
             raise ModelLoadError(f"{path} is not a model folder (no config.json)")
         return str(path), {}
     if _looks_like_path(spec):
-        raise ModelLoadError(f"model folder not found: {path}")
+        raise ModelLoadError(f"model folder not found: {spec}")
     kwargs = {}
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         kwargs["local_files_only"] = True

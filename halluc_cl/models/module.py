@@ -14,7 +14,11 @@ from torch import nn
 
 from halluc_cl.errors import ConfigError
 from halluc_cl.metrics.hallucination import (
-    AbstainRate, ExactMatchAccuracy, HallucinationRate, relative_decline)
+    AbstainRate,
+    ExactMatchAccuracy,
+    HallucinationRate,
+    relative_decline,
+)
 from halluc_cl.metrics.matching import exact_match, is_abstention
 from halluc_cl.models.answering import greedy_answers
 from halluc_cl.models.loading import load_causal_lm, load_tokenizer

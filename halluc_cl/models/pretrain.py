@@ -21,8 +21,14 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
-from transformers import PreTrainedTokenizerFast, get_cosine_schedule_with_warmup
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    get_cosine_schedule_with_warmup,
+)
 
 from halluc_cl.data.prompts import PromptFormat, encode_example
 from halluc_cl.data.schema import Fact, write_facts
@@ -47,6 +53,7 @@ class BaseModelConfig:
         batch_size: Sequences per step.
         lr: Peak AdamW learning rate (cosine schedule, 5 % warm-up).
         bios_per_epoch: Biographies per Known entity per epoch.
+        dropout: Dropout of the pretraining run (saved in the model config).
         precision: Lightning precision for pretraining (fp32 is faster than bf16 autocast on
             CPUs without bf16 matrix units).
     """
@@ -55,10 +62,11 @@ class BaseModelConfig:
     n_layer: int = 4
     n_embd: int = 128
     n_head: int = 4
-    epochs: int = 80
+    epochs: int = 50
     batch_size: int = 32
     lr: float = 2e-3
     bios_per_epoch: int = 1
+    dropout: float = 0.0
     precision: str = "32-true"
 
 
@@ -103,17 +111,17 @@ def train_tokenizer(world: SyntheticWorld, fmt: PromptFormat) -> PreTrainedToken
 
 
 def new_model(cfg: BaseModelConfig, vocab_size: int, tokenizer) -> torch.nn.Module:
-    ids = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-               bos_token_id=tokenizer.eos_token_id)
+    ids = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
+           "bos_token_id": tokenizer.eos_token_id}
     if cfg.arch == "gpt2":
-        # no dropout: memorising facts is the point, and dropout slows it several-fold
         conf = GPT2Config(vocab_size=vocab_size, n_positions=256, n_embd=cfg.n_embd,
-                          n_layer=cfg.n_layer, n_head=cfg.n_head, resid_pdrop=0.0,
-                          embd_pdrop=0.0, attn_pdrop=0.0, **ids)
+                          n_layer=cfg.n_layer, n_head=cfg.n_head, resid_pdrop=cfg.dropout,
+                          embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, **ids)
         return GPT2LMHeadModel(conf)
     conf = LlamaConfig(vocab_size=vocab_size, hidden_size=cfg.n_embd,
                        intermediate_size=4 * cfg.n_embd, num_hidden_layers=cfg.n_layer,
-                       num_attention_heads=cfg.n_head, max_position_embeddings=256, **ids)
+                       num_attention_heads=cfg.n_head, max_position_embeddings=256,
+                       attention_dropout=cfg.dropout, **ids)
     return LlamaForCausalLM(conf)
 
 

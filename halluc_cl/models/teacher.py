@@ -20,7 +20,7 @@ class SnapshotTeacher:
         for p in self.model.parameters():
             p.requires_grad_(False)
 
-    def to(self, device: torch.device) -> "SnapshotTeacher":
+    def to(self, device: torch.device) -> SnapshotTeacher:
         self.model.to(device)
         return self
 

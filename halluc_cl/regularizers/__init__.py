@@ -3,4 +3,4 @@
 from halluc_cl.regularizers.base import Regularizer
 from halluc_cl.regularizers.distill import KLSelfDistillation
 
-__all__ = ["Regularizer", "KLSelfDistillation"]
+__all__ = ["KLSelfDistillation", "Regularizer"]

@@ -1,0 +1,81 @@
+"""FactDataModule on the tiny synthetic world: splits, unknown fraction, labels, warm-up."""
+
+import pytest
+
+from halluc_cl.data.datamodule import FactDataModule
+from halluc_cl.data.prompts import IGNORE_INDEX
+from halluc_cl.errors import ConfigError
+
+TINY = "synthetic://tiny"
+
+
+def make(**kw) -> FactDataModule:
+    args = {"source": TINY, "tokenizer": TINY, "n_train": 32, "n_heldout": 16, "batch_size": 8}
+    return FactDataModule(**{**args, **kw})
+
+
+def test_splits_are_disjoint_and_sized(tiny_model_dir):
+    dm = make(unknown_fraction=0.25)
+    ids = {k: {f.id for f in v} for k, v in dm.splits.items()}
+    assert not ids["heldout_known"] & ids["known_train"]
+    assert not (ids["heldout_known"] | ids["known_train"]) & ids["unknown_train"]
+    assert len(ids["heldout_known"]) == 16
+    assert len(ids["unknown_train"]) == 8 and len(ids["known_train"]) == 24
+    assert all(f.category == "HighlyKnown" for f in dm.splits["heldout_known"])
+    assert all(f.category == "Unknown" for f in dm.splits["unknown_train"])
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
+def test_unknown_fraction_is_honoured(tiny_model_dir, fraction):
+    dm = make(unknown_fraction=fraction, warmup_epochs=0 if fraction == 1.0 else 1)
+    rows = dm._train_rows(epoch=5)
+    assert len(rows) == 32
+    assert sum(r["unknown"] for r in rows) == round(32 * fraction)
+
+
+def test_warmup_epochs_serve_known_facts_only(tiny_model_dir):
+    dm = make(unknown_fraction=0.5, warmup_epochs=2)
+    assert not any(r["unknown"] for r in dm._train_rows(epoch=0))
+    assert not any(r["unknown"] for r in dm._train_rows(epoch=1))
+    assert sum(r["unknown"] for r in dm._train_rows(epoch=2)) == 16
+
+
+def test_labels_cover_only_answer_and_eos(tiny_model_dir):
+    dm = make()
+    batch = dm.collate_train(dm._train_rows(epoch=1)[:8])
+    tok = dm.tokenizer
+    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
+        supervised = labels != IGNORE_INDEX
+        assert (ids[supervised] == labels[supervised]).all()
+        answer = tok.decode(labels[supervised][:-1])
+        assert labels[supervised][-1] == tok.eos_token_id
+        text = tok.decode(ids[mask.bool()])
+        assert text.startswith("Answer the following question") and answer.strip()
+        assert "Answer :" not in answer  # the prompt is never supervised
+
+
+def test_eval_loaders_left_pad_and_carry_facts(tiny_model_dir):
+    dm = make()
+    loaders = dm.val_dataloader()
+    assert dm.eval_split_names() == ["heldout_known", "unknown_train", "known_train"]
+    batch = next(iter(loaders[0]))
+    assert batch["split"] == "heldout_known"
+    assert (batch["attention_mask"][:, -1] == 1).all()  # left padding: prompts end aligned
+    assert len(batch["facts"]) == batch["input_ids"].shape[0]
+
+
+def test_data_order_is_seeded(tiny_model_dir):
+    a, b = make(split_seed=3), make(split_seed=3)
+    assert [r["idx"] for r in a._train_rows(2)] == [r["idx"] for r in b._train_rows(2)]
+    assert [r["idx"] for r in a._train_rows(2)] != [r["idx"] for r in a._train_rows(3)]
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"unknown_fraction": 1.5}, "unknown_fraction must be in"),
+    ({"n_train": 1000, "unknown_fraction": 0.99}, "infeasible unknown_fraction"),
+    ({"n_heldout": 10_000}, "infeasible split"),
+    ({"unknown_fraction": 1.0}, "warm-up needs Known"),
+])
+def test_bad_settings_raise(tiny_model_dir, kw, message):
+    with pytest.raises(ConfigError, match=message):
+        make(**kw)

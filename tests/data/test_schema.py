@@ -1,0 +1,156 @@
+"""Fact JSONL reading/writing and its line-numbered validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+
+import pytest
+
+from halluc_cl.data.schema import Fact, atomic_write_text, read_facts, write_facts
+from halluc_cl.errors import DataError
+
+
+def _record(i: int, **extra) -> dict:
+    rec = {"id": f"f{i}", "subject": f"S{i}", "relation": "birth_city", "object": f"O{i}",
+           "question": f"Where was S{i} born ?"}
+    rec.update(extra)
+    return rec
+
+
+def _esc(path) -> str:
+    return re.escape(str(path))
+
+
+def _write_lines(path, lines: list[str]) -> None:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def test_round_trip(tmp_path):
+    facts = [
+        Fact("a", "Alice Smith", "birth_city", "Paris", "Where was Alice Smith born ?",
+             aliases=["Paris", "Paris France"], category="HighlyKnown", p_correct=0.75),
+        Fact("b", "Bob", "employer", "Acme", "Who employs Bob ?"),
+        Fact("c", "Ünïcode", "field", "Café", "What field does Ünïcode work in ?",
+             category="Unknown"),
+    ]
+    path = tmp_path / "sub" / "facts.jsonl"
+    write_facts(path, facts)
+    assert read_facts(path) == facts
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 3
+    # None fields are left out of the file, set ones are kept
+    assert "p_correct" not in json.loads(lines[1])
+    assert "category" not in json.loads(lines[1])
+    assert json.loads(lines[0])["p_correct"] == 0.75
+    assert json.loads(lines[1])["aliases"] == ["Acme"]
+
+
+def test_blank_lines_skipped_and_unknown_keys_ignored(tmp_path):
+    path = tmp_path / "facts.jsonl"
+    _write_lines(path, ["", json.dumps(_record(1, extra_key=5)), "   ", json.dumps(_record(2))])
+    facts = read_facts(path)
+    assert [f.id for f in facts] == ["f1", "f2"]
+    assert not hasattr(facts[0], "extra_key")
+
+
+def test_aliases_default_to_object(tmp_path):
+    assert Fact("x", "S", "r", "Obj", "Q ?").aliases == ["Obj"]
+    assert Fact("x", "S", "r", "Obj", "Q ?", aliases=["A", "B"]).aliases == ["A", "B"]
+    path = tmp_path / "facts.jsonl"
+    _write_lines(path, [json.dumps(_record(1)), json.dumps(_record(2, aliases=[]))])
+    assert [f.aliases for f in read_facts(path)] == [["O1"], ["O2"]]
+
+
+def test_malformed_json_names_file_and_line(tmp_path):
+    path = tmp_path / "facts.jsonl"
+    _write_lines(path, [json.dumps(_record(1)), "", '{"id": "f3", broken'])
+    with pytest.raises(DataError, match=rf"{_esc(path)}:3: malformed JSON"):
+        read_facts(path)
+
+
+def test_non_object_record(tmp_path):
+    path = tmp_path / "facts.jsonl"
+    _write_lines(path, ["[1, 2]"])
+    with pytest.raises(DataError, match=rf"{_esc(path)}:1: expected a JSON object, got list"):
+        read_facts(path)
+
+
+@pytest.mark.parametrize("field", ["id", "subject", "relation", "object", "question"])
+def test_missing_required_field(tmp_path, field):
+    rec = _record(2)
+    del rec[field]
+    path = tmp_path / "facts.jsonl"
+    _write_lines(path, [json.dumps(_record(1)), json.dumps(rec)])
+    msg = rf"{_esc(path)}:2: missing or empty required field\(s\): {field}$"
+    with pytest.raises(DataError, match=msg):
+        read_facts(path)
+
+
+def test_empty_and_non_string_required_fields(tmp_path):
+    path = tmp_path / "facts.jsonl"
+    _write_lines(path, [json.dumps(_record(1, object="", subject=3))])
+    msg = r":1: missing or empty required field\(s\): subject, object"
+    with pytest.raises(DataError, match=msg):
+        read_facts(path)
+
+
+def test_bad_aliases(tmp_path):
+    path = tmp_path / "facts.jsonl"
+    _write_lines(path, [json.dumps(_record(1, aliases=["ok", 3]))])
+    with pytest.raises(DataError, match=rf"{_esc(path)}:1: 'aliases' must be a list of strings"):
+        read_facts(path)
+    _write_lines(path, [json.dumps(_record(1, aliases="Paris"))])
+    with pytest.raises(DataError, match="'aliases' must be a list of strings"):
+        read_facts(path)
+
+
+def test_duplicate_id_names_both_lines(tmp_path):
+    path = tmp_path / "facts.jsonl"
+    dup = _record(9, id="f1")
+    _write_lines(path, [json.dumps(_record(1)), json.dumps(_record(2)), "", json.dumps(dup)])
+    msg = rf"{_esc(path)}:4: duplicate id 'f1' \(first on line 1\)"
+    with pytest.raises(DataError, match=msg):
+        read_facts(path)
+
+
+@pytest.mark.parametrize("content", ["", "\n\n  \n"])
+def test_empty_file(tmp_path, content):
+    path = tmp_path / "facts.jsonl"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match="no facts"):
+        read_facts(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="fact file not found"):
+        read_facts(tmp_path / "nope.jsonl")
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    path = tmp_path / "deep" / "out.txt"
+    atomic_write_text(path, "first")
+    atomic_write_text(path, "second\n")
+    assert path.read_text(encoding="utf-8") == "second\n"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["out.txt"]
+
+
+def test_atomic_write_failure_cleans_up_and_keeps_old(tmp_path):
+    path = tmp_path / "out.txt"
+    atomic_write_text(path, "old")
+    with pytest.raises(TypeError):
+        atomic_write_text(path, 123)  # write() rejects non-str
+    assert path.read_text(encoding="utf-8") == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_atomic_write_respects_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "out.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out.txt").stat().st_mode) == 0o644

@@ -1,0 +1,49 @@
+"""FactSFTModule: the teacher stays outside registered submodules; snapshot and checkpoint."""
+
+import torch
+
+from halluc_cl.models.module import FactSFTModule
+from halluc_cl.regularizers import KLSelfDistillation
+
+
+def test_teacher_is_not_a_registered_submodule(tiny_model_dir):
+    module = FactSFTModule("synthetic://tiny", regularizers=[KLSelfDistillation()])
+    n_params = sum(1 for _ in module.parameters())
+    keys = set(module.state_dict())
+    module.take_snapshot()
+    assert module.teacher is not None
+    assert sum(1 for _ in module.parameters()) == n_params
+    assert set(module.state_dict()) == keys
+    assert not any(p.requires_grad for p in module.teacher.model.parameters())
+    assert not module.teacher.model.training
+
+
+def test_snapshot_is_frozen_copy(tiny_model_dir):
+    module = FactSFTModule("synthetic://tiny", regularizers=[KLSelfDistillation()])
+    module.take_snapshot()
+    with torch.no_grad():
+        for p in module.student.parameters():
+            p.add_(1.0)
+    teacher_p = next(module.teacher.model.parameters())
+    student_p = next(module.student.parameters())
+    assert not torch.equal(teacher_p, student_p)
+
+
+def test_checkpoint_round_trip_restores_teacher_and_reference(tiny_model_dir):
+    a = FactSFTModule("synthetic://tiny", regularizers=[KLSelfDistillation()])
+    a.take_snapshot()
+    a.reference = {"f1": True}
+    a.history = [{"epoch": 0, "heldout_known_acc": 1.0}]
+    ckpt: dict = {}
+    a.on_save_checkpoint(ckpt)
+    b = FactSFTModule("synthetic://tiny", regularizers=[KLSelfDistillation()])
+    b.on_load_checkpoint(ckpt)
+    assert b.reference == {"f1": True} and b.history == a.history
+    for pa, pb in zip(a.teacher.model.parameters(), b.teacher.model.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_no_teacher_without_a_plugin_that_needs_one(tiny_model_dir):
+    module = FactSFTModule("synthetic://tiny")
+    module.take_snapshot()
+    assert module.teacher is None

@@ -1,0 +1,111 @@
+"""End-to-end: the CLI on the tiny world, and the user errors it turns into ``error:`` lines."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from halluc_cl.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--config", str(ROOT / "configs/world/tiny.yaml")]
+
+
+def fit(config: str, tmp_path: Path, *extra: str) -> Path:
+    main(["fit", "--config", str(ROOT / config), *TINY,
+          "--trainer.logger.init_args.save_dir", str(tmp_path), *extra])
+    return sorted((tmp_path / Path(config).stem).glob("version_*"))[-1]
+
+
+@pytest.mark.parametrize("config", ["configs/sft.yaml", "configs/distill.yaml"])
+def test_fit_end_to_end(config, tmp_path, tiny_model_dir, capsys):
+    run = fit(config, tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs"] == 3 and summary["warmup_epochs"] == 1
+    assert set(summary["final"]) >= {"heldout_known_acc", "new_fact_acc", "known_train_acc",
+                                     "hallucination_rate", "abstain_rate"}
+    assert 0.0 <= summary["heldout_known_decline"] <= 1.0
+    assert summary["regularizers"] == (["KLSelfDistillation"] if "distill" in config else [])
+    preds = [json.loads(line) for line in (run / "predictions/epoch_2.jsonl").read_text().splitlines()]
+    assert {p["split"] for p in preds} == {"heldout_known", "known_train", "unknown_train"}
+    assert (run / "metrics.csv").is_file() and (run / "config.yaml").is_file()
+    assert (run / "model/model.safetensors").is_file() and (run / "model/tokenizer.json").is_file()
+    out = capsys.readouterr().out
+    assert "heldout_known_acc" in out and "final" in out and "peak" in out
+
+
+def test_distill_logs_penalty_only_after_warmup(tmp_path, tiny_model_dir):
+    import csv
+
+    run = fit("configs/distill.yaml", tmp_path, "--trainer.log_every_n_steps", "1")
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    with_penalty = {int(r["epoch"]) for r in rows if r.get("reg/distill")}
+    assert with_penalty and min(with_penalty) >= 1  # epoch 0 is the warm-up
+
+
+def test_fit_is_deterministic(tmp_path, tiny_model_dir):
+    a = json.loads((fit("configs/sft.yaml", tmp_path / "a") / "summary.json").read_text())
+    b = json.loads((fit("configs/sft.yaml", tmp_path / "b") / "summary.json").read_text())
+    for s in (a, b):
+        s.pop("wall_time_s")
+    assert a == b
+
+
+def test_print_config_shows_regularizer(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", str(ROOT / "configs/distill.yaml"), "--print_config"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "halluc_cl.regularizers.KLSelfDistillation" in out and "temperature: 0.5" in out
+
+
+def _error_line(capsys, args) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ")
+    return err[-1]
+
+
+def test_unknown_config_key_is_one_error_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  regularisers: []\n")
+    line = _error_line(capsys, ["fit", "--config", str(ROOT / "configs/sft.yaml"), "--config",
+                                str(bad)])
+    assert "regularisers" in line
+
+
+def test_missing_model_path(tmp_path, capsys):
+    line = _error_line(capsys, ["fit", "--config", str(ROOT / "configs/sft.yaml"), *TINY,
+                                "--model.model", str(tmp_path / "nope")])
+    assert "model folder not found" in line
+
+
+def test_infeasible_unknown_fraction(tmp_path, tiny_model_dir, capsys):
+    line = _error_line(capsys, ["fit", "--config", str(ROOT / "configs/sft.yaml"), *TINY,
+                                "--data.n_train", "1000", "--data.unknown_fraction", "0.99"])
+    assert "infeasible" in line
+
+
+def test_unknown_regularizer_class_path(capsys):
+    line = _error_line(capsys, ["fit", "--config", str(ROOT / "configs/sft.yaml"), *TINY,
+                                "--model.regularizers", '[{"class_path": "no.such.Plugin"}]'])
+    assert line.startswith("error:")
+
+
+def test_pretrain_command_uses_cache(tiny_model_dir, capsys):
+    main(["pretrain", "--world", "tiny"])
+    out = capsys.readouterr().out
+    assert str(tiny_model_dir) in out and "Building" not in out
+
+
+def test_sft_and_distill_configs_differ_only_in_regularizer_and_name():
+    import yaml
+
+    sft = yaml.safe_load((ROOT / "configs/sft.yaml").read_text())
+    distill = yaml.safe_load((ROOT / "configs/distill.yaml").read_text())
+    for cfg in (sft, distill):
+        cfg["model"].pop("regularizers")
+        cfg["trainer"]["logger"]["init_args"].pop("name")
+    assert sft == distill
