@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 from jsonargparse import ArgumentParser
 from lightning.pytorch.cli import LightningCLI
@@ -26,6 +27,7 @@ from halluc_cl.models.module import FactSFTModule
 TRAINER_DEFAULTS = {
     "reload_dataloaders_every_n_epochs": 1,  # the warm-up phase serves Known facts only
     "num_sanity_val_steps": 0,
+    "log_every_n_steps": 10,
     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
                "init_args": {"save_dir": "runs", "name": "fit"}},
 }
@@ -89,6 +91,7 @@ def _run(args: list[str], from_argv: bool) -> None:
 def main(args: list[str] | None = None) -> None:
     """Entry point of the console script; ``args`` defaults to ``sys.argv[1:]``."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning-internal deprecation
     from_argv = args is None
     args = sys.argv[1:] if from_argv else list(args)
     try:

@@ -14,7 +14,8 @@ TINY = ["--config", str(ROOT / "configs/world/tiny.yaml")]
 def fit(config: str, tmp_path: Path, *extra: str) -> Path:
     main(["fit", "--config", str(ROOT / config), *TINY,
           "--trainer.logger.init_args.save_dir", str(tmp_path), *extra])
-    return sorted((tmp_path / Path(config).stem).glob("version_*"))[-1]
+    runs = (tmp_path / Path(config).stem).glob("version_*")
+    return max(runs, key=lambda p: int(p.name.split("_")[1]))
 
 
 @pytest.mark.parametrize("config", ["configs/sft.yaml", "configs/distill.yaml"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import datasets
 import lightning as L
 import torch
 from datasets import Dataset
@@ -22,6 +23,7 @@ from halluc_cl.models.answering import left_pad
 from halluc_cl.models.loading import is_synthetic, load_tokenizer, synthetic_world_name
 
 EVAL_SPLITS = ("heldout_known", "unknown_train", "known_train")
+datasets.disable_progress_bars()  # tokenizing a few hundred facts needs no bar
 
 
 def load_source(source: str) -> list[Fact]:

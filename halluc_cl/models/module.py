@@ -60,7 +60,7 @@ class FactSFTModule(L.LightningModule):
             raise ConfigError(f"dtype must be float32 or bfloat16, got {dtype!r}")
         self.save_hyperparameters(ignore=["regularizers", "optimizer", "scheduler"])
         self.model_spec = model
-        self.student = load_causal_lm(model, dtype)
+        self.student = load_causal_lm(model, dtype).train()  # from_pretrained returns eval mode
         self.tokenizer = load_tokenizer(model)
         self.regularizers = list(regularizers or [])
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler

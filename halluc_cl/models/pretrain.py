@@ -62,7 +62,7 @@ class BaseModelConfig:
     n_layer: int = 4
     n_embd: int = 128
     n_head: int = 4
-    epochs: int = 50
+    epochs: int = 100
     batch_size: int = 32
     lr: float = 2e-3
     bios_per_epoch: int = 1
@@ -220,6 +220,9 @@ def build_base_model(world: str, force: bool = False, verbose: bool = True) -> P
         trainer.fit(_PretrainModule(model, corpus, cfg, steps))
         random.setstate(py_state)
     model = model.float().eval()
+    for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout"):
+        if hasattr(model.config, key):
+            setattr(model.config, key, 0.0)  # pretraining dropout is not inherited by SFT
     facts = categorize_known(model, tokenizer, synthetic, facts, fmt)
     report = accuracy_report(model, tokenizer, facts, fmt)
     if verbose:
