@@ -16,6 +16,7 @@ import sys
 import warnings
 
 from jsonargparse import ArgumentParser
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from halluc_cl.data.datamodule import FactDataModule
@@ -38,6 +39,8 @@ class HallucCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(RunArtifacts, "artifacts")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.save_last": True})
         parser.link_arguments("model.model", "data.tokenizer")
         parser.link_arguments("model.warmup_epochs", "data.warmup_epochs")
 

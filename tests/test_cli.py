@@ -110,3 +110,17 @@ def test_sft_and_distill_configs_differ_only_in_regularizer_and_name():
         cfg["model"].pop("regularizers")
         cfg["trainer"]["logger"]["init_args"].pop("name")
     assert sft == distill
+
+
+def test_validate_from_last_checkpoint_keeps_reference(tmp_path, tiny_model_dir, capsys):
+    run = fit("configs/sft.yaml", tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    main(["validate", "--config", str(ROOT / "configs/sft.yaml"), *TINY,
+          "--trainer.logger.init_args.save_dir", str(tmp_path / "val"),
+          "--ckpt_path", str(run / "checkpoints/last.ckpt")])
+    out = capsys.readouterr().out
+    assert "hallucination_rate" in out and "heldout_known_acc" in out
+    preds = (tmp_path / "val/sft/version_0/predictions/epoch_0.jsonl").read_text().splitlines()
+    final = [json.loads(p) for p in preds if json.loads(p)["split"] == "heldout_known"]
+    acc = sum(p["correct"] for p in final) / len(final)
+    assert acc == summary["final"]["heldout_known_acc"]  # same weights, same answers

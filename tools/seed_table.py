@@ -35,8 +35,8 @@ def run(config: str, seed: int, out: Path, extra: list[str]) -> dict:
     return json.loads(summary.read_text())
 
 
-def value(summary: dict, key: str, where: str | None) -> float:
-    return summary[where][key] if where else summary[key]
+def value(summary: dict, key: str, where: str | None) -> float | None:
+    return summary[where].get(key) if where else summary.get(key)
 
 
 def main() -> None:
@@ -53,10 +53,14 @@ def main() -> None:
         runs = [run(config, s, out, args.extra) for s in args.seeds]
         cells = []
         for key, where in COLUMNS:
-            vals = [value(r, key, where) for r in runs]
+            vals = [v for v in (value(r, key, where) for r in runs) if v is not None]
+            if not vals:
+                cells.append("–")
+                continue
             std = statistics.stdev(vals) if len(vals) > 1 else 0.0
             cells.append(f"{statistics.mean(vals):.3f} ± {std:.3f}")
-        lines.append(f"| {config} | " + " | ".join(cells) + " |")
+        label = " + ".join(Path(c).name for c in config.split("+"))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print(f"\nseeds {args.seeds}\n{table}")
     (out / "table.md").write_text(table + "\n")

@@ -157,19 +157,20 @@ class FactSFTModule(L.LightningModule):
         if self.trainer.sanity_checking:
             self._reset_metrics()
             return
+        fitting = self.trainer.state.fn == "fit"
         metrics = self._compute_metrics()
-        if self.current_epoch == self.warmup_epochs - 1:
+        if fitting and self.current_epoch == self.warmup_epochs - 1:
             self.reference = {p["id"]: p["correct"] for p in self.last_predictions
                               if p["split"] == "heldout_known"}
         acc = metrics.get("heldout_known_acc")
-        if acc is not None and self.current_epoch >= self.warmup_epochs - 1:
+        if acc is not None and (self.current_epoch >= self.warmup_epochs - 1 or not fitting):
             peaks = [h["heldout_known_acc"] for h in self.history
                      if h["epoch"] >= self.warmup_epochs - 1] + [acc]
             metrics["heldout_known_peak"] = max(peaks)
             metrics["heldout_known_decline"] = relative_decline(max(peaks), acc)
-        metrics["phase"] = 0.0 if self.current_epoch < self.warmup_epochs else 1.0
-        self.log_dict({k: float(v) for k, v in metrics.items()}, sync_dist=False)
-        self.history.append({"epoch": self.current_epoch, **metrics})
+        self.log_dict({k: float(v) for k, v in metrics.items()})
+        if fitting:
+            self.history.append({"epoch": self.current_epoch, **metrics})
 
     def on_test_epoch_end(self) -> None:
         metrics = self._compute_metrics()
