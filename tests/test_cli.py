@@ -124,3 +124,15 @@ def test_validate_from_last_checkpoint_keeps_reference(tmp_path, tiny_model_dir,
     final = [json.loads(p) for p in preds if json.loads(p)["split"] == "heldout_known"]
     acc = sum(p["correct"] for p in final) / len(final)
     assert acc == summary["final"]["heldout_known_acc"]  # same weights, same answers
+
+
+def test_distill_with_extra_inputs_and_base_snapshot(tmp_path, tiny_model_dir):
+    import csv
+
+    run = fit("configs/distill.yaml", tmp_path, "--data.distill_per_batch", "8",
+              "--model.regularizers.init_args.extra_weight", "3",
+              "--model.regularizers.init_args.weight", "0", "--model.snapshot", "base",
+              "--trainer.log_every_n_steps", "1")
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert any(float(r["reg/distill"]) > 0 for r in rows if r.get("reg/distill"))
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 3

@@ -23,8 +23,9 @@ COLUMNS = [("heldout_known_acc", "peak"), ("heldout_known_acc", "final"),
            ("new_fact_acc", "final"), ("wall_time_s", None)]
 
 
-def run(config: str, seed: int, out: Path, extra: list[str]) -> dict:
-    name = "+".join(Path(c).stem for c in config.split("+")) + f"_seed{seed}"
+def run(config: str, seed: int, out: Path, extra: list[str], name: str | None = None) -> dict:
+    """Fit ``config`` (``+``-joined configs) with ``seed`` unless its summary exists."""
+    name = (name or "+".join(Path(c).stem for c in config.split("+"))) + f"_seed{seed}"
     summary = out / name / "version_0" / "summary.json"
     if not summary.is_file():
         configs = [a for c in config.split("+") for a in ("--config", c)]

@@ -16,8 +16,10 @@ import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
+from halluc_cl.data.distill_inputs import DistillInputs, DistillKind, distill_pool
 from halluc_cl.data.prompts import IGNORE_INDEX, PromptFormat, encode_example
 from halluc_cl.data.schema import Fact, read_facts
+from halluc_cl.data.synthetic import SyntheticWorld, world_config
 from halluc_cl.errors import ConfigError
 from halluc_cl.models.answering import left_pad
 from halluc_cl.models.loading import is_synthetic, load_tokenizer, synthetic_world_name
@@ -52,6 +54,10 @@ class FactDataModule(L.LightningDataModule):
         eval_batch_size: Evaluation batch size.
         warmup_epochs: Leading epochs that train on ``known_train`` only.
         split_seed: Seed of the split and of the data order.
+        distill_per_batch: Extra distillation-only inputs attached to every SFT batch
+            (0 = none); used by ``KLSelfDistillation(extra_weight>0)``.
+        distill_source: Kind of those inputs: ``questions`` / ``qa`` of other Known facts,
+            or ``statements`` (synthetic worlds). Never about a held-out fact.
     """
 
     def __init__(
@@ -68,6 +74,8 @@ class FactDataModule(L.LightningDataModule):
         eval_batch_size: int = 256,
         warmup_epochs: int = 1,
         split_seed: int = 0,
+        distill_per_batch: int = 0,
+        distill_source: DistillKind = "questions",
     ) -> None:
         super().__init__()
         if not 0.0 <= unknown_fraction <= 1.0:
@@ -80,12 +88,23 @@ class FactDataModule(L.LightningDataModule):
         self.prompt = prompt or PromptFormat()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.warmup_epochs, self.split_seed = warmup_epochs, split_seed
-        self.splits = self._split(load_source(source), unknown_fraction, n_train, n_heldout,
+        facts = load_source(source)
+        self.splits = self._split(facts, unknown_fraction, n_train, n_heldout,
                                   known_categories, unknown_categories)
         if warmup_epochs and not self.splits["known_train"]:
             raise ConfigError("the warm-up needs Known training facts, but unknown_fraction=1")
         self.tokenizer = load_tokenizer(tokenizer)
         self._encoded: dict[str, Dataset] = {}
+        if distill_per_batch < 0:
+            raise ConfigError(f"distill_per_batch must be >= 0, got {distill_per_batch}")
+        self.distill_per_batch = distill_per_batch
+        self.distill_inputs = None
+        if distill_per_batch:
+            world = SyntheticWorld(world_config(synthetic_world_name(source))) \
+                if is_synthetic(source) else None
+            self.distill_inputs = DistillInputs(
+                distill_pool(facts, self.splits, unknown_categories), distill_source,
+                self.tokenizer, self.prompt, world)
 
     def _split(self, facts, fraction, n_train, n_heldout, known_cats, unknown_cats):
         rng = random.Random(self.split_seed)
@@ -136,8 +155,14 @@ class FactDataModule(L.LightningDataModule):
         if self.warmup_epochs and trainer is not None and trainer.reload_dataloaders_every_n_epochs != 1:
             raise ConfigError("the warm-up needs trainer.reload_dataloaders_every_n_epochs=1")
         epoch = trainer.current_epoch if trainer is not None else 0
-        return DataLoader(self._train_rows(epoch), batch_size=self.batch_size,
-                          collate_fn=self.collate_train)
+        rows = self._train_rows(epoch)
+        batches = [self.collate_train(rows[i:i + self.batch_size])
+                   for i in range(0, len(rows), self.batch_size)]
+        if self.distill_inputs is not None and epoch >= self.warmup_epochs:
+            rng = random.Random(self.split_seed * 104_729 + epoch)
+            for batch in batches:
+                batch.update(self.distill_inputs.sample(self.distill_per_batch, rng))
+        return DataLoader(batches, batch_size=None)
 
     def collate_train(self, rows: list[dict]) -> dict:
         pad = self.tokenizer.pad_token_id

@@ -122,6 +122,8 @@ WORLDS: dict[str, WorldConfig] = {
         n_first_names=12, n_last_names=12, n_values=8,
     ),
 }
+# the default world under base models of other sizes (see models/pretrain.py BASE_MODELS)
+WORLDS["default-small"] = WORLDS["default-large"] = WORLDS["default"]
 
 
 def world_config(name: str) -> WorldConfig:

@@ -7,6 +7,8 @@ answers of that moment become the reference of ``hallucination_rate``.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -38,6 +40,8 @@ class FactSFTModule(L.LightningModule):
         optimizer: Optimizer factory, e.g. ``torch.optim.AdamW`` with ``lr``.
         scheduler: Optional LR scheduler factory (stepped per epoch).
         warmup_epochs: Leading Known-only epochs; must match ``data.warmup_epochs`` (linked).
+        snapshot: When the teacher/anchor snapshot is taken: at the end of the ``warmup``
+            or from the ``base`` model before any training.
         dtype: Weight dtype of the loaded model: ``float32`` or ``bfloat16``.
         max_new_tokens: Answer length limit of greedy evaluation.
     """
@@ -49,6 +53,7 @@ class FactSFTModule(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: LRSchedulerCallable | None = None,
         warmup_epochs: int = 1,
+        snapshot: Literal["warmup", "base"] = "warmup",
         dtype: str = "float32",
         max_new_tokens: int = 8,
     ) -> None:
@@ -56,6 +61,8 @@ class FactSFTModule(L.LightningModule):
         if warmup_epochs < 1:
             raise ConfigError("warmup_epochs must be >= 1: the snapshot and the hallucination "
                               "reference are taken at the end of the warm-up")
+        if snapshot not in ("warmup", "base"):
+            raise ConfigError(f"snapshot must be 'warmup' or 'base', got {snapshot!r}")
         if dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"dtype must be float32 or bfloat16, got {dtype!r}")
         self.save_hyperparameters(ignore=["regularizers", "optimizer", "scheduler"])
@@ -65,6 +72,7 @@ class FactSFTModule(L.LightningModule):
         self.regularizers = list(regularizers or [])
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.warmup_epochs, self.max_new_tokens = warmup_epochs, max_new_tokens
+        self.snapshot = snapshot
         self.accuracy = nn.ModuleDict({s: ExactMatchAccuracy() for s in SPLIT_METRIC})
         self.hallucination, self.abstain = HallucinationRate(), AbstainRate()
         self._teacher: SnapshotTeacher | None = None  # a plain attribute, not a submodule
@@ -89,8 +97,12 @@ class FactSFTModule(L.LightningModule):
         for reg in self.regularizers:
             reg.setup(self)
 
+    def on_train_start(self) -> None:
+        if self.snapshot == "base" and self.current_epoch == 0 and self.global_step == 0:
+            self.take_snapshot()
+
     def on_train_epoch_end(self) -> None:
-        if self.current_epoch == self.warmup_epochs - 1:
+        if self.snapshot == "warmup" and self.current_epoch == self.warmup_epochs - 1:
             self.take_snapshot()
 
     def take_snapshot(self) -> None:
@@ -108,9 +120,7 @@ class FactSFTModule(L.LightningModule):
         n = batch["input_ids"].shape[0]
         self.log("train/sft_loss", loss, batch_size=n, prog_bar=True)
         if self.in_sft_phase and self.regularizers:
-            outputs = {"logits": out.logits, "loss": out.loss}
-            if self.needs_teacher:
-                outputs["teacher_logits"] = self._teacher.logits(batch)
+            outputs = self._plugin_outputs(batch, out)
             for reg in self.regularizers:
                 penalty = reg.penalty(batch, outputs)
                 if penalty is not None:
@@ -120,6 +130,19 @@ class FactSFTModule(L.LightningModule):
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.global_step}")
         self.log("train/loss", loss, batch_size=n)
         return loss
+
+    def _plugin_outputs(self, batch: dict, out) -> dict:
+        outputs = {"logits": out.logits, "loss": out.loss,
+                   "sft_epoch": self.current_epoch - self.warmup_epochs + 1}
+        if self.needs_teacher:
+            outputs["teacher_logits"] = self._teacher.logits(batch)
+        if "distill_input_ids" in batch and any(r.uses_extra_inputs for r in self.regularizers):
+            extra = {"input_ids": batch["distill_input_ids"],
+                     "attention_mask": batch["distill_attention_mask"]}
+            outputs["extra_logits"] = self.student(**extra).logits
+            outputs["extra_teacher_logits"] = self._teacher.logits(extra)
+            outputs["extra_attention_mask"] = extra["attention_mask"]
+        return outputs
 
     def configure_optimizers(self):
         params = [p for p in self.student.parameters() if p.requires_grad]

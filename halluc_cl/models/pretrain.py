@@ -73,6 +73,9 @@ class BaseModelConfig:
 BASE_MODELS: dict[str, BaseModelConfig] = {
     "default": BaseModelConfig(),
     "tiny": BaseModelConfig(n_layer=2, n_embd=64, n_head=2, epochs=60, batch_size=16, lr=3e-3),
+    # the same world at other model sizes, for the capacity ablation
+    "default-small": BaseModelConfig(n_layer=2, n_embd=64, n_head=2, lr=3e-3),
+    "default-large": BaseModelConfig(n_layer=4, n_embd=256, n_head=4, lr=1e-3),
 }
 
 

@@ -17,6 +17,7 @@ class Regularizer(ABC):
 
     name: str = "regularizer"
     needs_teacher: bool = False
+    uses_extra_inputs: bool = False  # wants student/teacher logits on data.distill_per_batch inputs
 
     def setup(self, module) -> None:
         """Called once at fit start, before training (freeze parameters, wrap the model ...)."""
@@ -31,8 +32,10 @@ class Regularizer(ABC):
         Args:
             batch: The training batch (``input_ids``, ``attention_mask``, ``labels``,
                 ``is_unknown``).
-            outputs: ``logits`` and ``loss`` of the student, and ``teacher_logits`` when
-                ``needs_teacher``.
+            outputs: ``logits`` and ``loss`` of the student, ``sft_epoch`` (1 in the first
+                epoch after the warm-up), ``teacher_logits`` when ``needs_teacher``, and
+                ``extra_logits`` / ``extra_teacher_logits`` / ``extra_attention_mask`` for
+                the batch's distillation-only inputs when ``uses_extra_inputs``.
         """
 
     def state_dict(self) -> dict:

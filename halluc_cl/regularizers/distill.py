@@ -22,6 +22,7 @@ from halluc_cl.regularizers.base import Regularizer
 
 Direction = Literal["forward", "reverse", "jsd"]
 TokenSet = Literal["answer", "question", "all"]
+ExampleSet = Literal["all", "known", "unknown"]
 
 
 def _kl(log_p: Tensor, log_q: Tensor) -> Tensor:
@@ -59,14 +60,23 @@ def position_mask(batch: dict, tokens: TokenSet) -> Tensor:
 
 
 class KLSelfDistillation(Regularizer):
-    """λ · D(teacher ‖ student) on the SFT batch, averaged over the chosen token positions.
+    """KL self-distillation to the frozen snapshot, in two composable forms.
+
+    The paper's form: λ · D(teacher ‖ student) on the SFT batch, averaged over the chosen
+    token positions of the chosen examples. The extra-input form: λ_extra · D on
+    distillation-only inputs that carry no new fact (``data.distill_per_batch`` of them per
+    batch, see ``halluc_cl.data.distill_inputs``), averaged over all their positions.
 
     Args:
-        weight: λ, the penalty weight.
+        weight: λ of the SFT-batch form (0 turns it off).
         temperature: τ, the softmax temperature of both distributions.
         direction: ``forward`` KL(teacher‖student), ``reverse`` KL(student‖teacher), or ``jsd``.
-        tokens: Positions distilled: those predicting ``answer`` tokens, ``question`` (prompt)
-            tokens, or ``all`` tokens.
+        tokens: Positions distilled in the SFT batch: those predicting ``answer`` tokens,
+            ``question`` (prompt) tokens, or ``all`` tokens.
+        examples: Which SFT examples are distilled: ``all``, ``known`` or ``unknown`` ones.
+        extra_weight: λ of the extra-input form (0 turns it off; > 0 needs
+            ``data.distill_per_batch`` > 0).
+        ramp_epochs: Grow both weights linearly over this many SFT epochs (0 = constant).
         scale_by_temperature_squared: Multiply by τ² (Hinton et al.) to keep gradient scale
             comparable across temperatures.
     """
@@ -80,24 +90,61 @@ class KLSelfDistillation(Regularizer):
         temperature: float = 0.5,
         direction: Direction = "forward",
         tokens: TokenSet = "answer",
+        examples: ExampleSet = "all",
+        extra_weight: float = 0.0,
+        ramp_epochs: int = 0,
         scale_by_temperature_squared: bool = False,
     ) -> None:
-        if weight < 0:
-            raise ConfigError(f"KLSelfDistillation weight must be >= 0, got {weight}")
+        if weight < 0 or extra_weight < 0:
+            raise ConfigError(f"KLSelfDistillation weights must be >= 0, got {weight}, "
+                              f"{extra_weight}")
         if temperature <= 0:
             raise ConfigError(f"KLSelfDistillation temperature must be > 0, got {temperature}")
         if direction not in ("forward", "reverse", "jsd"):
             raise ConfigError(f"unknown KL direction {direction!r}: forward, reverse or jsd")
         if tokens not in ("answer", "question", "all"):
             raise ConfigError(f"unknown token set {tokens!r}: answer, question or all")
+        if examples not in ("all", "known", "unknown"):
+            raise ConfigError(f"unknown example set {examples!r}: all, known or unknown")
+        if ramp_epochs < 0:
+            raise ConfigError(f"ramp_epochs must be >= 0, got {ramp_epochs}")
         self.weight, self.temperature, self.direction, self.tokens = (
             weight, temperature, direction, tokens)
+        self.examples, self.extra_weight, self.ramp_epochs = examples, extra_weight, ramp_epochs
+        self.uses_extra_inputs = extra_weight > 0
         self.scale = temperature**2 if scale_by_temperature_squared else 1.0
 
-    def penalty(self, batch: dict, outputs: dict) -> Tensor | None:
+    def _ramp(self, outputs: dict) -> float:
+        if not self.ramp_epochs:
+            return 1.0
+        return min(1.0, outputs.get("sft_epoch", self.ramp_epochs) / self.ramp_epochs)
+
+    def _batch_term(self, batch: dict, outputs: dict) -> Tensor | None:
         mask = position_mask(batch, self.tokens)
+        if self.examples != "all":
+            rows = batch["is_unknown"].bool()
+            mask = mask & (rows if self.examples == "unknown" else ~rows)[:, None]
         if not mask.any():
             return None
         div = divergence(outputs["logits"][:, :-1], outputs["teacher_logits"][:, :-1],
                          self.temperature, self.direction)
-        return self.weight * self.scale * div[mask].mean()
+        return self.weight * div[mask].mean()
+
+    def _extra_term(self, outputs: dict) -> Tensor:
+        if "extra_logits" not in outputs:
+            raise ConfigError("KLSelfDistillation extra_weight > 0 needs data.distill_per_batch > 0")
+        mask = outputs["extra_attention_mask"].bool()
+        div = divergence(outputs["extra_logits"], outputs["extra_teacher_logits"],
+                         self.temperature, self.direction)
+        return self.extra_weight * div[mask].mean()
+
+    def penalty(self, batch: dict, outputs: dict) -> Tensor | None:
+        terms = []
+        if self.weight > 0:
+            terms.append(self._batch_term(batch, outputs))
+        if self.extra_weight > 0:
+            terms.append(self._extra_term(outputs))
+        terms = [t for t in terms if t is not None]
+        if not terms:
+            return None
+        return self._ramp(outputs) * self.scale * sum(terms)

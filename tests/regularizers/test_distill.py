@@ -317,3 +317,72 @@ def test_distillation_keeps_student_close_to_teacher(one_thread):
     assert kl_plain > 0.3
     assert kl_distilled < 0.25 * kl_plain
     assert ce_distilled > ce_plain
+
+
+# --- the example selection, the extra-input form and the ramp -----------------------------
+
+def _batch_and_outputs(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.tensor([[-100, -100, 5, 6], [-100, -100, 7, 8]])
+    batch = {"input_ids": torch.zeros(2, 4, dtype=torch.long), "labels": labels,
+             "attention_mask": torch.ones(2, 4, dtype=torch.long),
+             "is_unknown": torch.tensor([True, False])}
+    outputs = {"logits": torch.randn(2, 4, 5, generator=g),
+               "teacher_logits": torch.randn(2, 4, 5, generator=g),
+               "extra_logits": torch.randn(3, 6, 5, generator=g),
+               "extra_teacher_logits": torch.randn(3, 6, 5, generator=g),
+               "extra_attention_mask": torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4]),
+               "sft_epoch": 1}
+    return batch, outputs
+
+
+@pytest.mark.parametrize("examples, row", [("unknown", 0), ("known", 1)])
+def test_examples_select_rows(examples, row):
+    batch, outputs = _batch_and_outputs()
+    reg = KLSelfDistillation(weight=1.0, examples=examples, tokens="answer")
+    div = divergence(outputs["logits"][:, :-1], outputs["teacher_logits"][:, :-1], 0.5, "forward")
+    expected = div[row, 1:3].mean()  # positions 1 and 2 predict the answer tokens 2 and 3
+    assert torch.allclose(reg.penalty(batch, outputs), expected)
+
+
+def test_extra_term_averages_real_positions_only():
+    batch, outputs = _batch_and_outputs()
+    reg = KLSelfDistillation(weight=0.0, extra_weight=2.0)
+    div = divergence(outputs["extra_logits"], outputs["extra_teacher_logits"], 0.5, "forward")
+    expected = 2.0 * torch.cat([div[0, :6], div[1, :4], div[2, :2]]).mean()
+    assert torch.allclose(reg.penalty(batch, outputs), expected)
+    assert reg.uses_extra_inputs
+
+
+def test_both_forms_add_up():
+    batch, outputs = _batch_and_outputs()
+    both = KLSelfDistillation(weight=1.0, extra_weight=2.0).penalty(batch, outputs)
+    batch_only = KLSelfDistillation(weight=1.0).penalty(batch, outputs)
+    extra_only = KLSelfDistillation(weight=0.0, extra_weight=2.0).penalty(batch, outputs)
+    assert torch.allclose(both, batch_only + extra_only)
+
+
+def test_extra_weight_without_inputs_is_a_config_error():
+    batch, outputs = _batch_and_outputs()
+    for key in ("extra_logits", "extra_teacher_logits", "extra_attention_mask"):
+        outputs.pop(key)
+    with pytest.raises(ConfigError, match="distill_per_batch"):
+        KLSelfDistillation(weight=0.0, extra_weight=1.0).penalty(batch, outputs)
+
+
+def test_ramp_grows_linearly_to_full_weight():
+    batch, outputs = _batch_and_outputs()
+    full = KLSelfDistillation().penalty(batch, outputs)
+    reg = KLSelfDistillation(ramp_epochs=4)
+    for epoch, factor in [(1, 0.25), (2, 0.5), (4, 1.0), (9, 1.0)]:
+        outputs["sft_epoch"] = epoch
+        assert torch.allclose(reg.penalty(batch, outputs), factor * full)
+
+
+def test_bad_examples_and_ramp_are_config_errors():
+    with pytest.raises(ConfigError):
+        KLSelfDistillation(examples="some")
+    with pytest.raises(ConfigError):
+        KLSelfDistillation(ramp_epochs=-1)
+    with pytest.raises(ConfigError):
+        KLSelfDistillation(extra_weight=-1.0)
