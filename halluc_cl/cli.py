@@ -95,6 +95,7 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of the console script; ``args`` defaults to ``sys.argv[1:]``."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning-internal deprecation
+    warnings.filterwarnings("ignore", message=".*args parameter is intended.*")  # tools call main
     from_argv = args is None
     args = sys.argv[1:] if from_argv else list(args)
     try:

@@ -106,10 +106,20 @@ def test_sft_and_distill_configs_differ_only_in_regularizer_and_name():
 
     sft = yaml.safe_load((ROOT / "configs/sft.yaml").read_text())
     distill = yaml.safe_load((ROOT / "configs/distill.yaml").read_text())
+    assert distill["data"].pop("distill_per_batch") > 0  # the regularizer's extra inputs
     for cfg in (sft, distill):
         cfg["model"].pop("regularizers")
         cfg["trainer"]["logger"]["init_args"].pop("name")
     assert sft == distill
+
+
+@pytest.mark.parametrize("overlay", ["regularizer/distill.yaml", "regularizer/distill_paper.yaml"])
+def test_regularizer_overlays_compose(overlay, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(ROOT / "configs/sft.yaml"), "--config",
+              str(ROOT / "configs" / overlay), "--print_config"])
+    out = capsys.readouterr().out
+    assert "KLSelfDistillation" in out and "distill_per_batch" in out
 
 
 def test_validate_from_last_checkpoint_keeps_reference(tmp_path, tiny_model_dir, capsys):

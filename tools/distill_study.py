@@ -1,8 +1,9 @@
 """Ablation of KL self-distillation on the synthetic default world (issue: make the fix work).
 
     python tools/distill_study.py --seeds 0 --out runs/distill_study            # screening
-    python tools/distill_study.py --seeds 0 1 2 --only sft paper_best extra_q64_l3 \
-        --out runs/distill_study --plot docs/img/distill_vs_sft.png              # finalists
+    python tools/distill_study.py --seeds 0 1 2 --only sft paper_answer_l0.3 \
+        paper_answer_l0.2+extra_q64_l10 --out runs/distill_study \
+        --plot docs/img/distill_vs_sft.png                                        # finalists
 
 Every variant is ``configs/distill.yaml`` (or ``configs/sft.yaml``) plus the overrides below;
 runs already finished in ``--out`` are reused. The table gives, per variant, the held-out
@@ -77,13 +78,31 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         weight=1, extra_weight=3, tokens="all", examples="known")),
     "paper_answer_l0.3+extra_q64_l10": ("configs/distill.yaml", EXTRA + ["64"] + distill(
         weight=0.3, extra_weight=10)),
+    "paper_answer_l0.2+extra_q64_l10": ("configs/distill.yaml", EXTRA + ["64"] + distill(
+        weight=0.2, extra_weight=10)),
     "paper_answer_l0.5+extra_q64_l10": ("configs/distill.yaml", EXTRA + ["64"] + distill(
         weight=0.5, extra_weight=10)),
+    # model size: the same world under 0.14 M / 0.86 M / 3.3 M-parameter base models
+    **{f"{size}_{name}": (cfg, args + ["--model.model", f"synthetic://default-{size}",
+                                        "--data.source", f"synthetic://default-{size}"])
+       for size in ("small", "large")
+       for name, (cfg, args) in {
+           "sft": ("configs/sft.yaml", []),
+           "paper_answer_l0.3": ("configs/distill.yaml", distill(weight=0.3)),
+           "paper_answer_l0.2+extra_q64_l10": ("configs/distill.yaml", EXTRA + ["64"] + distill(
+               weight=0.2, extra_weight=10)),
+       }.items()},
     # learning rate, for SFT and the extra-input form
     "sft_lr3e-4": ("configs/sft.yaml", ["--model.optimizer.init_args.lr", "3e-4"]),
     "extra_q64_l3_lr3e-4": ("configs/distill.yaml", EXTRA + ["64"] + distill(
         weight=0, extra_weight=3) + ["--model.optimizer.init_args.lr", "3e-4"]),
 }
+
+
+def baseline(name: str) -> str:
+    """The plain-SFT variant a variant is compared with (same model size)."""
+    size = name.split("_")[0]
+    return f"{size}_sft" if size in ("small", "large") else "sft"
 
 
 def per_epoch(run_dir: Path) -> list[dict]:
@@ -120,13 +139,14 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--only", nargs="*", help="variant names (default: all)")
     parser.add_argument("--out", default="runs/distill_study")
-    parser.add_argument("--plot", help="PNG path: SFT vs the last --only variant, first seed")
+    parser.add_argument("--plot", help="PNG path: per-epoch curves of the --only variants "
+                        "(at most 4), first seed")
     args = parser.parse_args()
     out, root = Path(args.out), Path(__file__).resolve().parents[1]
     names = args.only or list(VARIANTS)
+    baselines = {baseline(n) for n in names}
     results = {n: [run(str(root / VARIANTS[n][0]), s, out, VARIANTS[n][1], name=n)
-                   for s in args.seeds] for n in ["sft", *[n for n in names if n != "sft"]]}
-    sft = results["sft"]
+                   for s in args.seeds] for n in [*sorted(baselines), *names]}
 
     def fmt(vals: list[float]) -> str:
         sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
@@ -135,6 +155,7 @@ def main() -> None:
     header = "| variant | held-out decline | ratio to SFT | new-fact acc | ratio to SFT | wall s |"
     lines = [header, "|---|---|---|---|---|---|"]
     for name, runs in results.items():
+        sft = results[baseline(name)]
         dec = [r["heldout_known_decline"] for r in runs]
         new = [r["final"].get("new_fact_acc", 0.0) for r in runs]
         ratio = [d / s["heldout_known_decline"] for d, s in zip(dec, sft)]
@@ -146,7 +167,7 @@ def main() -> None:
     print(f"\nseeds {args.seeds}\n{table}")
     (out / f"table_seeds{'-'.join(map(str, args.seeds))}.md").write_text(table + "\n")
     if args.plot:
-        plot(out, ["sft", names[-1]], args.seeds[0], Path(args.plot))
+        plot(out, names[:4], args.seeds[0], Path(args.plot))
 
 
 if __name__ == "__main__":

@@ -17,11 +17,11 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 
 from halluc_cl.data.distill_inputs import DistillInputs, DistillKind, distill_pool
+from halluc_cl.data.padding import left_pad, right_pad
 from halluc_cl.data.prompts import IGNORE_INDEX, PromptFormat, encode_example
 from halluc_cl.data.schema import Fact, read_facts
 from halluc_cl.data.synthetic import SyntheticWorld, world_config
 from halluc_cl.errors import ConfigError
-from halluc_cl.models.answering import left_pad
 from halluc_cl.models.loading import is_synthetic, load_tokenizer, synthetic_world_name
 
 EVAL_SPLITS = ("heldout_known", "unknown_train", "known_train")
@@ -165,16 +165,8 @@ class FactDataModule(L.LightningDataModule):
         return DataLoader(batches, batch_size=None)
 
     def collate_train(self, rows: list[dict]) -> dict:
-        pad = self.tokenizer.pad_token_id
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            n = len(r["input_ids"])
-            ids[i, :n] = torch.tensor(r["input_ids"])
-            labels[i, :n] = torch.tensor(r["labels"])
-            mask[i, :n] = 1
+        ids, mask = right_pad([r["input_ids"] for r in rows], self.tokenizer.pad_token_id)
+        labels, _ = right_pad([r["labels"] for r in rows], IGNORE_INDEX)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels,
                 "is_unknown": torch.tensor([r["unknown"] for r in rows])}
 

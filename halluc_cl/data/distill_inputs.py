@@ -15,6 +15,7 @@ from typing import Literal
 
 import torch
 
+from halluc_cl.data.padding import right_pad
 from halluc_cl.data.prompts import PromptFormat, encode_example
 from halluc_cl.data.schema import Fact
 from halluc_cl.errors import ConfigError
@@ -64,10 +65,5 @@ class DistillInputs:
     def sample(self, n: int, rng: random.Random) -> dict[str, torch.Tensor]:
         """``n`` right-padded sequences as ``distill_input_ids`` / ``distill_attention_mask``."""
         seqs = [self._tokens(f, rng) for f in rng.sample(self.pool, min(n, len(self.pool)))]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, s in enumerate(seqs):
-            ids[i, :len(s)] = torch.tensor(s)
-            mask[i, :len(s)] = 1
+        ids, mask = right_pad(seqs, self.tokenizer.pad_token_id)
         return {"distill_input_ids": ids, "distill_attention_mask": mask}

@@ -30,6 +30,7 @@ from transformers import (
     get_cosine_schedule_with_warmup,
 )
 
+from halluc_cl.data.padding import right_pad
 from halluc_cl.data.prompts import PromptFormat, encode_example
 from halluc_cl.data.schema import Fact, write_facts
 from halluc_cl.data.synthetic import SyntheticWorld, world_config
@@ -172,12 +173,7 @@ class _PretrainModule(L.LightningModule):
         pad = self.corpus.tokenizer.pad_token_id
 
         def collate(batch):
-            width = max(len(s) for s in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for i, s in enumerate(batch):
-                ids[i, : len(s)] = torch.tensor(s)
-                mask[i, : len(s)] = 1
+            ids, mask = right_pad(batch, pad)
             labels = ids.masked_fill(mask == 0, -100)
             return ids, mask, labels
 
