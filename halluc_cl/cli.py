@@ -18,6 +18,7 @@ import warnings
 from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from halluc_cl.data.datamodule import FactDataModule
 from halluc_cl.errors import ConfigError, HallucError
@@ -102,9 +103,11 @@ def main(args: list[str] | None = None) -> None:
         _run(args, from_argv)
     except HallucError as exc:
         _fail(str(exc))
+    except MisconfigurationException as exc:  # Lightning's own config errors
+        _fail(" ".join(str(exc).split()))
     except Exception as exc:  # argument errors from jsonargparse
         if type(exc).__name__ == "ArgumentError" or exc.__class__.__module__.startswith("argparse"):
-            _fail(str(exc).strip().splitlines()[0])
+            _fail(" ".join(line.strip() for line in str(exc).strip().splitlines()))
         raise
 
 

@@ -146,3 +146,17 @@ def test_distill_with_extra_inputs_and_base_snapshot(tmp_path, tiny_model_dir):
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert any(float(r["reg/distill"]) > 0 for r in rows if r.get("reg/distill"))
     assert json.loads((run / "summary.json").read_text())["epochs"] == 3
+
+
+def test_nested_argument_error_keeps_its_reason(capsys):
+    line = _error_line(capsys, ["fit", "--config", str(ROOT / "configs/distill.yaml"), *TINY,
+                                "--model.regularizers.init_args.direction", "sideways"])
+    assert "sideways" in line or "direction" in line
+
+
+def test_extra_weight_without_distill_inputs_fails_before_training(tmp_path, tiny_model_dir,
+                                                                  capsys):
+    line = _error_line(capsys, ["fit", "--config", str(ROOT / "configs/distill.yaml"), *TINY,
+                                "--data.distill_per_batch", "0",
+                                "--trainer.logger.init_args.save_dir", str(tmp_path)])
+    assert "distill_per_batch" in line

@@ -65,8 +65,8 @@ class FactDataModule(L.LightningDataModule):
         source: str = "synthetic://default",
         tokenizer: str = "synthetic://default",
         unknown_fraction: float = 0.5,
-        n_train: int = 800,
-        n_heldout: int = 400,
+        n_train: int = 400,
+        n_heldout: int = 200,
         known_categories: list[str] = ["HighlyKnown"],  # noqa: B006 (jsonargparse needs a literal)
         unknown_categories: list[str] = ["Unknown"],  # noqa: B006
         prompt: PromptFormat | None = None,
@@ -107,11 +107,19 @@ class FactDataModule(L.LightningDataModule):
                 self.tokenizer, self.prompt, world)
 
     def _split(self, facts, fraction, n_train, n_heldout, known_cats, unknown_cats):
+        overlap = set(known_cats) & set(unknown_cats)
+        if overlap:
+            raise ConfigError(f"categories {sorted(overlap)} are both Known and Unknown")
         rng = random.Random(self.split_seed)
         known = [f for f in facts if f.category in known_cats]
         unknown = [f for f in facts if f.category in unknown_cats]
         rng.shuffle(known)
         rng.shuffle(unknown)
+        # nothing trained on may ask a held-out (subject, relation), even under another id
+        held = {(f.subject, f.relation) for f in known[:n_heldout]}
+        known = known[:n_heldout] + [f for f in known[n_heldout:]
+                                     if (f.subject, f.relation) not in held]
+        unknown = [f for f in unknown if (f.subject, f.relation) not in held]
         n_unknown = round(fraction * n_train)
         n_known = n_train - n_unknown
         if n_heldout + n_known > len(known):

@@ -94,12 +94,32 @@ class FactSFTModule(L.LightningModule):
         return self._teacher
 
     def setup(self, stage: str) -> None:
+        if stage != "fit" or getattr(self, "_plugins_ready", False):
+            return
+        self._check_fit_config()
         for reg in self.regularizers:
             reg.setup(self)
+        self._plugins_ready = True
+
+    def _check_fit_config(self) -> None:
+        trainer = self.trainer
+        if trainer.check_val_every_n_epoch not in (None, 1):
+            raise ConfigError("trainer.check_val_every_n_epoch must be 1: the hallucination "
+                              "reference is the evaluation at the end of the warm-up")
+        wants = any(r.uses_extra_inputs for r in self.regularizers)
+        has = getattr(trainer.datamodule, "distill_per_batch", 0) > 0
+        if wants != has:
+            raise ConfigError(
+                "KLSelfDistillation extra_weight > 0 needs data.distill_per_batch > 0"
+                if wants else "data.distill_per_batch > 0 but no regularizer uses extra inputs "
+                "(set extra_weight > 0)")
 
     def on_train_start(self) -> None:
         if self.snapshot == "base" and self.current_epoch == 0 and self.global_step == 0:
             self.take_snapshot()
+        if self.in_sft_phase and self.needs_teacher and self._teacher is None:
+            raise ConfigError("this checkpoint holds no teacher snapshot (it was saved by a run "
+                              "without a distillation plugin); start the run from scratch")
 
     def on_train_epoch_end(self) -> None:
         if self.snapshot == "warmup" and self.current_epoch == self.warmup_epochs - 1:

@@ -7,6 +7,7 @@ of ``synthetic://<world>`` and cached under ``$HALLUC_CL_CACHE`` (default
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -32,7 +33,7 @@ from transformers import (
 
 from halluc_cl.data.padding import right_pad
 from halluc_cl.data.prompts import PromptFormat, encode_example
-from halluc_cl.data.schema import Fact, write_facts
+from halluc_cl.data.schema import Fact, current_umask, write_facts
 from halluc_cl.data.synthetic import SyntheticWorld, world_config
 from halluc_cl.errors import ConfigError
 from halluc_cl.models.ground_truth import accuracy_report, categorize_known
@@ -192,10 +193,35 @@ class _PretrainModule(L.LightningModule):
 
 
 def build_base_model(world: str, force: bool = False, verbose: bool = True) -> Path:
-    """Build (or reuse) the cached base model of a synthetic world and return its folder."""
+    """Build (or reuse) the cached base model of a synthetic world and return its folder.
+
+    A file lock makes concurrent callers (parallel runs, DDP ranks) wait for one build.
+    """
     out = world_dir(world)
     if (out / "build.json").is_file() and not force:
         return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (out / "build.json").is_file() and not force:
+            return out  # built by another process while we waited
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+        try:
+            _build(world, out, tmp, verbose)
+            os.chmod(tmp, 0o777 & ~current_umask())
+            if out.exists():  # force: swap the new build in, then drop the old one
+                trash = out.with_name(tmp.name + ".old")
+                os.replace(out, trash)
+                os.replace(tmp, out)
+                shutil.rmtree(trash)
+            else:
+                os.replace(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _build(world: str, out: Path, tmp: Path, verbose: bool) -> None:
     wcfg, cfg = world_config(world), BASE_MODELS[world]
     if verbose:
         print(f"Building the synthetic base model for world {world!r} (cached in {out})")
@@ -227,19 +253,9 @@ def build_base_model(world: str, force: bool = False, verbose: bool = True) -> P
     if verbose:
         print("Base model greedy exact match: " + ", ".join(
             f"{k} {v:.3f} (n={report['n_' + k]})" for k, v in report.items() if k[:2] != "n_"))
-    tmp = Path(tempfile.mkdtemp(dir=out.parent if out.parent.exists() else _mk(out.parent)))
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     write_facts(tmp / "facts.jsonl", facts)
     (tmp / "build.json").write_text(json.dumps(
         {"world": wcfg.to_dict(), "base": asdict(cfg), "accuracy": report,
          "n_params": sum(p.numel() for p in model.parameters())}, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
-
-
-def _mk(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path

@@ -20,7 +20,7 @@ class Regularizer(ABC):
     uses_extra_inputs: bool = False  # wants student/teacher logits on data.distill_per_batch inputs
 
     def setup(self, module) -> None:
-        """Called once at fit start, before training (freeze parameters, wrap the model ...)."""
+        """Called once per fit, before training (freeze parameters, wrap the model ...)."""
 
     def on_snapshot(self, module) -> None:
         """Called when the end-of-warm-up snapshot is taken (capture anchors, Fisher ...)."""

@@ -79,3 +79,21 @@ def test_data_order_is_seeded(tiny_model_dir):
 def test_bad_settings_raise(tiny_model_dir, kw, message):
     with pytest.raises(ConfigError, match=message):
         make(**kw)
+
+
+def test_overlapping_categories_are_rejected(tiny_model_dir):
+    with pytest.raises(ConfigError, match="both Known and Unknown"):
+        make(known_categories=["HighlyKnown", "MaybeKnown"],
+             unknown_categories=["MaybeKnown", "Unknown"])
+
+
+def test_duplicate_question_under_another_id_never_trained(tmp_path, tiny_model_dir):
+    from halluc_cl.data.schema import read_facts, write_facts
+
+    facts = read_facts(tiny_model_dir / "facts.jsonl")
+    twins = [f.__class__(**{**f.to_dict(), "id": f.id + "-twin"}) for f in facts]
+    write_facts(tmp_path / "facts.jsonl", facts + twins)
+    dm = make(source=str(tmp_path))
+    held = {(f.subject, f.relation) for f in dm.splits["heldout_known"]}
+    trained = dm.splits["known_train"] + dm.splits["unknown_train"]
+    assert not held & {(f.subject, f.relation) for f in trained}
