@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from seed_table import run
+from seed_table import mean_std, run
 
 D = "halluc_cl.regularizers.KLSelfDistillation"
 R = "--model.regularizers.init_args."
@@ -148,10 +148,6 @@ def main() -> None:
     results = {n: [run(str(root / VARIANTS[n][0]), s, out, VARIANTS[n][1], name=n)
                    for s in args.seeds] for n in [*sorted(baselines), *names]}
 
-    def fmt(vals: list[float]) -> str:
-        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        return f"{statistics.mean(vals):.3f} ± {sd:.3f}" if len(vals) > 1 else f"{vals[0]:.3f}"
-
     header = "| variant | held-out decline | ratio to SFT | new-fact acc | ratio to SFT | wall s |"
     lines = [header, "|---|---|---|---|---|---|"]
     for name, runs in results.items():
@@ -161,7 +157,7 @@ def main() -> None:
         ratio = [d / s["heldout_known_decline"] for d, s in zip(dec, sft)]
         new_ratio = [n / s["final"]["new_fact_acc"] for n, s in zip(new, sft)]
         wall = [r["wall_time_s"] for r in runs]
-        lines.append(f"| {name} | {fmt(dec)} | {fmt(ratio)} | {fmt(new)} | {fmt(new_ratio)} | "
+        lines.append(f"| {name} | {mean_std(dec)} | {mean_std(ratio)} | {mean_std(new)} | {mean_std(new_ratio)} | "
                      f"{statistics.mean(wall):.0f} |")
     table = "\n".join(lines)
     print(f"\nseeds {args.seeds}\n{table}")

@@ -36,6 +36,13 @@ def run(config: str, seed: int, out: Path, extra: list[str], name: str | None = 
     return json.loads(summary.read_text())
 
 
+def mean_std(vals: list[float]) -> str:
+    """``mean ± std`` over seeds (a single value is printed alone)."""
+    if len(vals) == 1:
+        return f"{vals[0]:.3f}"
+    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
+
+
 def value(summary: dict, key: str, where: str | None) -> float | None:
     return summary[where].get(key) if where else summary.get(key)
 
@@ -58,8 +65,7 @@ def main() -> None:
             if not vals:
                 cells.append("–")
                 continue
-            std = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            cells.append(f"{statistics.mean(vals):.3f} ± {std:.3f}")
+            cells.append(mean_std(vals))
         label = " + ".join(Path(c).name for c in config.split("+"))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)

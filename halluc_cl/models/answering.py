@@ -6,8 +6,6 @@ import torch
 
 from halluc_cl.data.padding import left_pad
 
-__all__ = ["answer_prompts", "greedy_answers", "left_pad"]
-
 
 @torch.no_grad()
 def greedy_answers(

@@ -76,6 +76,7 @@ class FactSFTModule(L.LightningModule):
         self.accuracy = nn.ModuleDict({s: ExactMatchAccuracy() for s in SPLIT_METRIC})
         self.hallucination, self.abstain = HallucinationRate(), AbstainRate()
         self._teacher: SnapshotTeacher | None = None  # a plain attribute, not a submodule
+        self._plugins_ready = False  # regularizer setup runs once per module
         self.reference: dict[str, bool] = {}  # held-out fact id -> snapshot answered correctly
         self.history: list[dict] = []  # metrics of every evaluation
         self.last_predictions: list[dict] = []
@@ -94,7 +95,7 @@ class FactSFTModule(L.LightningModule):
         return self._teacher
 
     def setup(self, stage: str) -> None:
-        if stage != "fit" or getattr(self, "_plugins_ready", False):
+        if stage != "fit" or self._plugins_ready:
             return
         self._check_fit_config()
         for reg in self.regularizers:

@@ -7,7 +7,8 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from halluc_cl.models.answering import answer_prompts, greedy_answers, left_pad
+from halluc_cl.data.padding import left_pad
+from halluc_cl.models.answering import answer_prompts, greedy_answers
 
 VOCAB = ["<pad>", "<unk>", "<eos>", "Answer", "the", "following", "question", ".", ":", "?",
          "Where", "was", "Alice", "Bob", "Smith", "born", "Who", "employs", "Paris", "London",
@@ -60,20 +61,6 @@ def _manual_greedy(model, ids: list[int], eos_id: int, max_new_tokens: int) -> l
                 break
             seq.append(token)
     return new
-
-
-def test_left_pad_shapes_and_masks():
-    ids, mask = left_pad([[5, 6, 7], [8], [9, 10]], pad_id=0)
-    assert ids.dtype == torch.long and mask.dtype == torch.long
-    assert ids.tolist() == [[5, 6, 7], [0, 0, 8], [0, 9, 10]]
-    assert mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 1, 1]]
-
-
-def test_left_pad_uses_given_pad_id_and_equal_lengths():
-    ids, mask = left_pad([[1, 2], [3]], pad_id=42)
-    assert ids.tolist() == [[1, 2], [42, 3]]
-    ids, mask = left_pad([[1, 2], [3, 4]], pad_id=0)
-    assert ids.shape == (2, 2) and mask.tolist() == [[1, 1], [1, 1]]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
