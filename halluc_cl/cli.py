@@ -3,6 +3,7 @@
     halluc-cl fit --config configs/distill.yaml          # train, evaluate, write the run folder
     halluc-cl validate --config configs/sft.yaml --ckpt_path <ckpt>
     halluc-cl pretrain --world default                   # build the synthetic base model now
+    halluc-cl compare --config configs/compare/paper.yaml  # methods x fractions x seeds, tables
     halluc-cl fit --config configs/distill.yaml --print_config
 
 Trainer verbs go to LightningCLI; other subcommands are typed functions run by jsonargparse.
@@ -22,6 +23,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from halluc_cl.data.datamodule import FactDataModule
 from halluc_cl.errors import ConfigError, HallucError
+from halluc_cl.experiments.compare import compare
 from halluc_cl.experiments.run_files import RunArtifacts
 from halluc_cl.models.loading import is_synthetic, synthetic_world_name
 from halluc_cl.models.module import FactSFTModule
@@ -67,12 +69,12 @@ def pretrain(world: str = "default", force: bool = False) -> None:
     print(f"base model: {out}")
 
 
-COMMANDS = {"pretrain": pretrain}
+COMMANDS = {"pretrain": pretrain, "compare": compare}
 
 
 def _run_function(name: str, args: list[str]) -> None:
     parser = ArgumentParser(prog=f"halluc-cl {name}", exit_on_error=False,
-                            description=COMMANDS[name].__doc__)
+                            description=COMMANDS[name].__doc__.split("\n\n")[0])
     parser.add_function_arguments(COMMANDS[name], as_positional=False)
     parser.add_argument("--config", action="config")
     cfg = parser.parse_args(args)

@@ -22,6 +22,7 @@ from halluc_cl.data.prompts import IGNORE_INDEX, PromptFormat, encode_example
 from halluc_cl.data.schema import Fact, read_facts
 from halluc_cl.data.synthetic import SyntheticWorld, world_config
 from halluc_cl.errors import ConfigError
+from halluc_cl.metrics.matching import is_abstention
 from halluc_cl.models.loading import is_synthetic, load_tokenizer, synthetic_world_name
 
 EVAL_SPLITS = ("heldout_known", "unknown_train", "known_train")
@@ -58,6 +59,10 @@ class FactDataModule(L.LightningDataModule):
             (0 = none); used by ``KLSelfDistillation(extra_weight>0)``.
         distill_source: Kind of those inputs: ``questions`` / ``qa`` of other Known facts,
             or ``statements`` (synthetic worlds). Never about a held-out fact.
+        replay_fraction: Share of every SFT epoch made of replayed Known facts (question →
+            answer), drawn afresh each epoch from Known facts outside every split (replay).
+        unknown_answer: Train Unknown facts on this answer instead of their object (the "I
+            don't know" relabel of Gekhman et al. 2024); must read as an abstention.
     """
 
     def __init__(
@@ -76,6 +81,8 @@ class FactDataModule(L.LightningDataModule):
         split_seed: int = 0,
         distill_per_batch: int = 0,
         distill_source: DistillKind = "questions",
+        replay_fraction: float = 0.0,
+        unknown_answer: str | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= unknown_fraction <= 1.0:
@@ -84,6 +91,11 @@ class FactDataModule(L.LightningDataModule):
             raise ConfigError("n_train, n_heldout, batch_size and eval_batch_size must be >= 1")
         if warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+        if not 0.0 <= replay_fraction < 1.0:
+            raise ConfigError(f"replay_fraction must be in [0, 1), got {replay_fraction}")
+        if unknown_answer is not None and not is_abstention(unknown_answer):
+            raise ConfigError(f"unknown_answer {unknown_answer!r} does not read as an abstention;"
+                              " use e.g. \"I don't know\"")
         self.save_hyperparameters()
         self.prompt = prompt or PromptFormat()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -95,6 +107,14 @@ class FactDataModule(L.LightningDataModule):
             raise ConfigError("the warm-up needs Known training facts, but unknown_fraction=1")
         self.tokenizer = load_tokenizer(tokenizer)
         self._encoded: dict[str, Dataset] = {}
+        self.unknown_answer = unknown_answer
+        self.replay_fraction = replay_fraction
+        pool = distill_pool(facts, self.splits, unknown_categories)
+        self.replay_facts = [f for f in pool if f.category in known_categories]
+        if replay_fraction and self.n_replay() > len(self.replay_facts):
+            raise ConfigError(
+                f"infeasible replay_fraction={replay_fraction}: {self.n_replay()} replayed facts "
+                f"per epoch needed, {len(self.replay_facts)} Known facts are outside the splits")
         if distill_per_batch < 0:
             raise ConfigError(f"distill_per_batch must be >= 0, got {distill_per_batch}")
         self.distill_per_batch = distill_per_batch
@@ -102,9 +122,8 @@ class FactDataModule(L.LightningDataModule):
         if distill_per_batch:
             world = SyntheticWorld(world_config(synthetic_world_name(source))) \
                 if is_synthetic(source) else None
-            self.distill_inputs = DistillInputs(
-                distill_pool(facts, self.splits, unknown_categories), distill_source,
-                self.tokenizer, self.prompt, world)
+            self.distill_inputs = DistillInputs(pool, distill_source, self.tokenizer,
+                                                self.prompt, world)
 
     def _split(self, facts, fraction, n_train, n_heldout, known_cats, unknown_cats):
         overlap = set(known_cats) & set(unknown_cats)
@@ -139,11 +158,22 @@ class FactDataModule(L.LightningDataModule):
             "unknown_train": unknown[:n_unknown],
         }
 
+    def n_replay(self) -> int:
+        """Replayed Known facts per SFT epoch."""
+        mix = len(self.splits["known_train"]) + len(self.splits["unknown_train"])
+        return round(self.replay_fraction / (1.0 - self.replay_fraction) * mix)
+
+    def _answer(self, split: str, fact: Fact) -> str:
+        if split == "unknown_train" and self.unknown_answer is not None:
+            return self.unknown_answer
+        return fact.object
+
     def encoded(self, split: str) -> Dataset:
-        """The split tokenized for training (cached)."""
+        """The split (or ``replay``, the replay pool) tokenized for training (cached)."""
         if split not in self._encoded:
-            records = [{"idx": i, "question": f.question, "answer": f.object}
-                       for i, f in enumerate(self.splits[split])]
+            facts = self.replay_facts if split == "replay" else self.splits[split]
+            records = [{"idx": i, "question": f.question, "answer": self._answer(split, f)}
+                       for i, f in enumerate(facts)]
             ds = Dataset.from_list(records) if records else Dataset.from_dict({"idx": []})
             self._encoded[split] = ds.map(
                 lambda r: encode_example(self.tokenizer, self.prompt, r["question"], r["answer"]),
@@ -155,8 +185,19 @@ class FactDataModule(L.LightningDataModule):
         rows = [dict(r, unknown=False) for r in self.encoded("known_train")]
         if epoch >= self.warmup_epochs:
             rows += [dict(r, unknown=True) for r in self.encoded("unknown_train")]
+            if self.replay_fraction:
+                replay = self.encoded("replay")
+                rng = random.Random(self.split_seed * 15_485_863 + epoch)
+                picked = rng.sample(range(len(replay)), self.n_replay())
+                rows += [dict(replay[i], unknown=False) for i in picked]
         random.Random(self.split_seed * 7919 + epoch).shuffle(rows)
         return rows
+
+    def known_samples(self, n: int) -> list[dict]:
+        """Up to ``n`` Known training facts, each as a one-example training batch (EWC)."""
+        rows = [dict(r, unknown=False) for r in self.encoded("known_train")]
+        random.Random(self.split_seed).shuffle(rows)
+        return [self.collate_train([r]) for r in rows[:n]]
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer

@@ -3,6 +3,7 @@ the final student as a plain HF model folder, and a closing table on stdout."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -14,7 +15,7 @@ import lightning as L
 from halluc_cl.data.schema import atomic_write_text
 
 SUMMARY_KEYS = ("heldout_known_acc", "new_fact_acc", "known_train_acc", "hallucination_rate",
-                "abstain_rate")
+                "abstain_rate", "new_fact_abstain_rate")
 
 
 def _versions() -> dict[str, str]:
@@ -37,13 +38,14 @@ def build_summary(module, wall_time_s: float) -> dict:
     sft = [h for h in history if h["epoch"] >= module.warmup_epochs - 1]
     final = {k: history[-1][k] for k in SUMMARY_KEYS if history and k in history[-1]}
     peak = {k: max(h[k] for h in sft if k in h) for k in SUMMARY_KEYS
-            if any(k in h for h in sft) and k not in ("hallucination_rate", "abstain_rate")}
+            if any(k in h for h in sft) and "rate" not in k}
     return {
         "final": final,
         "peak": peak,
         "heldout_known_decline": history[-1].get("heldout_known_decline") if history else None,
         "warmup_end": next((h for h in history if h["epoch"] == module.warmup_epochs - 1), None),
         "epochs": len(history),
+        "history": history,
         "warmup_epochs": module.warmup_epochs,
         "model": module.model_spec,
         "regularizers": [type(r).__name__ for r in module.regularizers],
@@ -94,7 +96,10 @@ class RunArtifacts(L.Callback):
         out = run_dir(trainer)
         summary = build_summary(pl_module, time.perf_counter() - self._t0)
         if self.save_model:
-            pl_module.student.save_pretrained(out / "model")
+            student = pl_module.student
+            if hasattr(student, "merge_and_unload"):  # LoRA: save a plain merged model
+                student = copy.deepcopy(student).merge_and_unload()
+            student.save_pretrained(out / "model")
             pl_module.tokenizer.save_pretrained(out / "model")
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         print(f"\n{format_table(summary)}\nrun folder: {out}")

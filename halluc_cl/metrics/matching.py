@@ -26,5 +26,6 @@ def exact_match(prediction: str, aliases: list[str]) -> bool:
 
 def is_abstention(prediction: str, idk_answers: tuple[str, ...] = IDK_ANSWERS) -> bool:
     """True if the prediction is an explicit "I don't know"."""
-    pred = normalize_answer(prediction)
-    return pred in {normalize_answer(a) for a in idk_answers}
+    # spaces are ignored: word-level tokenizers decode "don't" as "don ' t"
+    pred = normalize_answer(prediction).replace(" ", "")
+    return pred in {normalize_answer(a).replace(" ", "") for a in idk_answers}

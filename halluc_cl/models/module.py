@@ -24,7 +24,7 @@ from halluc_cl.metrics.hallucination import (
 from halluc_cl.metrics.matching import exact_match, is_abstention
 from halluc_cl.models.answering import greedy_answers
 from halluc_cl.models.loading import load_causal_lm, load_tokenizer
-from halluc_cl.models.teacher import SnapshotTeacher
+from halluc_cl.models.teacher import AdapterOffTeacher, SnapshotTeacher
 from halluc_cl.regularizers.base import Regularizer
 
 SPLIT_METRIC = {"heldout_known": "heldout_known_acc", "unknown_train": "new_fact_acc",
@@ -75,7 +75,9 @@ class FactSFTModule(L.LightningModule):
         self.snapshot = snapshot
         self.accuracy = nn.ModuleDict({s: ExactMatchAccuracy() for s in SPLIT_METRIC})
         self.hallucination, self.abstain = HallucinationRate(), AbstainRate()
-        self._teacher: SnapshotTeacher | None = None  # a plain attribute, not a submodule
+        self.new_fact_abstain = ExactMatchAccuracy()  # share of Unknown facts answered "IDK"
+        self._teacher: SnapshotTeacher | AdapterOffTeacher | None = None  # not a submodule
+        self.snapshot_taken = False
         self._plugins_ready = False  # regularizer setup runs once per module
         self.reference: dict[str, bool] = {}  # held-out fact id -> snapshot answered correctly
         self.history: list[dict] = []  # metrics of every evaluation
@@ -91,14 +93,17 @@ class FactSFTModule(L.LightningModule):
         return any(r.needs_teacher for r in self.regularizers)
 
     @property
-    def teacher(self) -> SnapshotTeacher | None:
+    def teacher(self) -> SnapshotTeacher | AdapterOffTeacher | None:
         return self._teacher
+
+    def _ordered_plugins(self) -> list[Regularizer]:
+        return sorted(self.regularizers, key=lambda r: r.setup_order)
 
     def setup(self, stage: str) -> None:
         if stage != "fit" or self._plugins_ready:
             return
         self._check_fit_config()
-        for reg in self.regularizers:
+        for reg in self._ordered_plugins():
             reg.setup(self)
         self._plugins_ready = True
 
@@ -118,20 +123,30 @@ class FactSFTModule(L.LightningModule):
     def on_train_start(self) -> None:
         if self.snapshot == "base" and self.current_epoch == 0 and self.global_step == 0:
             self.take_snapshot()
-        if self.in_sft_phase and self.needs_teacher and self._teacher is None:
-            raise ConfigError("this checkpoint holds no teacher snapshot (it was saved by a run "
-                              "without a distillation plugin); start the run from scratch")
+        if self.in_sft_phase and self.regularizers and (
+                not self.snapshot_taken or (self.needs_teacher and self._teacher is None)):
+            raise ConfigError("this checkpoint holds no snapshot for these regularizers (it was "
+                              "saved by a run without them); start the run from scratch")
 
     def on_train_epoch_end(self) -> None:
         if self.snapshot == "warmup" and self.current_epoch == self.warmup_epochs - 1:
             self.take_snapshot()
 
     def take_snapshot(self) -> None:
-        """Freeze a copy of the student as teacher and let plugins capture their anchors."""
-        if self.needs_teacher:
-            self._teacher = SnapshotTeacher(self.student).to(self.device)
-        for reg in self.regularizers:
+        """Let plugins capture their anchors, then freeze the teacher (if any plugin needs one)."""
+        for reg in self._ordered_plugins():
             reg.on_snapshot(self)
+        if self.needs_teacher:
+            self._teacher = self._make_teacher()
+        self.snapshot_taken = True
+
+    def _make_teacher(self) -> SnapshotTeacher | AdapterOffTeacher:
+        """The teacher a plugin provides (LoRA: adapter off), else a frozen copy."""
+        for reg in self._ordered_plugins():
+            teacher = reg.make_teacher(self)
+            if teacher is not None:
+                return teacher
+        return SnapshotTeacher(self.student).to(self.device)
 
     # --- training -----------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -155,7 +170,7 @@ class FactSFTModule(L.LightningModule):
     def _plugin_outputs(self, batch: dict, out) -> dict:
         outputs = {"logits": out.logits, "loss": out.loss,
                    "sft_epoch": self.current_epoch - self.warmup_epochs + 1}
-        if self.needs_teacher:
+        if any(r.wants_teacher_logits for r in self.regularizers):
             outputs["teacher_logits"] = self._teacher.logits(batch)
         if "distill_input_ids" in batch and any(r.uses_extra_inputs for r in self.regularizers):
             extra = {"input_ids": batch["distill_input_ids"],
@@ -185,6 +200,8 @@ class FactSFTModule(L.LightningModule):
         correct = torch.tensor([exact_match(a, f.aliases) for a, f in zip(answers, facts)])
         abstained = torch.tensor([is_abstention(a) for a in answers])
         self.accuracy[split].update(correct)
+        if split == "unknown_train":
+            self.new_fact_abstain.update(abstained)
         if split == "heldout_known" and self.reference:
             ref = torch.tensor([self.reference.get(f.id, False) for f in facts])
             self.hallucination.update(ref, correct, abstained)
@@ -228,17 +245,21 @@ class FactSFTModule(L.LightningModule):
         if self.hallucination.update_count:
             metrics["hallucination_rate"] = float(self.hallucination.compute())
             metrics["abstain_rate"] = float(self.abstain.compute())
+        if self.new_fact_abstain.update_count:
+            metrics["new_fact_abstain_rate"] = float(self.new_fact_abstain.compute())
         self._reset_metrics()
         return metrics
 
     def _reset_metrics(self) -> None:
-        for m in [*self.accuracy.values(), self.hallucination, self.abstain]:
+        for m in [*self.accuracy.values(), self.hallucination, self.abstain,
+                  self.new_fact_abstain]:
             m.reset()
 
     # --- checkpoint ---------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["halluc_cl"] = {
             "reference": self.reference, "history": self.history,
+            "snapshot_taken": self.snapshot_taken,
             "teacher": self._teacher.state_dict() if self._teacher else None,
             "regularizers": [r.state_dict() for r in self.regularizers],
         }
@@ -247,9 +268,11 @@ class FactSFTModule(L.LightningModule):
         state = checkpoint.get("halluc_cl", {})
         self.reference = state.get("reference", {})
         self.history = state.get("history", [])
-        if state.get("teacher") is not None:
-            self._teacher = SnapshotTeacher(self.student)
-            self._teacher.load_state_dict(state["teacher"])
+        self.snapshot_taken = state.get("snapshot_taken", state.get("teacher") is not None)
+        if self.snapshot_taken and self.needs_teacher:
+            self._teacher = self._make_teacher()
+            if state.get("teacher") is not None:
+                self._teacher.load_state_dict(state["teacher"])
         for reg, reg_state in zip(self.regularizers, state.get("regularizers", [])):
             reg.load_state_dict(reg_state)
 

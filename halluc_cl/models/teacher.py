@@ -35,3 +35,38 @@ class SnapshotTeacher:
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state)
+
+
+class AdapterOffTeacher:
+    """The student itself with its LoRA adapter switched off: no second copy in memory.
+
+    Valid as a snapshot teacher because the LoRA plugin folds the adapter into the frozen base
+    weights at the snapshot (and restarts the adapter from zero), so "adapter off" is exactly
+    the snapshot.
+
+    Args:
+        peft_model: The peft-wrapped student.
+    """
+
+    def __init__(self, peft_model: torch.nn.Module) -> None:
+        self.model = peft_model
+
+    def to(self, device: torch.device) -> AdapterOffTeacher:
+        return self  # shares the student's weights and device
+
+    @torch.no_grad()
+    def logits(self, batch: dict) -> torch.Tensor:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self.model.disable_adapter():
+                return self.model(input_ids=batch["input_ids"],
+                                  attention_mask=batch["attention_mask"]).logits
+        finally:
+            self.model.train(was_training)
+
+    def state_dict(self) -> None:
+        return None  # the base weights are in the student's own state
+
+    def load_state_dict(self, state: dict | None) -> None:
+        pass

@@ -2,5 +2,9 @@
 
 from halluc_cl.regularizers.base import Regularizer
 from halluc_cl.regularizers.distill import KLSelfDistillation
+from halluc_cl.regularizers.ewc import EWC
+from halluc_cl.regularizers.freeze import Freeze
+from halluc_cl.regularizers.l2 import L2ToAnchor
+from halluc_cl.regularizers.lora import LoRA
 
-__all__ = ["KLSelfDistillation", "Regularizer"]
+__all__ = ["EWC", "Freeze", "KLSelfDistillation", "L2ToAnchor", "LoRA", "Regularizer"]

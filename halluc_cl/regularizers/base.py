@@ -18,12 +18,23 @@ class Regularizer(ABC):
     name: str = "regularizer"
     needs_teacher: bool = False
     uses_extra_inputs: bool = False  # wants student/teacher logits on data.distill_per_batch inputs
+    setup_order: int = 2  # setup/on_snapshot run in this order: 0 wraps the model, 1 freezes
+
+    @property
+    def wants_teacher_logits(self) -> bool:
+        """Whether this step's ``outputs`` must hold ``teacher_logits`` (default: needs_teacher)."""
+        return self.needs_teacher
+
+    def make_teacher(self, module):
+        """A teacher this plugin provides instead of a frozen copy of the student, or ``None``."""
+        return
 
     def setup(self, module) -> None:
         """Called once per fit, before training (freeze parameters, wrap the model ...)."""
 
     def on_snapshot(self, module) -> None:
-        """Called when the end-of-warm-up snapshot is taken (capture anchors, Fisher ...)."""
+        """Called when the end-of-warm-up snapshot is taken (capture anchors, Fisher ...),
+        before the teacher is built."""
 
     @abstractmethod
     def penalty(self, batch: dict, outputs: dict) -> Tensor | None:
