@@ -103,7 +103,9 @@ def select(model: nn.Module, groups: Iterable[str], names: Iterable[str]) -> lis
         match = group_matcher(group, model_type, n_layers)
         hits = {n for n in names if match(n)}
         if not hits:
+            tied = " (its weights are tied to the embeddings: use 'embeddings')" \
+                if group == "lm_head" else ""
             raise ConfigError(f"parameter group {group!r} matches nothing in this "
-                              f"{model_type} model")
+                              f"{model_type} model{tied}")
         chosen |= hits
     return [n for n in names if n in chosen]

@@ -283,15 +283,6 @@ def _train(student, teacher, batch, reg, steps=25, lr=0.2) -> float:
                        labels=batch["labels"]).loss.item()
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run fastest on one thread (and are not slowed by busy cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_distillation_keeps_student_close_to_teacher(one_thread):
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(3, 20, (4, 10), generator=g)

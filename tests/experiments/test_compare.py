@@ -1,0 +1,186 @@
+"""``halluc-cl compare``: the grid on the tiny world, resumption, and input errors."""
+
+import csv
+import itertools
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from halluc_cl import cli
+from halluc_cl.errors import ConfigError
+from halluc_cl.experiments.compare import Cell, compare, grid, validate
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ("sft.yaml", "known_only.yaml", "world/tiny.yaml")
+
+
+def copy_configs(dest: Path) -> dict[str, list[str]]:
+    """Copies of the shipped configs (so a test may edit them) and the two tiny methods."""
+    for name in SHIPPED:
+        (dest / Path(name).name).write_text((ROOT / "configs" / name).read_text())
+    sft, known_only, tiny = (str(dest / Path(n).name) for n in SHIPPED)
+    return {"sft": [sft, tiny], "known_only": [sft, known_only, tiny]}
+
+
+class Spy:
+    """Counts the fits compare starts, running the real ``halluc_cl.cli.main``."""
+
+    def __init__(self, monkeypatch):
+        self.calls: list[list[str]] = []
+        self._main = cli.main
+        monkeypatch.setattr(cli, "main", self)
+
+    def __call__(self, args):
+        self.calls.append(args)
+        return self._main(args)
+
+    def versions(self) -> list[str]:
+        return [a[a.index("--trainer.logger.init_args.name") + 1] + "/"
+                + a[a.index("--trainer.logger.init_args.version") + 1] for a in self.calls]
+
+
+@pytest.fixture(scope="module")
+def tiny_grid(tmp_path_factory, tiny_model_dir):
+    """sft at X = 0.25 and 0.75 plus the Known-only control (X = 0): three tiny fits."""
+    root = tmp_path_factory.mktemp("compare")
+    (root / "configs").mkdir()
+    methods = copy_configs(root / "configs")
+    compare(methods, seeds=[0], unknown_fractions=[0.25, 0.75], out=str(root / "out"))
+    return root, methods
+
+
+def test_compare_end_to_end(tiny_grid):
+    root, _ = tiny_grid
+    out = root / "out"
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [(r["method"], r["unknown_fraction"], r["seed"]) for r in rows] == [
+        ("sft", "0.25", "0"), ("sft", "0.75", "0"), ("known_only", "0.0", "0")]
+    for r in rows:
+        summary = json.loads((Path(r["run_dir"]) / "summary.json").read_text())
+        assert float(r["heldout_known_acc"]) == summary["final"]["heldout_known_acc"]
+        assert 0.0 <= float(r["hallucination_rate"]) <= 1.0 and float(r["wall_time_s"]) > 0
+        config = yaml.safe_load((Path(r["run_dir"]) / "config.yaml").read_text())
+        assert config["data"]["unknown_fraction"] == float(r["unknown_fraction"])
+        assert not (Path(r["run_dir"]) / "model").exists()  # --artifacts.save_model false
+    assert rows[0]["run_dir"] == str(out / "runs/sft/unk0.25_seed0")
+    md = (out / "results.md").read_text()
+    assert "| sft | 0.25 | 1 |" in md and "| known_only | 0 | 1 |" in md
+    assert "## Gekhman et al. linear fit" in md  # three distinct fractions: 0, 0.25, 0.75
+    for png in ("heldout_known_acc.png", "pareto.png", "unknown_fraction.png"):
+        assert (out / png).read_bytes().startswith(b"\x89PNG")
+
+
+def test_compare_resumes_and_reruns_changed_method(tiny_grid, tmp_path, monkeypatch, capsys):
+    src, _ = tiny_grid
+    methods = copy_configs(tmp_path)  # same texts at other paths: still the same cells
+    out = tmp_path / "out"
+    shutil.copytree(src / "out", out)  # a moved grid folder is still complete
+    summaries = sorted(out.glob("runs/*/*/summary.json"))
+    mtimes = [p.stat().st_mtime_ns for p in summaries]
+    spy = Spy(monkeypatch)
+    compare(methods, seeds=[0], unknown_fractions=[0.25, 0.75], out=str(out), plots=False)
+    assert spy.calls == []
+    assert [p.stat().st_mtime_ns for p in summaries] == mtimes
+    assert "skip sft/unk0.25_seed0" in capsys.readouterr().out
+
+    known_only = Path(methods["known_only"][1])
+    known_only.write_text(known_only.read_text() + "# edited\n")
+    compare(methods, seeds=[0], unknown_fractions=[0.25, 0.75], out=str(out), plots=False)
+    assert spy.versions() == ["known_only/unk0.0_seed0"]
+    assert "run known_only/unk0.0_seed0" in capsys.readouterr().out
+
+
+def fake_fit(calls: list):
+    """Stands in for ``cli.main``: writes a summary.json where the fit would."""
+    def main(args):
+        calls.append(args)
+        arg = {k: v for k, v in itertools.pairwise(args) if k.startswith("--trainer.logger")}
+        run = Path(arg["--trainer.logger.init_args.save_dir"],
+                   arg["--trainer.logger.init_args.name"],
+                   arg["--trainer.logger.init_args.version"])
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "summary.json").write_text(json.dumps({"final": {"heldout_known_acc": 1.0}}))
+    return main
+
+
+def test_killed_run_is_cleared_and_rerun(tmp_path, monkeypatch):
+    methods = {"sft": [str(ROOT / "configs/sft.yaml")]}
+    calls = []
+    monkeypatch.setattr(cli, "main", fake_fit(calls))
+    compare(methods, seeds=[0, 1], out=str(tmp_path), plots=False)
+    assert len(calls) == 2
+    killed = tmp_path / "runs/sft/unk0.5_seed1"
+    (killed / "summary.json").unlink()
+    (killed / "metrics.csv").write_text("partial\n")
+    compare(methods, seeds=[0, 1], out=str(tmp_path), plots=False)
+    assert len(calls) == 3 and "--data.split_seed" in calls[-1]
+    assert calls[-1][calls[-1].index("--seed_everything") + 1] == "1"
+    assert not (killed / "metrics.csv").exists()
+    compare(methods, seeds=[0, 1], out=str(tmp_path), plots=False,
+            fit_args=["--trainer.max_epochs", "2"])  # new fit_args: every cell again
+    assert len(calls) == 5 and calls[-1][-2:] == ["--trainer.max_epochs", "2"]
+
+
+def test_grid_keeps_a_pinned_fraction():
+    sft, known_only = str(ROOT / "configs/sft.yaml"), str(ROOT / "configs/known_only.yaml")
+    cells = grid({"sft": [sft], "known_only": [sft, known_only]}, [0, 1], [0.25, 0.5])
+    assert [(c.method, c.unknown_fraction, c.seed) for c in cells] == [
+        ("sft", 0.25, 0), ("sft", 0.25, 1), ("sft", 0.5, 0), ("sft", 0.5, 1),
+        ("known_only", 0.0, 0), ("known_only", 0.0, 1)]
+    assert cells[0].version == "unk0.25_seed0"
+
+
+def test_cell_hash_follows_text_and_args(tmp_path):
+    config = tmp_path / "a.yaml"
+    config.write_text("seed_everything: 0\n")
+    cell = Cell("m", (str(config),), 0.5, 0)
+    digest = cell.digest([])
+    assert digest == Cell("other", (str(config),), 0.5, 0).digest([])
+    assert digest != cell.digest(["--trainer.max_epochs", "2"])
+    assert digest != Cell("m", (str(config),), 0.5, 1).digest([])
+    config.write_text("seed_everything: 0  # edited\n")
+    assert digest != cell.digest([])
+
+
+@pytest.mark.parametrize("name", ["paper", "fraction", "tiny"])
+def test_shipped_compare_configs_validate(name, monkeypatch):
+    monkeypatch.chdir(ROOT)  # their config paths are relative to the repository root
+    cfg = yaml.safe_load((ROOT / f"configs/compare/{name}.yaml").read_text())
+    validate(cfg["methods"], cfg["seeds"], cfg["unknown_fractions"])
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"methods": {}}, "at least one method"),
+    ({"methods": {"sft": ["no/such.yaml"]}}, "does not exist"),
+    ({"seeds": []}, "at least one seed"),
+    ({"unknown_fractions": [0.5, 1.5]}, "outside [0, 1]"),
+    ({"methods": {"a/b": ["configs/sft.yaml"]}}, "plain folder name"),
+])
+def test_invalid_grid_is_a_config_error(kwargs, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    args = {"methods": {"sft": ["configs/sft.yaml"]}, "out": str(tmp_path / "out"), **kwargs}
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        compare(**args)
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_cli_reports_config_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["compare", "--methods", '{"sft": ["no/such.yaml"]}',
+                  "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: config file 'no/such.yaml' of method 'sft' does not exist")
+
+
+def test_cli_print_config(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["compare", "--config", str(ROOT / "configs/compare/paper.yaml"),
+                  "--print_config"])
+    assert exc.value.code == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert list(cfg["methods"]) == ["sft", "known_only", "distill", "distill_paper"]
+    assert cfg["seeds"] == [0, 1, 2] and cfg["out"] == "runs/compare/paper"
