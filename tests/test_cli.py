@@ -35,6 +35,21 @@ def test_fit_end_to_end(config, tmp_path, tiny_model_dir, capsys):
     assert "heldout_known_acc" in out and "final" in out and "peak" in out
 
 
+@pytest.mark.parametrize("method, plugins", [
+    ("l2", ["L2ToAnchor"]), ("ewc", ["EWC"]), ("freeze_attention_only", ["Freeze"]),
+    ("lora", ["LoRA"]), ("replay", []), ("idk", []),
+])
+def test_method_configs_fit_end_to_end(method, plugins, tmp_path, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    run = fit(f"configs/{method}.yaml", tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["regularizers"] == plugins and summary["epochs"] == 3
+    assert "new_fact_abstain_rate" in summary["final"]
+    model = AutoModelForCausalLM.from_pretrained(run / "model")  # LoRA: merged, plain HF
+    assert not any("lora" in n for n, _ in model.named_parameters())
+
+
 def test_distill_logs_penalty_only_after_warmup(tmp_path, tiny_model_dir):
     import csv
 
@@ -101,16 +116,29 @@ def test_pretrain_command_uses_cache(tiny_model_dir, capsys):
     assert str(tiny_model_dir) in out and "Building" not in out
 
 
-def test_sft_and_distill_configs_differ_only_in_regularizer_and_name():
+METHODS = ["distill", "l2", "ewc", "freeze_attention_only", "freeze_mlp_only", "lora", "replay",
+           "idk"]
+
+
+def _merge(base: dict, overlay: dict) -> dict:
+    out = dict(base)
+    for key, value in overlay.items():
+        out[key] = _merge(base[key], value) if isinstance(value, dict) and key in base else value
+    return out
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_config_is_sft_plus_its_overlay(method):
+    """configs/<m>.yaml = configs/sft.yaml + configs/regularizer/<m>.yaml (but the run name)."""
     import yaml
 
-    sft = yaml.safe_load((ROOT / "configs/sft.yaml").read_text())
-    distill = yaml.safe_load((ROOT / "configs/distill.yaml").read_text())
-    assert distill["data"].pop("distill_per_batch") > 0  # the regularizer's extra inputs
-    for cfg in (sft, distill):
-        cfg["model"].pop("regularizers")
-        cfg["trainer"]["logger"]["init_args"].pop("name")
-    assert sft == distill
+    def load(path):
+        return yaml.safe_load((ROOT / "configs" / path).read_text())
+
+    full, composed = load(f"{method}.yaml"), _merge(load("sft.yaml"), load(f"regularizer/{method}.yaml"))
+    assert full["trainer"]["logger"]["init_args"].pop("name") == method
+    composed["trainer"]["logger"]["init_args"].pop("name")
+    assert full == composed
 
 
 @pytest.mark.parametrize("overlay", ["regularizer/distill.yaml", "regularizer/distill_paper.yaml"])

@@ -75,6 +75,9 @@ def test_data_order_is_seeded(tiny_model_dir):
     ({"n_train": 1000, "unknown_fraction": 0.99}, "infeasible unknown_fraction"),
     ({"n_heldout": 10_000}, "infeasible split"),
     ({"unknown_fraction": 1.0}, "warm-up needs Known"),
+    ({"replay_fraction": 1.0}, "replay_fraction must be in"),
+    ({"replay_fraction": 0.95}, "infeasible replay_fraction"),
+    ({"unknown_answer": "Paris"}, "does not read as an abstention"),
 ])
 def test_bad_settings_raise(tiny_model_dir, kw, message):
     with pytest.raises(ConfigError, match=message):
@@ -97,3 +100,45 @@ def test_duplicate_question_under_another_id_never_trained(tmp_path, tiny_model_
     held = {(f.subject, f.relation) for f in dm.splits["heldout_known"]}
     trained = dm.splits["known_train"] + dm.splits["unknown_train"]
     assert not held & {(f.subject, f.relation) for f in trained}
+
+
+def test_replay_adds_known_facts_from_outside_every_split(tiny_model_dir):
+    dm = make(unknown_fraction=0.5, replay_fraction=0.2)  # 0.2 / 0.8 · 32 = 8 per epoch
+    assert dm.n_replay() == 8
+    assert len(dm._train_rows(epoch=0)) == 16  # the warm-up replays nothing
+    replay_ids = {f.id for f in dm.replay_facts}
+    in_splits = {f.id for split in dm.splits.values() for f in split}
+    held = {(f.subject, f.relation) for f in dm.splits["heldout_known"]}
+    assert replay_ids and not replay_ids & in_splits
+    assert not held & {(f.subject, f.relation) for f in dm.replay_facts}
+    assert all(f.category == "HighlyKnown" for f in dm.replay_facts)
+    epochs = []
+    for epoch in (1, 2):
+        rows = dm._train_rows(epoch)
+        assert len(rows) == 40 and sum(r["unknown"] for r in rows) == 16
+        mix_questions = {f.question for s in ("known_train", "unknown_train")
+                         for f in dm.splits[s]}
+        tokens = {dm.tokenizer.decode(r["input_ids"]) for r in rows}
+        epochs.append(tokens)
+        assert sum(not any(q in t for q in mix_questions) for t in tokens) == 8
+    assert epochs[0] != epochs[1]  # drawn afresh every epoch
+
+
+def test_idk_relabels_unknown_answers_only(tiny_model_dir):
+    dm = make(unknown_fraction=0.5, unknown_answer="I don't know")
+    idk = dm.tokenizer("I don't know", add_special_tokens=False)["input_ids"]
+    for split, expect_idk in (("unknown_train", True), ("known_train", False)):
+        for row, fact in zip(dm.encoded(split), dm.splits[split]):
+            answer = [t for t, lab in zip(row["input_ids"], row["labels"]) if lab != IGNORE_INDEX]
+            answer = answer[:-1]  # the EOS token
+            assert (answer == idk) == expect_idk
+            if not expect_idk:
+                assert dm.tokenizer.decode(answer).strip() == fact.object
+
+
+def test_known_samples_are_single_known_training_examples(tiny_model_dir):
+    dm = make(unknown_fraction=0.5)
+    samples = dm.known_samples(5)
+    assert len(samples) == 5 and all(s["input_ids"].shape[0] == 1 for s in samples)
+    assert not any(bool(s["is_unknown"].any()) for s in samples)
+    assert len(dm.known_samples(1000)) == len(dm.splits["known_train"])
