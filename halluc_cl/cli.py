@@ -4,6 +4,7 @@
     halluc-cl validate --config configs/sft.yaml --ckpt_path <ckpt>
     halluc-cl pretrain --world default                   # build the synthetic base model now
     halluc-cl compare --config configs/compare/paper.yaml  # methods x fractions x seeds, tables
+    halluc-cl probe --model synthetic://tiny --source synthetic://tiny --out runs/probe/tiny.jsonl
     halluc-cl fit --config configs/distill.yaml --print_config
 
 Trainer verbs go to LightningCLI; other subcommands are typed functions run by jsonargparse.
@@ -27,6 +28,7 @@ from halluc_cl.experiments.compare import compare
 from halluc_cl.experiments.run_files import RunArtifacts
 from halluc_cl.models.loading import is_synthetic, synthetic_world_name
 from halluc_cl.models.module import FactSFTModule
+from halluc_cl.probing.slick import probe
 
 TRAINER_DEFAULTS = {
     "reload_dataloaders_every_n_epochs": 1,  # the warm-up phase serves Known facts only
@@ -69,7 +71,7 @@ def pretrain(world: str = "default", force: bool = False) -> None:
     print(f"base model: {out}")
 
 
-COMMANDS = {"pretrain": pretrain, "compare": compare}
+COMMANDS = {"pretrain": pretrain, "compare": compare, "probe": probe}
 
 
 def _run_function(name: str, args: list[str]) -> None:

@@ -41,3 +41,9 @@ def encode_example(tokenizer, fmt: PromptFormat, question: str, answer: str) -> 
         "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_ids,
         "prompt_len": len(prompt_ids),
     }
+
+
+def few_shot_prompt(fmt: PromptFormat, exemplars: list[tuple[str, str]], question: str) -> str:
+    """``k`` solved (question, answer) exemplars, a blank line after each, then the question."""
+    shots = "".join(fmt.prompt(q) + fmt.target(a) + "\n\n" for q, a in exemplars)
+    return shots + fmt.prompt(question)

@@ -1,0 +1,221 @@
+"""SliCK knowledge categories (Gekhman et al. 2024) of a model on a set of facts.
+
+    halluc-cl probe --model smollm2-135m-instruct --source geonames:// --out runs/probe/geo.jsonl
+    halluc-cl fit --config configs/real/smollm2_geo.yaml   # splits from the probed categories
+
+For each fact, ``n_prompts`` random ``k_shot``-shot prompts (exemplars of the same relation
+from the exemplar pool, never the probed fact or its subject) each get one greedy answer and
+``n_samples`` answers sampled at temperature τ with top-k. With ``P0`` the share of correct
+greedy answers and ``Ps`` that of correct samples:
+
+- HighlyKnown: ``P0 = 1``;  MaybeKnown: ``0 < P0 < 1``;
+- WeaklyKnown: ``P0 = 0`` and ``Ps > 0``;  Unknown: ``P0 = 0`` and ``Ps = 0``.
+
+Facts are written back with ``category`` and ``p_correct`` (= P0). Finished facts are appended
+to ``<out>.partial.jsonl`` as they come, so an interrupted probe resumes where it stopped;
+``<out>`` itself is written atomically at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from halluc_cl.data.prompts import PromptFormat, few_shot_prompt
+from halluc_cl.data.schema import Fact, atomic_write_text, fact_from_dict, write_facts
+from halluc_cl.errors import ConfigError, DataError
+from halluc_cl.metrics.matching import exact_match
+from halluc_cl.probing.sampling import greedy_and_sampled
+
+CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
+
+
+def categorize(greedy_correct: list[bool], sampled_correct: list[bool]) -> str:
+    """SliCK category from the correctness of greedy and sampled answers."""
+    if not greedy_correct:
+        raise ValueError("categorize needs at least one greedy answer")
+    p0 = sum(greedy_correct) / len(greedy_correct)
+    if p0 == 1.0:
+        return "HighlyKnown"
+    if p0 > 0.0:
+        return "MaybeKnown"
+    return "WeaklyKnown" if any(sampled_correct) else "Unknown"
+
+
+def choose_exemplars(fact: Fact, pool: dict[str, list[Fact]], k: int,
+                     rng: random.Random) -> list[Fact]:
+    """``k`` exemplars of ``fact``'s relation, never the fact itself or its subject."""
+    candidates = [e for e in pool.get(fact.relation, [])
+                  if e.id != fact.id and e.subject != fact.subject]
+    if len(candidates) < k:
+        raise ConfigError(f"relation {fact.relation!r} has {len(candidates)} usable few-shot "
+                          f"exemplars, k_shot={k} needs {k}")
+    return rng.sample(candidates, k)
+
+
+def fact_prompts(fact: Fact, pool: dict[str, list[Fact]], n_prompts: int, k: int, seed: int,
+                 fmt: PromptFormat) -> list[str]:
+    """The ``n_prompts`` few-shot prompts of one fact (seeded by fact id: resume-stable)."""
+    prompts = []
+    for j in range(n_prompts):
+        shots = choose_exemplars(fact, pool, k, random.Random(f"{seed}:{fact.id}:{j}"))
+        prompts.append(few_shot_prompt(fmt, [(e.question, e.object) for e in shots],
+                                       fact.question))
+    return prompts
+
+
+def read_partial(path: Path) -> dict[str, Fact]:
+    """Facts already probed (a torn last line from a killed run is ignored)."""
+    done: dict[str, Fact] = {}
+    if not path.is_file():
+        return done
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            fact = fact_from_dict(json.loads(line), f"{path}:{i}")
+        except (json.JSONDecodeError, DataError):
+            continue
+        done[fact.id] = fact
+    return done
+
+
+class SliCKProbe:
+    """Probes facts with a model and assigns SliCK categories.
+
+    Args:
+        model: The causal LM.
+        tokenizer: Its tokenizer.
+        exemplars: Few-shot exemplar pool (facts of the same relations, e.g. a dev split).
+        n_prompts: Few-shot prompts per fact.
+        k_shot: Exemplars per prompt.
+        n_samples: Sampled answers per prompt.
+        temperature: Sampling temperature.
+        top_k: Top-k of the sampling.
+        max_new_tokens: Answer length limit.
+        batch_prompts: Prompts encoded per forward (each expands to ``1 + n_samples`` rows).
+        seed: Seed of exemplar choice and sampling.
+        prompt: Prompt format of the questions.
+    """
+
+    def __init__(self, model, tokenizer, exemplars: list[Fact], n_prompts: int = 10,
+                 k_shot: int = 4, n_samples: int = 16, temperature: float = 0.5,
+                 top_k: int = 40, max_new_tokens: int = 16, batch_prompts: int = 16,
+                 seed: int = 0, prompt: PromptFormat | None = None) -> None:
+        if n_prompts < 1 or k_shot < 0 or n_samples < 0 or batch_prompts < 1:
+            raise ConfigError("n_prompts and batch_prompts must be >= 1, k_shot and n_samples "
+                              ">= 0")
+        if temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {temperature}")
+        self.model, self.tokenizer = model, tokenizer
+        self.pool: dict[str, list[Fact]] = {}
+        for e in exemplars:
+            self.pool.setdefault(e.relation, []).append(e)
+        self.n_prompts, self.k_shot, self.n_samples = n_prompts, k_shot, n_samples
+        self.temperature, self.top_k, self.max_new_tokens = temperature, top_k, max_new_tokens
+        self.batch_prompts, self.seed = batch_prompts, seed
+        self.fmt = prompt or PromptFormat()
+
+    def probe_batch(self, facts: list[Fact]) -> list[Fact]:
+        """The facts with ``category`` and ``p_correct`` set."""
+        texts = [p for f in facts for p in fact_prompts(f, self.pool, self.n_prompts,
+                                                         self.k_shot, self.seed, self.fmt)]
+        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        # seeded per batch by its first fact, so a resumed probe samples the same answers
+        generator = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}:{facts[0].id}".encode()))
+        answers: list[list[str]] = []
+        for start in range(0, len(ids), self.batch_prompts):
+            answers += greedy_and_sampled(
+                self.model, self.tokenizer, ids[start:start + self.batch_prompts],
+                self.n_samples, self.temperature, self.top_k, self.max_new_tokens, generator)
+        out = []
+        for i, fact in enumerate(facts):
+            mine = answers[i * self.n_prompts:(i + 1) * self.n_prompts]
+            greedy = [exact_match(a[0], fact.aliases) for a in mine]
+            sampled = [exact_match(s, fact.aliases) for a in mine for s in a[1:]]
+            out.append(Fact(**{**fact.to_dict(), "category": categorize(greedy, sampled),
+                               "p_correct": sum(greedy) / len(greedy)}))
+        return out
+
+    def run(self, facts: list[Fact], out: Path, facts_per_batch: int = 8) -> dict:
+        """Probe ``facts`` into ``out`` (resuming ``<out>.partial.jsonl``); returns stats."""
+        out = Path(out)
+        partial = out.with_name(out.name + ".partial.jsonl")
+        done = read_partial(partial)
+        todo = [f for f in facts if f.id not in done]
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        with partial.open("a", encoding="utf-8") as sink, \
+                tqdm(total=len(facts), initial=len(facts) - len(todo), desc="probe",
+                     unit="fact") as bar:
+            for start in range(0, len(todo), facts_per_batch):
+                for fact in self.probe_batch(todo[start:start + facts_per_batch]):
+                    sink.write(json.dumps(fact.to_dict()) + "\n")
+                    done[fact.id] = fact
+                sink.flush()
+                bar.update(min(facts_per_batch, len(todo) - start))
+        seconds = time.perf_counter() - t0
+        probed = [done[f.id] for f in facts]
+        write_facts(out, probed)
+        partial.unlink()
+        stats = {"facts": len(probed), "probed_now": len(todo), "seconds": round(seconds, 2),
+                 "facts_per_s": round(len(todo) / seconds, 3) if todo and seconds else None,
+                 "categories": dict(Counter(f.category for f in probed))}
+        atomic_write_text(out.with_name(out.name + ".stats.json"),
+                          json.dumps(stats, indent=2) + "\n")
+        return stats
+
+
+def probe(
+    model: str,
+    source: str,
+    out: str,
+    n_prompts: int = 10,
+    k_shot: int = 4,
+    n_samples: int = 16,
+    temperature: float = 0.5,
+    top_k: int = 40,
+    max_new_tokens: int = 16,
+    batch_prompts: int = 16,
+    facts_per_batch: int = 8,
+    limit: int | None = None,
+    seed: int = 0,
+    dtype: str = "float32",
+) -> None:
+    """Probe what ``model`` knows of ``source``'s facts and write them with SliCK categories.
+
+    Args:
+        model: ``synthetic://<world>``, a local folder, a GGUF file / alias, or a hub id.
+        source: Facts: ``synthetic://<world>``, JSONL, an EntityQuestions folder,
+            ``geonames://...``.
+        out: Output JSONL (the facts with ``category`` and ``p_correct``); resumable.
+        n_prompts: Few-shot prompts per fact.
+        k_shot: Exemplars per prompt (same relation, from the exemplar pool).
+        n_samples: Sampled answers per prompt.
+        temperature: Sampling temperature.
+        top_k: Top-k of the sampling.
+        max_new_tokens: Answer length limit.
+        batch_prompts: Prompts per forward pass (each is repeated ``1 + n_samples`` times).
+        facts_per_batch: Facts between two appends to the partial file.
+        limit: Probe only the first ``limit`` facts (after the exemplar hold-out).
+        seed: Seed of the exemplar hold-out, exemplar choice and sampling.
+        dtype: Weight dtype: ``float32`` or ``bfloat16``.
+    """
+    from halluc_cl.data.sources import exemplar_pool, load_source
+    from halluc_cl.models.loading import load_causal_lm, load_tokenizer
+
+    facts, exemplars = exemplar_pool(load_source(source), seed=seed)
+    facts = facts[:limit] if limit is not None else facts
+    lm = load_causal_lm(model, dtype)
+    if torch.cuda.is_available():
+        lm = lm.cuda()
+    prober = SliCKProbe(lm, load_tokenizer(model), exemplars, n_prompts, k_shot, n_samples,
+                        temperature, top_k, max_new_tokens, batch_prompts, seed)
+    stats = prober.run(facts, Path(out), facts_per_batch)
+    print(json.dumps(stats, indent=2))
+    print(f"probed facts: {out}")

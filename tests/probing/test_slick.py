@@ -1,0 +1,128 @@
+"""SliCK probing: categories from hand-made answers, leak-free few-shot prompts, batched
+sampling that agrees with ``generate``, and resumption."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from halluc_cl.data.prompts import PromptFormat
+from halluc_cl.data.schema import Fact, read_facts
+from halluc_cl.errors import ConfigError
+from halluc_cl.probing.slick import SliCKProbe, categorize, choose_exemplars, fact_prompts
+
+T, F = True, False
+
+
+@pytest.mark.parametrize("greedy, sampled, category", [
+    ([T, T, T], [F, F], "HighlyKnown"),
+    ([T, F, T], [F, F], "MaybeKnown"),
+    ([F, F, T], [T, T], "MaybeKnown"),
+    ([F, F, F], [F, T, F], "WeaklyKnown"),
+    ([F, F, F], [F, F, F], "Unknown"),
+    ([F], [], "Unknown"),
+    ([T], [], "HighlyKnown"),
+])
+def test_categories_from_hand_made_answer_sets(greedy, sampled, category):
+    assert categorize(greedy, sampled) == category
+
+
+def _fact(i: int, relation: str = "r", subject: str | None = None) -> Fact:
+    return Fact(id=f"f{i}", subject=subject or f"S{i}", relation=relation, object=f"O{i}",
+                question=f"Q about S{i}?")
+
+
+def test_few_shot_prompts_never_include_the_probed_fact_or_subject():
+    pool_facts = [_fact(i) for i in range(8)] + [_fact(100, subject="S3")] + \
+        [_fact(200 + i, relation="other") for i in range(5)]
+    pool: dict[str, list[Fact]] = {}
+    for f in pool_facts:
+        pool.setdefault(f.relation, []).append(f)
+    target = pool_facts[3]
+    for j in range(30):
+        shots = choose_exemplars(target, pool, 4, random.Random(j))
+        assert len(shots) == 4
+        assert all(s.relation == "r" and s.subject != "S3" and s.id != "f3" for s in shots)
+    prompts = fact_prompts(target, pool, n_prompts=5, k=4, seed=0, fmt=PromptFormat())
+    assert len(set(prompts)) > 1  # prompts differ by their exemplars
+    assert all(p.count(target.question) == 1 and p.endswith(PromptFormat().prompt(
+        target.question)) for p in prompts)
+    assert all("O3" not in p for p in prompts)
+    with pytest.raises(ConfigError, match="exemplars"):
+        choose_exemplars(target, pool, 8, random.Random(0))
+
+
+@pytest.fixture
+def tiny(tiny_model_dir):
+    from halluc_cl.models.loading import load_causal_lm, load_tokenizer
+
+    torch.set_num_threads(1)
+    facts = read_facts(tiny_model_dir / "facts.jsonl")
+    return load_causal_lm("synthetic://tiny"), load_tokenizer("synthetic://tiny"), facts
+
+
+def test_greedy_rows_agree_with_generate(tiny):
+    from halluc_cl.models.answering import answer_prompts
+    from halluc_cl.probing.sampling import greedy_and_sampled
+
+    model, tok, facts = tiny
+    prompts = [PromptFormat().prompt(f.question) for f in facts[:48]]
+    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    out = greedy_and_sampled(model, tok, ids, n_samples=3, max_new_tokens=8,
+                             generator=torch.Generator().manual_seed(0))
+    assert [o[0] for o in out] == answer_prompts(model, tok, prompts, max_new_tokens=8)
+    assert all(len(o) == 4 for o in out)
+
+
+def _probe(tiny, k_shot: int = 1) -> SliCKProbe:
+    model, tok, facts = tiny
+    exemplars = [f for f in facts if f.category == "HighlyKnown"][:40]
+    return SliCKProbe(model, tok, exemplars, n_prompts=2, k_shot=k_shot, n_samples=2,
+                      max_new_tokens=6)
+
+
+def test_probe_categorises_known_and_new_facts(tiny, tmp_path):
+    _, _, facts = tiny
+    known = [f for f in facts if f.category == "HighlyKnown"][40:46]
+    new = [f for f in facts if f.category == "Unknown"][:6]
+    # the tiny model was pretrained on zero-shot prompts only
+    stats = _probe(tiny, k_shot=0).run(known + new, tmp_path / "p.jsonl")
+    probed = {f.id: f for f in read_facts(tmp_path / "p.jsonl")}
+    assert len(probed) == 12 and stats["facts"] == 12
+    assert sum(probed[f.id].category == "HighlyKnown" for f in known) >= 4
+    assert sum(probed[f.id].category in ("Unknown", "WeaklyKnown") for f in new) >= 4
+    assert all(0.0 <= f.p_correct <= 1.0 for f in probed.values())
+    assert not (tmp_path / "p.jsonl.partial.jsonl").exists()
+    assert json.loads((tmp_path / "p.jsonl.stats.json").read_text())["facts"] == 12
+
+
+def test_interrupted_probe_resumes_and_keeps_finished_facts(tiny, tmp_path, monkeypatch):
+    _, _, facts = tiny
+    todo = facts[60:72]
+    full = tmp_path / "full.jsonl"
+    _probe(tiny).run(todo, full, facts_per_batch=4)
+
+    probe = _probe(tiny)
+    calls: list[list[str]] = []
+    real = probe.probe_batch
+
+    def interrupted(batch):
+        calls.append([f.id for f in batch])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(batch)
+
+    monkeypatch.setattr(probe, "probe_batch", interrupted)
+    out = tmp_path / "resumed.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        probe.run(todo, out, facts_per_batch=4)
+    assert not out.exists()  # the result file only appears complete
+    assert len((tmp_path / "resumed.jsonl.partial.jsonl").read_text().splitlines()) == 4
+
+    calls.clear()
+    probe.run(todo, out, facts_per_batch=4)
+    assert [i for c in calls for i in c] == [f.id for f in todo[4:]]  # first batch kept
+    assert out.read_text() == full.read_text()  # same answers as an uninterrupted probe
