@@ -8,7 +8,6 @@ the first ``warmup_epochs`` epochs only ``known_train`` is served (the format wa
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import datasets
 import lightning as L
@@ -19,7 +18,8 @@ from torch.utils.data import DataLoader
 from halluc_cl.data.distill_inputs import DistillInputs, DistillKind, distill_pool
 from halluc_cl.data.padding import left_pad, right_pad
 from halluc_cl.data.prompts import IGNORE_INDEX, PromptFormat, encode_example
-from halluc_cl.data.schema import Fact, read_facts
+from halluc_cl.data.schema import Fact
+from halluc_cl.data.sources import load_source
 from halluc_cl.data.synthetic import SyntheticWorld, world_config
 from halluc_cl.errors import ConfigError
 from halluc_cl.metrics.matching import is_abstention
@@ -27,16 +27,6 @@ from halluc_cl.models.loading import is_synthetic, load_tokenizer, synthetic_wor
 
 EVAL_SPLITS = ("heldout_known", "unknown_train", "known_train")
 datasets.disable_progress_bars()  # tokenizing a few hundred facts needs no bar
-
-
-def load_source(source: str) -> list[Fact]:
-    """Facts of ``synthetic://<world>``, a JSONL file, or a folder holding ``facts.jsonl``."""
-    if is_synthetic(source):
-        from halluc_cl.models.pretrain import build_base_model
-
-        return read_facts(build_base_model(synthetic_world_name(source)) / "facts.jsonl")
-    path = Path(source).expanduser()
-    return read_facts(path / "facts.jsonl" if path.is_dir() else path)
 
 
 class FactDataModule(L.LightningDataModule):
@@ -141,6 +131,10 @@ class FactDataModule(L.LightningDataModule):
         unknown = [f for f in unknown if (f.subject, f.relation) not in held]
         n_unknown = round(fraction * n_train)
         n_known = n_train - n_unknown
+        if facts and all(f.category is None for f in facts):
+            raise ConfigError("the source's facts have no knowledge category; probe the model "
+                              "first (halluc-cl probe --model ... --source ... --out F) and use "
+                              "F as data.source")
         if n_heldout + n_known > len(known):
             raise ConfigError(
                 f"infeasible split: n_heldout={n_heldout} + {n_known} Known training facts "
