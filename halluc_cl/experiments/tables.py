@@ -17,7 +17,7 @@ import numpy as np
 
 CSV_COLUMNS = ("method", "unknown_fraction", "seed", "heldout_known_acc", "heldout_known_peak",
                "heldout_known_decline", "hallucination_rate", "abstain_rate", "new_fact_acc",
-               "known_train_acc", "wall_time_s", "run_dir")
+               "new_fact_abstain_rate", "known_train_acc", "wall_time_s", "run_dir")
 
 # (row key, markdown header, digits): the mean ± std columns of results.md
 MD_COLUMNS = (("heldout_known_decline", "held-out Known decline", 3),
@@ -25,6 +25,7 @@ MD_COLUMNS = (("heldout_known_decline", "held-out Known decline", 3),
               ("new_fact_acc", "new-fact acc", 3),
               ("heldout_known_acc", "held-out Known acc (final)", 3),
               ("abstain_rate", "abstain rate", 3),
+              ("new_fact_abstain_rate", "new-fact abstain rate", 3),
               ("wall_time_s", "wall time (s)", 1))
 
 
@@ -57,6 +58,7 @@ def cell_row(result: CellResult) -> dict:
         "heldout_known_decline": s.get("heldout_known_decline"),
         "hallucination_rate": final.get("hallucination_rate"),
         "abstain_rate": final.get("abstain_rate"), "new_fact_acc": final.get("new_fact_acc"),
+        "new_fact_abstain_rate": final.get("new_fact_abstain_rate"),
         "known_train_acc": final.get("known_train_acc"), "wall_time_s": s.get("wall_time_s"),
         "run_dir": result.run_dir,
     }

@@ -94,10 +94,10 @@ def test_markdown_mean_std_in_method_order_without_fit_for_one_fraction():
     distill = next(i for i, line in enumerate(lines) if line.startswith("| distill |"))
     sft = next(i for i, line in enumerate(lines) if line.startswith("| sft |"))
     assert distill < sft
-    # decline, hallucination, new-fact acc, final acc, abstain, wall time
+    # decline, hallucination, new-fact acc, final acc, abstain, new-fact abstain, wall time
     assert lines[sft] == ("| sft | 0.5 | 2 | 0.200 ± 0.000 | 0.200 ± 0.141 | 0.500 ± 0.000 | "
-                          "0.700 ± 0.141 | 0.000 ± 0.000 | 3.0 ± 0.0 |")
-    assert lines[distill] == "| distill | 0.5 | 1 | 0.200 | 0.100 | – | 0.900 | 0.000 | 3.0 |"
+                          "0.700 ± 0.141 | 0.000 ± 0.000 | – | 3.0 ± 0.0 |")
+    assert lines[distill] == "| distill | 0.5 | 1 | 0.200 | 0.100 | – | 0.900 | 0.000 | – | 3.0 |"
     assert "Gekhman" not in md
 
 
