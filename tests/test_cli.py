@@ -150,15 +150,18 @@ def test_regularizer_overlays_compose(overlay, capsys):
     assert "KLSelfDistillation" in out and "distill_per_batch" in out
 
 
-def test_validate_from_last_checkpoint_keeps_reference(tmp_path, tiny_model_dir, capsys):
-    run = fit("configs/sft.yaml", tmp_path)
+@pytest.mark.parametrize("method", ["sft", "lora"])
+def test_validate_from_last_checkpoint_keeps_reference(method, tmp_path, tiny_model_dir, capsys):
+    config = f"configs/{method}.yaml"  # LoRA: the checkpoint loads into the wrapped model
+    run = fit(config, tmp_path)
     summary = json.loads((run / "summary.json").read_text())
-    main(["validate", "--config", str(ROOT / "configs/sft.yaml"), *TINY,
+    main(["validate", "--config", str(ROOT / config), *TINY,
           "--trainer.logger.init_args.save_dir", str(tmp_path / "val"),
           "--ckpt_path", str(run / "checkpoints/last.ckpt")])
     out = capsys.readouterr().out
     assert "hallucination_rate" in out and "heldout_known_acc" in out
-    preds = (tmp_path / "val/sft/version_0/predictions/epoch_0.jsonl").read_text().splitlines()
+    preds = (tmp_path / f"val/{method}/version_0/predictions/epoch_0.jsonl").read_text()
+    preds = preds.splitlines()
     final = [json.loads(p) for p in preds if json.loads(p)["split"] == "heldout_known"]
     acc = sum(p["correct"] for p in final) / len(final)
     assert acc == summary["final"]["heldout_known_acc"]  # same weights, same answers

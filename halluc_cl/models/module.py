@@ -100,9 +100,11 @@ class FactSFTModule(L.LightningModule):
         return sorted(self.regularizers, key=lambda r: r.setup_order)
 
     def setup(self, stage: str) -> None:
-        if stage != "fit" or self._plugins_ready:
+        if stage == "fit":
+            self._check_fit_config()
+        if self._plugins_ready:
             return
-        self._check_fit_config()
+        # every stage: a LoRA checkpoint only loads into the wrapped model
         for reg in self._ordered_plugins():
             reg.setup(self)
         self._plugins_ready = True
