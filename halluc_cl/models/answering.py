@@ -23,7 +23,9 @@ def greedy_answers(
     finally:
         model.train(was_training)
     new_tokens = out[:, input_ids.shape[1]:]
-    return [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+    # a model that was never taught to stop (e.g. a real LM before SFT) goes on after a newline
+    return [t.strip().split("\n", 1)[0].strip() for t in texts]
 
 
 def answer_prompts(model, tokenizer, prompts: list[str], batch_size: int = 256,

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from halluc_cl.data.prompts import PromptFormat, few_shot_prompt
+from halluc_cl.data.prompts import DEFAULT_TEMPLATE, PromptFormat, few_shot_prompt
 from halluc_cl.data.schema import Fact, atomic_write_text, fact_from_dict, write_facts
 from halluc_cl.errors import ConfigError, DataError
 from halluc_cl.metrics.matching import exact_match
@@ -186,6 +186,7 @@ def probe(
     limit: int | None = None,
     seed: int = 0,
     dtype: str = "float32",
+    template: str = DEFAULT_TEMPLATE,
 ) -> None:
     """Probe what ``model`` knows of ``source``'s facts and write them with SliCK categories.
 
@@ -205,6 +206,8 @@ def probe(
         limit: Probe only the first ``limit`` facts (after the exemplar hold-out).
         seed: Seed of the exemplar hold-out, exemplar choice and sampling.
         dtype: Weight dtype: ``float32`` or ``bfloat16``.
+        template: Prompt template with a ``{question}`` field; use the one ``fit`` uses
+            (``data.prompt.template``).
     """
     from halluc_cl.data.sources import exemplar_pool, load_source
     from halluc_cl.models.loading import load_causal_lm, load_tokenizer
@@ -215,7 +218,8 @@ def probe(
     if torch.cuda.is_available():
         lm = lm.cuda()
     prober = SliCKProbe(lm, load_tokenizer(model), exemplars, n_prompts, k_shot, n_samples,
-                        temperature, top_k, max_new_tokens, batch_prompts, seed)
+                        temperature, top_k, max_new_tokens, batch_prompts, seed,
+                        PromptFormat(template=template))
     stats = prober.run(facts, Path(out), facts_per_batch)
     print(json.dumps(stats, indent=2))
     print(f"probed facts: {out}")
