@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import statistics
-import tempfile
 from pathlib import Path
 
+import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from halluc_cl.data.schema import atomic_write_bytes
 from halluc_cl.experiments.tables import CellResult, cell_row, fraction_fit
+
+
+def method_color(i: int):
+    """Distinct colours for up to 20 methods (the default cycle repeats after 10)."""
+    return f"C{i}" if i < 10 else matplotlib.colormaps["tab20"](2 * (i % 10) + 1)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -30,19 +35,11 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    """Render to PNG, then write it atomically (temp file beside ``path``, then rename)."""
+    """Render to PNG and write it atomically."""
     buf = io.BytesIO()
     FigureCanvasAgg(fig)
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -77,7 +74,7 @@ def plot_curves(results: list[CellResult], methods: list[str], path: Path) -> Pa
         epochs, acc = mean_curve(summaries)
         if epochs:
             label = method if x_m == x else f"{method} (X={x_m:g})"
-            ax.plot(epochs, acc, marker="o", ms=3, color=f"C{i}", label=label)
+            ax.plot(epochs, acc, marker="o" if i < 10 else "s", ms=3, color=method_color(i), label=label)
         warmups |= {s.get("warmup_epochs", 0) for s in summaries}
     for j, w in enumerate(sorted(w for w in warmups if w)):
         ax.axvline(w - 1, color="gray", ls="--", lw=1, label="warm-up end" if j == 0 else None)
@@ -101,7 +98,7 @@ def plot_pareto(results: list[CellResult], methods: list[str], path: Path) -> Pa
                 continue
             hx, hx_err = _mean_std([r["hallucination_rate"] for r in group])
             ny, ny_err = _mean_std([r["new_fact_acc"] for r in group])
-            ax.errorbar(hx, ny, xerr=hx_err, yerr=ny_err, fmt="o", color=f"C{i}", capsize=3)
+            ax.errorbar(hx, ny, xerr=hx_err, yerr=ny_err, fmt="o", color=method_color(i), capsize=3)
             label = method if len(fractions) == 1 else f"{method} (X={x:g})"
             ax.annotate(label, (hx, ny), textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.set(xlabel="hallucination rate (held-out Known)", ylabel="new-fact accuracy",
@@ -127,9 +124,9 @@ def plot_fraction(results: list[CellResult], methods: list[str], path: Path) -> 
             r2 = "–" if math.isnan(fit.r2) else f"{fit.r2:.2f}"  # NaN: constant accuracy
             label = f"{method}: β={fit.coef[1]:.3f}, R²={r2}"
             ends = [min(xs), max(xs)]
-            ax.plot(ends, [fit.coef[0] + fit.coef[1] * e for e in ends], color=f"C{i}", lw=1)
+            ax.plot(ends, [fit.coef[0] + fit.coef[1] * e for e in ends], color=method_color(i), lw=1)
         ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], fmt="o",
-                    color=f"C{i}", capsize=3, label=label)
+                    color=method_color(i), capsize=3, label=label)
     ax.set(xlabel="unknown fraction X", ylabel="final held-out Known accuracy",
            title="Held-out Known accuracy vs share of Unknown facts")
     ax.legend(fontsize=8)

@@ -9,7 +9,13 @@ import stat
 
 import pytest
 
-from halluc_cl.data.schema import Fact, atomic_write_text, read_facts, write_facts
+from halluc_cl.data.schema import (
+    Fact,
+    atomic_write_bytes,
+    atomic_write_text,
+    read_facts,
+    write_facts,
+)
 from halluc_cl.errors import DataError
 
 
@@ -141,7 +147,7 @@ def test_atomic_write_failure_cleans_up_and_keeps_old(tmp_path):
     path = tmp_path / "out.txt"
     atomic_write_text(path, "old")
     with pytest.raises(TypeError):
-        atomic_write_text(path, 123)  # write() rejects non-str
+        atomic_write_bytes(path, "not bytes")  # write() of a binary file rejects str
     assert path.read_text(encoding="utf-8") == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
 

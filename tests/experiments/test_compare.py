@@ -182,5 +182,8 @@ def test_cli_print_config(capsys):
                   "--print_config"])
     assert exc.value.code == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
-    assert list(cfg["methods"]) == ["sft", "known_only", "distill", "distill_paper"]
+    assert list(cfg["methods"])[:4] == ["sft", "known_only", "distill", "distill_paper"]
+    assert {"l2", "ewc", "freeze_attention_only", "lora", "replay", "idk"} <= set(cfg["methods"])
+    for configs in cfg["methods"].values():  # every listed config exists
+        assert all((ROOT / c).is_file() for c in configs)
     assert cfg["seeds"] == [0, 1, 2] and cfg["out"] == "runs/compare/paper"

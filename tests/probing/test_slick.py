@@ -108,21 +108,23 @@ def test_interrupted_probe_resumes_and_keeps_finished_facts(tiny, tmp_path, monk
     probe = _probe(tiny)
     calls: list[list[str]] = []
     real = probe.probe_batch
+    kill_at = [2]  # the 2nd batch of the first run dies
 
     def interrupted(batch):
         calls.append([f.id for f in batch])
-        if len(calls) == 2:
-            raise KeyboardInterrupt
+        if len(calls) == kill_at[0]:
+            raise RuntimeError("interrupted")
         return real(batch)
 
     monkeypatch.setattr(probe, "probe_batch", interrupted)
     out = tmp_path / "resumed.jsonl"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(RuntimeError, match="interrupted"):
         probe.run(todo, out, facts_per_batch=4)
     assert not out.exists()  # the result file only appears complete
     assert len((tmp_path / "resumed.jsonl.partial.jsonl").read_text().splitlines()) == 4
 
     calls.clear()
+    kill_at[0] = 0
     probe.run(todo, out, facts_per_batch=4)
     assert [i for c in calls for i in c] == [f.id for f in todo[4:]]  # first batch kept
     assert out.read_text() == full.read_text()  # same answers as an uninterrupted probe
