@@ -47,3 +47,15 @@ def test_no_teacher_without_a_plugin_that_needs_one(tiny_model_dir):
     module = FactSFTModule("synthetic://tiny")
     module.take_snapshot()
     assert module.teacher is None
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_model_dir):
+    ids = torch.randint(5, 60, (2, 9), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    grads = []
+    for flag in (False, True):
+        module = FactSFTModule("synthetic://tiny", gradient_checkpointing=flag)
+        assert module.student.is_gradient_checkpointing == flag
+        module.student(**batch).loss.backward()
+        grads.append([p.grad.clone() for p in module.student.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
