@@ -31,3 +31,14 @@ def tiny_model_dir(halluc_cache):
     from halluc_cl.models.pretrain import build_base_model
 
     return build_base_model("tiny", verbose=False)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread (and are not slowed by busy cores)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -10,14 +10,11 @@ the same file reuses it and a changed file gets a new one.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib.metadata
 import json
 import os
 import re
-import shutil
-import tempfile
 import time
 from datetime import datetime, timezone
 from importlib.util import find_spec
@@ -25,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from halluc_cl.data.schema import current_umask
+from halluc_cl.cache import cache_root, locked_build
 from halluc_cl.errors import ModelLoadError
 
 CONVERT_VERSION = 1  # bump when the conversion changes, to invalidate cached folders
@@ -85,7 +82,6 @@ def fingerprint(path: Path) -> str:
 
 def cache_dir(path: Path, content_hash: str | None = None) -> Path:
     """Cache folder of a GGUF file: ``<cache>/gguf/<file stem>-<12 hex of its fingerprint>``."""
-    from halluc_cl.models.pretrain import cache_root  # on use: pretrain imports lightning
 
     key = hashlib.sha256(f"{content_hash or fingerprint(path)}:v{CONVERT_VERSION}".encode())
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem)
@@ -111,35 +107,7 @@ def convert_gguf(path: str | os.PathLike, force: bool = False, verbose: bool = T
         raise ModelLoadError(f"GGUF file not found: {path}")
     content_hash = fingerprint(path)
     out = cache_dir(path, content_hash)
-    if (out / DONE).is_file() and not force:
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f".{out.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (out / DONE).is_file() and not force:
-            return out  # converted by another process while we waited
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-        try:
-            _convert(path, content_hash, tmp, verbose)
-            _share(tmp)
-            if out.exists():  # force: swap the new folder in, then drop the old one
-                trash = out.with_name(tmp.name + ".old")
-                os.replace(out, trash)
-                os.replace(tmp, out)
-                shutil.rmtree(trash)
-            else:
-                os.replace(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
-def _share(folder: Path) -> None:
-    # mkdtemp makes 0700 folders and safetensors writes 0600 files; a shared cache needs umask modes
-    mask = current_umask()
-    os.chmod(folder, 0o777 & ~mask)
-    for file in folder.iterdir():
-        os.chmod(file, 0o666 & ~mask)
+    return locked_build(out, DONE, lambda tmp: _convert(path, content_hash, tmp, verbose), force)
 
 
 def check_gguf(path: Path) -> list[str]:

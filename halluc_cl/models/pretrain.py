@@ -7,13 +7,9 @@ of ``synthetic://<world>`` and cached under ``$HALLUC_CL_CACHE`` (default
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import random
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -31,9 +27,10 @@ from transformers import (
     get_cosine_schedule_with_warmup,
 )
 
+from halluc_cl.cache import cache_root, locked_build
 from halluc_cl.data.padding import right_pad
 from halluc_cl.data.prompts import PromptFormat, encode_example
-from halluc_cl.data.schema import Fact, current_umask, write_facts
+from halluc_cl.data.schema import Fact, write_facts
 from halluc_cl.data.synthetic import SyntheticWorld, world_config
 from halluc_cl.errors import ConfigError
 from halluc_cl.models.ground_truth import accuracy_report, categorize_known
@@ -79,10 +76,6 @@ BASE_MODELS: dict[str, BaseModelConfig] = {
     "default-small": BaseModelConfig(n_layer=2, n_embd=64, n_head=2, lr=3e-3),
     "default-large": BaseModelConfig(n_layer=4, n_embd=256, n_head=4, lr=1e-3),
 }
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("HALLUC_CL_CACHE", Path.home() / ".cache" / "halluc-cl"))
 
 
 def build_key(world: str) -> str:
@@ -198,27 +191,7 @@ def build_base_model(world: str, force: bool = False, verbose: bool = True) -> P
     A file lock makes concurrent callers (parallel runs, DDP ranks) wait for one build.
     """
     out = world_dir(world)
-    if (out / "build.json").is_file() and not force:
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f".{out.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (out / "build.json").is_file() and not force:
-            return out  # built by another process while we waited
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-        try:
-            _build(world, out, tmp, verbose)
-            os.chmod(tmp, 0o777 & ~current_umask())
-            if out.exists():  # force: swap the new build in, then drop the old one
-                trash = out.with_name(tmp.name + ".old")
-                os.replace(out, trash)
-                os.replace(tmp, out)
-                shutil.rmtree(trash)
-            else:
-                os.replace(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return locked_build(out, "build.json", lambda tmp: _build(world, out, tmp, verbose), force)
 
 
 def _build(world: str, out: Path, tmp: Path, verbose: bool) -> None:

@@ -15,13 +15,7 @@ VOCAB = ["<pad>", "<unk>", "<eos>", "Answer", "the", "following", "question", ".
          "Acme", "New", "York", "I"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and are not slowed by busy cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

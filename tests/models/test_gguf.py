@@ -27,12 +27,7 @@ TEXT = ["Where was Alice Smith born? She was born in Paris.",
 EOS = "<|endoftext|>"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

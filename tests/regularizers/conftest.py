@@ -13,15 +13,6 @@ TINY = "synthetic://tiny"
 
 
 @pytest.fixture
-def one_thread():
-    """Tiny models run fastest on one thread (and are not slowed by busy cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture
 def fit_tiny(tiny_model_dir, one_thread, tmp_path):
     """``fit_tiny(regularizers, epochs=3, lr=1e-3, **data_kwargs) -> (module, trainer)``."""
 
