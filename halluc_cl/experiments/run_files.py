@@ -15,7 +15,7 @@ import lightning as L
 from halluc_cl.data.schema import atomic_write_text
 
 SUMMARY_KEYS = ("heldout_known_acc", "new_fact_acc", "known_train_acc", "hallucination_rate",
-                "abstain_rate", "new_fact_abstain_rate")
+                "abstain_rate", "new_fact_abstain_rate", "heldout_drift")
 
 
 def _versions() -> dict[str, str]:

@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from halluc_cl.analysis.drift import cosine_drift, last_token_states
 from halluc_cl.errors import ConfigError
 from halluc_cl.metrics.hallucination import (
     AbstainRate,
@@ -46,6 +47,9 @@ class FactSFTModule(L.LightningModule):
         max_new_tokens: Answer length limit of greedy evaluation.
         gradient_checkpointing: Recompute activations in the backward pass (less memory for
             large models, about a third more compute).
+        drift_layer: Log ``heldout_drift``, the mean cosine distance of held-out Known facts'
+            hidden states at this layer (last prompt token; -1 = last block) from their
+            states at the end of the warm-up. ``None`` turns it off.
     """
 
     def __init__(
@@ -59,6 +63,7 @@ class FactSFTModule(L.LightningModule):
         dtype: str = "float32",
         max_new_tokens: int = 8,
         gradient_checkpointing: bool = False,
+        drift_layer: int | None = None,
     ) -> None:
         super().__init__()
         if warmup_epochs < 1:
@@ -88,6 +93,9 @@ class FactSFTModule(L.LightningModule):
         self.reference: dict[str, bool] = {}  # held-out fact id -> snapshot answered correctly
         self.history: list[dict] = []  # metrics of every evaluation
         self.last_predictions: list[dict] = []
+        self.drift_layer = drift_layer
+        self.drift_reference: dict[str, torch.Tensor] = {}  # fact id -> state at warm-up end
+        self._eval_states: dict[str, torch.Tensor] = {}
 
     # --- phases -------------------------------------------------------------------------
     @property
@@ -200,6 +208,7 @@ class FactSFTModule(L.LightningModule):
     # --- evaluation ---------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
         self.last_predictions = []
+        self._eval_states = {}
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         answers = greedy_answers(self.student, self.tokenizer, batch["input_ids"],
@@ -210,6 +219,10 @@ class FactSFTModule(L.LightningModule):
         self.accuracy[split].update(correct)
         if split == "unknown_train":
             self.new_fact_abstain.update(abstained)
+        if split == "heldout_known" and self.drift_layer is not None:
+            states = last_token_states(self.student, batch["input_ids"], batch["attention_mask"],
+                                       self.drift_layer).cpu()
+            self._eval_states.update({f.id: h for f, h in zip(facts, states)})
         if split == "heldout_known" and self.reference:
             ref = torch.tensor([self.reference.get(f.id, False) for f in facts])
             self.hallucination.update(ref, correct, abstained)
@@ -231,6 +244,12 @@ class FactSFTModule(L.LightningModule):
         if fitting and self.current_epoch == self.warmup_epochs - 1:
             self.reference = {p["id"]: p["correct"] for p in self.last_predictions
                               if p["split"] == "heldout_known"}
+            self.drift_reference = dict(self._eval_states)
+        ids = [i for i in self.drift_reference if i in self._eval_states]
+        if ids:
+            metrics["heldout_drift"] = float(cosine_drift(
+                torch.stack([self._eval_states[i] for i in ids]),
+                torch.stack([self.drift_reference[i] for i in ids])))
         acc = metrics.get("heldout_known_acc")
         if acc is not None and (self.current_epoch >= self.warmup_epochs - 1 or not fitting):
             peaks = [h["heldout_known_acc"] for h in self.history
@@ -267,7 +286,7 @@ class FactSFTModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["halluc_cl"] = {
             "reference": self.reference, "history": self.history,
-            "snapshot_taken": self.snapshot_taken,
+            "snapshot_taken": self.snapshot_taken, "drift_reference": self.drift_reference,
             "teacher": self._teacher.state_dict() if self._teacher else None,
             "regularizers": [r.state_dict() for r in self.regularizers],
         }
@@ -276,6 +295,7 @@ class FactSFTModule(L.LightningModule):
         state = checkpoint.get("halluc_cl", {})
         self.reference = state.get("reference", {})
         self.history = state.get("history", [])
+        self.drift_reference = state.get("drift_reference", {})
         self.snapshot_taken = state.get("snapshot_taken", state.get("teacher") is not None)
         if self.snapshot_taken and self.needs_teacher:
             self._teacher = self._make_teacher()

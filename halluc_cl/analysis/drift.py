@@ -1,0 +1,44 @@
+"""Representation drift of held-out Known facts (the mechanism study, H3).
+
+    halluc-cl fit --config configs/sft.yaml --model.drift_layer -1   # logs heldout_drift
+
+The state of a fact is the hidden state at the last prompt token (the position that predicts
+the answer) at a chosen layer. Drift is the mean cosine distance ``1 − cos(h_now, h_ref)``
+between the current states and those at the end of the warm-up (the snapshot), over the
+held-out Known facts.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@torch.no_grad()
+def last_token_states(model, input_ids: Tensor, attention_mask: Tensor, layer: int) -> Tensor:
+    """Hidden states ``[batch, d]`` at the last position of left-padded prompts.
+
+    Args:
+        model: A causal LM that returns ``hidden_states``.
+        input_ids: Left-padded prompt ids.
+        attention_mask: Their mask.
+        layer: Index into ``hidden_states`` (0 = embeddings, -1 = the last block's output).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                    output_hidden_states=True)
+    finally:
+        model.train(was_training)
+    return out.hidden_states[layer][:, -1].float()
+
+
+def cosine_drift(current: Tensor, reference: Tensor) -> Tensor:
+    """Mean ``1 − cos`` between matching rows of ``current`` and ``reference`` (``[n, d]``)."""
+    if current.shape != reference.shape or current.ndim != 2:
+        raise ValueError(f"need two [n, d] tensors of one shape, got {tuple(current.shape)} "
+                         f"and {tuple(reference.shape)}")
+    return (1.0 - F.cosine_similarity(current.float(), reference.float(), dim=-1)).mean()
