@@ -5,6 +5,7 @@
     halluc-cl pretrain --world default                   # build the synthetic base model now
     halluc-cl compare --config configs/compare/paper.yaml  # methods x fractions x seeds, tables
     halluc-cl probe --model synthetic://tiny --source synthetic://tiny --out runs/probe/tiny.jsonl
+    halluc-cl analyze attribution --run runs/sft/version_0       # flips vs similar new facts
     halluc-cl fit --config configs/distill.yaml --print_config
 
 Trainer verbs go to LightningCLI; other subcommands are typed functions run by jsonargparse.
@@ -71,22 +72,44 @@ def pretrain(world: str = "default", force: bool = False) -> None:
     print(f"base model: {out}")
 
 
+def attribution(run: str, top_k: int = 3, shuffles: int = 100, seed: int = 0) -> None:
+    """Attribute a finished fit's hallucinations to the new facts they resemble.
+
+    Args:
+        run: The fit's run folder (``summary.json``, ``config.yaml``, ``predictions/``).
+        top_k: Neighbours (new training facts of the same relation) per flipped fact.
+        shuffles: Random re-pairings of the shuffled baseline.
+        seed: Seed of the re-pairings.
+    """
+    import json
+
+    from halluc_cl.analysis.attribution import analyze_run
+
+    print(json.dumps(analyze_run(run, top_k, shuffles, seed), indent=2))
+
+
 COMMANDS = {"pretrain": pretrain, "compare": compare, "probe": probe}
+ANALYSES = {"attribution": attribution}  # halluc-cl analyze <study> ...
 
 
-def _run_function(name: str, args: list[str]) -> None:
+def _run_function(name: str, fn, args: list[str]) -> None:
     parser = ArgumentParser(prog=f"halluc-cl {name}", exit_on_error=False,
-                            description=COMMANDS[name].__doc__.split("\n\n")[0])
-    parser.add_function_arguments(COMMANDS[name], as_positional=False)
+                            description=fn.__doc__.split("\n\n")[0])
+    parser.add_function_arguments(fn, as_positional=False)
     parser.add_argument("--config", action="config")
     cfg = parser.parse_args(args)
     cfg.pop("config", None)
-    COMMANDS[name](**cfg.as_dict())
+    fn(**cfg.as_dict())
 
 
 def _run(args: list[str], from_argv: bool) -> None:
     if args and args[0] in COMMANDS:
-        _run_function(args[0], args[1:])
+        _run_function(args[0], COMMANDS[args[0]], args[1:])
+        return
+    if args and args[0] == "analyze":
+        if len(args) < 2 or args[1] not in ANALYSES:
+            raise ConfigError(f"halluc-cl analyze needs a study: one of {sorted(ANALYSES)}")
+        _run_function(f"analyze {args[1]}", ANALYSES[args[1]], args[2:])
         return
     HallucCLI(
         FactSFTModule, FactDataModule, args=None if from_argv else args,

@@ -1,0 +1,118 @@
+"""Hallucination attribution: which new training facts a flipped held-out fact resembles, and
+whether its wrong answer is theirs (answer leakage).
+
+    halluc-cl analyze attribution --run runs/sft/version_0            # → <run>/analysis/
+
+For every held-out Known fact the snapshot answered right and the final model answers wrong
+(a flip), the ``top_k`` new training facts (``unknown_train``) of the same relation whose
+subjects share the most name tokens are its neighbours. A flip *leaks* when its wrong answer
+is exactly the object of one of its neighbours. The baseline pairs each flip with the
+neighbours of a random other held-out fact (``shuffles`` times): the leak share expected when
+similarity plays no role.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import statistics
+from pathlib import Path
+
+import yaml
+
+from halluc_cl.analysis.overlap import name_overlap
+from halluc_cl.data.schema import Fact, atomic_write_text
+from halluc_cl.errors import ConfigError
+from halluc_cl.metrics.matching import exact_match
+
+
+def neighbours(fact: Fact, new_facts: list[Fact], top_k: int) -> list[tuple[Fact, float]]:
+    """The ``top_k`` new facts of ``fact``'s relation with the most name overlap (ties: id)."""
+    same = [(n, name_overlap(fact.subject, n.subject)) for n in new_facts
+            if n.relation == fact.relation]
+    return sorted(same, key=lambda pair: (-pair[1], pair[0].id))[:top_k]
+
+
+def leaks(prediction: str, near: list[tuple[Fact, float]]) -> bool:
+    """Whether ``prediction`` is exactly the object of one of the neighbours."""
+    return any(exact_match(prediction, [n.object]) for n, _ in near)
+
+
+def attribute(held: list[Fact], new_facts: list[Fact], reference: dict[str, bool],
+              final: dict[str, dict], top_k: int = 3, shuffles: int = 100,
+              seed: int = 0) -> tuple[list[dict], dict]:
+    """Rows for every flip and a summary (leak share vs the shuffled baseline).
+
+    Args:
+        held: Held-out Known facts.
+        new_facts: The new (Unknown) training facts.
+        reference: Held-out fact id -> answered right at the reference evaluation.
+        final: Held-out fact id -> its final prediction record (``prediction``, ``correct``).
+        top_k: Neighbours per flip.
+        shuffles: Random re-pairings for the baseline.
+        seed: Seed of the re-pairings.
+    """
+    near = {f.id: neighbours(f, new_facts, top_k) for f in held}
+    flips = [f for f in held if reference.get(f.id) and f.id in final
+             and not final[f.id]["correct"]]
+    rows = [{"id": f.id, "question": f.question, "answer": f.object,
+             "prediction": final[f.id]["prediction"],
+             "leak": leaks(final[f.id]["prediction"], near[f.id]),
+             "neighbours": "; ".join(f"{n.subject} → {n.object} ({o:.2f})"
+                                     for n, o in near[f.id])} for f in flips]
+    rng = random.Random(seed)
+    by_relation: dict[str, list[Fact]] = {}
+    for f in held:
+        by_relation.setdefault(f.relation, []).append(f)
+    baseline = []
+    for _ in range(shuffles if flips else 0):
+        hits = [leaks(final[f.id]["prediction"], near[rng.choice(by_relation[f.relation]).id])
+                for f in flips]
+        baseline.append(sum(hits) / len(hits))
+    overlap = [statistics.mean(o for _, o in near[f.id]) if near[f.id] else 0.0 for f in flips]
+    summary = {
+        "heldout": len(held), "reference_right": sum(bool(reference.get(f.id)) for f in held),
+        "flips": len(flips), "top_k": top_k,
+        "leak_share": sum(r["leak"] for r in rows) / len(rows) if rows else None,
+        "shuffled_leak_share": statistics.mean(baseline) if baseline else None,
+        "mean_neighbour_overlap_of_flips": statistics.mean(overlap) if overlap else None,
+    }
+    return rows, summary
+
+
+def _predictions(run: Path, epoch: int) -> list[dict]:
+    path = run / "predictions" / f"epoch_{epoch}.jsonl"
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist; is {run} a finished fit's run folder?")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def analyze_run(run: str | Path, top_k: int = 3, shuffles: int = 100, seed: int = 0) -> dict:
+    """Attribute the flips of a finished run; writes ``<run>/analysis/attribution.{csv,json}``."""
+    from halluc_cl.data.sources import load_source
+
+    run = Path(run)
+    summary_path = run / "summary.json"
+    if not summary_path.is_file():
+        raise ConfigError(f"{run} holds no summary.json; pass the folder of a finished fit")
+    summary = json.loads(summary_path.read_text())
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    facts = {f.id: f for f in load_source(config["data"]["source"])}
+    reference_epoch = summary["warmup_epochs"] - 1
+    reference = {p["id"]: p["correct"] for p in _predictions(run, reference_epoch)
+                 if p["split"] == "heldout_known"}
+    last = _predictions(run, summary["history"][-1]["epoch"])
+    final = {p["id"]: p for p in last if p["split"] == "heldout_known"}
+    held = [facts[i] for i in final]
+    new_facts = [facts[p["id"]] for p in last if p["split"] == "unknown_train"]
+    rows, result = attribute(held, new_facts, reference, final, top_k, shuffles, seed)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["id", "question", "answer", "prediction", "leak",
+                                             "neighbours"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(run / "analysis" / "attribution.csv", buf.getvalue())
+    atomic_write_text(run / "analysis" / "attribution.json", json.dumps(result, indent=2) + "\n")
+    return result

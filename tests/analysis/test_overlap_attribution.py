@@ -1,0 +1,81 @@
+"""Name overlap on hand-made names; attribution of flips on hand-made facts; the CLI study."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from halluc_cl.analysis.attribution import attribute, neighbours
+from halluc_cl.analysis.overlap import name_overlap, name_tokens
+from halluc_cl.cli import main
+from halluc_cl.data.schema import Fact
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("a, b, overlap", [
+    ("Zorvak Trelin", "Zorvak Trelin", 1.0),
+    ("Zorvak Trelin", "zorvak mardon", 1 / 3),
+    ("Zorvak Trelin", "Ulmo Frey", 0.0),
+    ("3f2a-91bc", "77d0-e1aa", 0.0),  # uuid-style keys share nothing
+    ("", "Zorvak", 0.0),
+])
+def test_name_overlap_by_hand(a, b, overlap):
+    assert name_overlap(a, b) == pytest.approx(overlap)
+    assert name_overlap(b, a) == pytest.approx(overlap)
+
+
+def test_name_tokens_lowercase_words():
+    assert name_tokens("Jean-Luc  Picard") == {"jean", "luc", "picard"}
+
+
+def _f(i: str, subject: str, obj: str, relation: str = "city") -> Fact:
+    return Fact(id=i, subject=subject, relation=relation, object=obj, question=f"{subject}?")
+
+
+HELD = [_f("h1", "Ana Bel", "Rome"), _f("h2", "Cid Dor", "Oslo"), _f("h3", "Eli Fay", "Lima"),
+        _f("h4", "Ana Fay", "Kiev", relation="job")]
+NEW = [_f("n1", "Ana Zed", "Paris"), _f("n2", "Bob Bel", "Tokyo"), _f("n3", "Cid Gus", "Quito"),
+       _f("n4", "Hal Ivo", "Cairo"), _f("n5", "Ana Bel", "Baker", relation="job")]
+
+
+def test_neighbours_same_relation_ranked_by_overlap():
+    near = neighbours(HELD[0], NEW, top_k=2)
+    assert [n.id for n, _ in near] == ["n1", "n2"]  # n5 has the same name but another relation
+    assert [o for _, o in near] == pytest.approx([1 / 3, 1 / 3])
+
+
+def test_attribution_finds_leaks_and_a_lower_shuffled_baseline():
+    reference = {"h1": True, "h2": True, "h3": False, "h4": True}
+    final = {"h1": {"prediction": "Paris", "correct": False},   # leaks n1's object
+             "h2": {"prediction": "Cairo", "correct": False},   # wrong, but n4 is no neighbour
+             "h3": {"prediction": "Paris", "correct": False},   # never right: not a flip
+             "h4": {"prediction": "Kiev", "correct": True}}
+    rows, summary = attribute(HELD, NEW, reference, final, top_k=1, shuffles=200)
+    assert [r["id"] for r in rows] == ["h1", "h2"]
+    assert [r["leak"] for r in rows] == [True, False]
+    assert summary["flips"] == 2 and summary["leak_share"] == 0.5
+    assert summary["shuffled_leak_share"] < summary["leak_share"]
+
+
+def test_analyze_attribution_on_a_tiny_fit(tmp_path, tiny_model_dir, capsys):
+    main(["fit", "--config", str(ROOT / "configs/sft.yaml"), "--config",
+          str(ROOT / "configs/world/tiny.yaml"), "--trainer.logger.init_args.save_dir",
+          str(tmp_path), "--trainer.enable_progress_bar", "false"])
+    run = tmp_path / "sft" / "version_0"
+    capsys.readouterr()
+    main(["analyze", "attribution", "--run", str(run), "--shuffles", "10"])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["heldout"] == 16 and summary == json.loads(
+        (run / "analysis/attribution.json").read_text())
+    assert (run / "analysis/attribution.csv").read_text().startswith("id,question,answer")
+
+
+@pytest.mark.parametrize("args", [["analyze"], ["analyze", "capacity"]])
+def test_unknown_study_is_one_error_line(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().startswith("error: halluc-cl analyze needs a study")
