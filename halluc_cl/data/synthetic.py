@@ -124,6 +124,8 @@ WORLDS: dict[str, WorldConfig] = {
 }
 # the default world under base models of other sizes (see models/pretrain.py BASE_MODELS)
 WORLDS["default-small"] = WORLDS["default-large"] = WORLDS["default"]
+# the mechanism study (H3): New entities with UUID keys, which share no token with Known ones
+WORLDS["default-uuid"] = WorldConfig(new_key_style="uuid")
 
 
 def world_config(name: str) -> WorldConfig:

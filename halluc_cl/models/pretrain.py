@@ -75,6 +75,7 @@ BASE_MODELS: dict[str, BaseModelConfig] = {
     # the same world at other model sizes, for the capacity ablation
     "default-small": BaseModelConfig(n_layer=2, n_embd=64, n_head=2, lr=3e-3),
     "default-large": BaseModelConfig(n_layer=4, n_embd=256, n_head=4, lr=1e-3),
+    "default-uuid": BaseModelConfig(),  # the default model on a world with UUID-keyed New entities
 }
 
 

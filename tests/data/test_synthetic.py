@@ -162,3 +162,18 @@ def test_world_config_lookup():
     assert world_config("tiny") is TINY
     with pytest.raises(ConfigError, match="unknown synthetic world 'huge'"):
         world_config("huge")
+
+
+def test_uuid_preset_keeps_known_entities_and_removes_name_overlap():
+    from halluc_cl.analysis.overlap import name_tokens
+
+    name_world = SyntheticWorld(world_config("default"))
+    uuid_world = SyntheticWorld(world_config("default-uuid"))
+    known = [(e.key, e.attributes) for e in name_world.entities if e.known]
+    assert known == [(e.key, e.attributes) for e in uuid_world.entities if e.known]
+    known_tokens = set().union(*(name_tokens(k) for k, _ in known))
+    new_keys = [e.key for e in uuid_world.entities if not e.known]
+    assert len(set(new_keys)) == len(new_keys) == 400
+    assert not known_tokens & set().union(*(name_tokens(k) for k in new_keys))
+    name_new = [e.key for e in name_world.entities if not e.known]
+    assert sum(bool(name_tokens(k) & known_tokens) for k in name_new) > 390  # name keys overlap
