@@ -72,14 +72,34 @@ def attribute(held: list[Fact], new_facts: list[Fact], reference: dict[str, bool
                 for f in flips]
         baseline.append(sum(hits) / len(hits))
     overlap = [statistics.mean(o for _, o in near[f.id]) if near[f.id] else 0.0 for f in flips]
+    right = [f for f in held if reference.get(f.id) and f.id in final]
+    # how many new training facts of the same relation share a name token with the subject
+    n_overlapping = [float(sum(n.relation == f.relation and name_overlap(f.subject, n.subject) > 0
+                               for n in new_facts)) for f in right]
+    flipped = [float(not final[f.id]["correct"]) for f in right]
     summary = {
         "heldout": len(held), "reference_right": sum(bool(reference.get(f.id)) for f in held),
         "flips": len(flips), "top_k": top_k,
         "leak_share": sum(r["leak"] for r in rows) / len(rows) if rows else None,
         "shuffled_leak_share": statistics.mean(baseline) if baseline else None,
         "mean_neighbour_overlap_of_flips": statistics.mean(overlap) if overlap else None,
+        # per fact: forgotten (1/0) vs the number of overlapping new facts of its relation
+        "forgetting_overlap_correlation": _correlation(n_overlapping, flipped),
+        "flip_rate_without_overlap": _rate([y for x, y in zip(n_overlapping, flipped) if x == 0]),
+        "flip_rate_with_overlap": _rate([y for x, y in zip(n_overlapping, flipped) if x > 0]),
     }
     return rows, summary
+
+
+def _correlation(xs: list[float], ys: list[float]) -> float | None:
+    """Pearson r (point-biserial for a 0/1 ``ys``); ``None`` when either side is constant."""
+    if len(xs) < 2 or len(set(xs)) < 2 or len(set(ys)) < 2:
+        return None
+    return statistics.correlation(xs, ys)
+
+
+def _rate(values: list[float]) -> float | None:
+    return statistics.mean(values) if values else None
 
 
 def _predictions(run: Path, epoch: int) -> list[dict]:

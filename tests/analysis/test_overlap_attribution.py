@@ -58,6 +58,10 @@ def test_attribution_finds_leaks_and_a_lower_shuffled_baseline():
     assert [r["leak"] for r in rows] == [True, False]
     assert summary["flips"] == 2 and summary["leak_share"] == 0.5
     assert summary["shuffled_leak_share"] < summary["leak_share"]
+    # same-relation new facts sharing a name token: h1 2 (n1, n2), h2 1 (n3), h4 0 (n5 is
+    # "job" too, but "Ana Bel" shares "ana" with "Ana Fay": 1) -> h1, h2 flipped, h4 kept
+    assert summary["flip_rate_with_overlap"] == pytest.approx(2 / 3)
+    assert summary["flip_rate_without_overlap"] is None
 
 
 def test_analyze_attribution_on_a_tiny_fit(tmp_path, tiny_model_dir, capsys):
@@ -79,3 +83,19 @@ def test_unknown_study_is_one_error_line(args, capsys):
         main(args)
     assert exc.value.code == 2
     assert capsys.readouterr().err.strip().startswith("error: halluc-cl analyze needs a study")
+
+
+def test_forgetting_overlap_correlation_by_hand():
+    held = [_f("a", "Ana Bel", "X"), _f("b", "Cid Dor", "Y"), _f("c", "Eli Fay", "Z"),
+            _f("d", "Kim Lo", "W")]
+    new = [_f("n", "Ana Bel", "V"), _f("m", "Cid Qux", "U"), _f("o", "Ana Qux", "T")]
+    reference = {f.id: True for f in held}
+    final = {"a": {"prediction": "V", "correct": False}, "b": {"prediction": "Y", "correct": True},
+             "c": {"prediction": "Z", "correct": True}, "d": {"prediction": "Q", "correct": False}}
+    _, summary = attribute(held, new, reference, final, top_k=1, shuffles=5)
+    xs, ys = [2.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 1.0]  # overlapping new facts, flipped
+    mx, my = sum(xs) / 4, sum(ys) / 4
+    cov = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    r = cov / (sum((x - mx) ** 2 for x in xs) * sum((y - my) ** 2 for y in ys)) ** 0.5
+    assert summary["forgetting_overlap_correlation"] == pytest.approx(r)
+    assert summary["flip_rate_without_overlap"] == 0.5 and summary["flip_rate_with_overlap"] == 0.5
