@@ -80,6 +80,9 @@ class WorldConfig:
         n_first_names: Size of the shared first-name pool.
         n_last_names: Size of the shared last-name pool.
         n_values: Distinct objects per relation.
+        new_name_overlap: Share of name-keyed New entities named from the Known entities'
+            first/last-name pools (so they share tokens with Known names); the others get
+            names from separate pools that share no token with them (the overlap knob).
     """
 
     seed: int = 0
@@ -92,8 +95,11 @@ class WorldConfig:
     n_first_names: int = 40
     n_last_names: int = 40
     n_values: int = 24
+    new_name_overlap: float = 1.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.new_name_overlap <= 1.0:
+            raise ConfigError(f"new_name_overlap must be in [0, 1], got {self.new_name_overlap}")
         unknown = [r for r in self.relations if r not in RELATIONS]
         if unknown:
             raise ConfigError(f"unknown relation(s) {unknown}; choose from {list(RELATIONS)}")
@@ -112,6 +118,8 @@ class WorldConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["relations"] = list(self.relations)
+        if d["new_name_overlap"] == 1.0:
+            del d["new_name_overlap"]  # the default: keeps earlier worlds' cache keys
         return d
 
 
@@ -124,8 +132,11 @@ WORLDS: dict[str, WorldConfig] = {
 }
 # the default world under base models of other sizes (see models/pretrain.py BASE_MODELS)
 WORLDS["default-small"] = WORLDS["default-large"] = WORLDS["default"]
-# the mechanism study (H3): New entities with UUID keys, which share no token with Known ones
+# the mechanism study (H3): New entities with UUID keys, which share no token with Known ones,
+# and name keys of which only a share comes from the Known entities' name pools
 WORLDS["default-uuid"] = WorldConfig(new_key_style="uuid")
+WORLDS["default-overlap0"] = WorldConfig(new_name_overlap=0.0)
+WORLDS["default-overlap50"] = WorldConfig(new_name_overlap=0.5)
 
 
 def world_config(name: str) -> WorldConfig:
@@ -179,7 +190,23 @@ class SyntheticWorld:
             key = names[i] if style == "name" else f"u{rng.getrandbits(40):010x}"
             attrs = {r: rng.choice(self.values[r]) for r in config.relations}
             self.entities.append(Entity(i, key, known, attrs))
+        self._rename_new(taken)
         self._facts = self._make_facts(rng)
+
+    def _rename_new(self, taken: set[str]) -> None:
+        """Give the last ``1 − new_name_overlap`` of the name-keyed New entities names from
+        fresh pools (own random stream: everything else stays as in the overlap-1 world)."""
+        new = [e for e in self.entities if not e.known and self.config.new_key_style == "name"]
+        n_fresh = round((1.0 - self.config.new_name_overlap) * len(new))
+        if not n_fresh:
+            return
+        rng = random.Random(f"{self.config.seed}:fresh-names")
+        firsts = _pseudo_words(rng, self.config.n_first_names, taken)
+        lasts = _pseudo_words(rng, self.config.n_last_names, taken)
+        pairs = rng.sample([(f, last) for f in firsts for last in lasts], n_fresh)
+        renamed = {e.index: " ".join(p) for e, p in zip(new[-n_fresh:], pairs)}
+        self.entities = [Entity(e.index, renamed.get(e.index, e.key), e.known, e.attributes)
+                         for e in self.entities]
 
     def _make_facts(self, rng: random.Random) -> list[Fact]:
         facts = []

@@ -76,6 +76,8 @@ BASE_MODELS: dict[str, BaseModelConfig] = {
     "default-small": BaseModelConfig(n_layer=2, n_embd=64, n_head=2, lr=3e-3),
     "default-large": BaseModelConfig(n_layer=4, n_embd=256, n_head=4, lr=1e-3),
     "default-uuid": BaseModelConfig(),  # the default model on a world with UUID-keyed New entities
+    "default-overlap0": BaseModelConfig(),  # ... and on worlds with less New/Known name overlap
+    "default-overlap50": BaseModelConfig(),
 }
 
 

@@ -177,3 +177,26 @@ def test_uuid_preset_keeps_known_entities_and_removes_name_overlap():
     assert not known_tokens & set().union(*(name_tokens(k) for k in new_keys))
     name_new = [e.key for e in name_world.entities if not e.known]
     assert sum(bool(name_tokens(k) & known_tokens) for k in name_new) > 390  # name keys overlap
+
+
+@pytest.mark.parametrize("overlap, fresh", [(0.0, 400), (0.5, 200)])
+def test_overlap_knob_renames_a_share_of_new_entities_with_disjoint_tokens(overlap, fresh):
+    from halluc_cl.analysis.overlap import name_tokens
+
+    base = SyntheticWorld(world_config("default"))
+    world = SyntheticWorld(replace(world_config("default"), new_name_overlap=overlap))
+    known_tokens = set().union(*(name_tokens(e.key) for e in base.entities if e.known))
+    assert [(e.key, e.attributes) for e in world.entities if e.known] == \
+        [(e.key, e.attributes) for e in base.entities if e.known]
+    new = [e for e in world.entities if not e.known]
+    disjoint = [e for e in new if not name_tokens(e.key) & known_tokens]
+    assert len(disjoint) == fresh
+    assert [e.attributes for e in new] == [e.attributes for e in base.entities if not e.known]
+    assert len({e.key for e in world.entities}) == len(world.entities)
+
+
+def test_overlap_knob_default_keeps_cache_keys_and_rejects_bad_values():
+    assert "new_name_overlap" not in WORLDS["default"].to_dict()
+    assert WORLDS["default-overlap50"].to_dict()["new_name_overlap"] == 0.5
+    with pytest.raises(ConfigError, match="new_name_overlap"):
+        WorldConfig(new_name_overlap=1.5)
