@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 from halluc_cl.cli import main as halluc_main
+from halluc_cl.experiments.tables import mean_std
 
 COLUMNS = [("heldout_known_acc", "peak"), ("heldout_known_acc", "final"),
            ("heldout_known_decline", None), ("hallucination_rate", "final"),
@@ -34,13 +34,6 @@ def run(config: str, seed: int, out: Path, extra: list[str], name: str | None = 
                      str(out), "--trainer.logger.init_args.name", name,
                      "--trainer.logger.init_args.version", "0", *extra])
     return json.loads(summary.read_text())
-
-
-def mean_std(vals: list[float]) -> str:
-    """``mean ± std`` over seeds (a single value is printed alone)."""
-    if len(vals) == 1:
-        return f"{vals[0]:.3f}"
-    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
 
 
 def value(summary: dict, key: str, where: str | None) -> float | None:

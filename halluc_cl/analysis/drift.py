@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from halluc_cl.models.modes import eval_mode, left_pad_positions
+
 
 @torch.no_grad()
 def last_token_states(model, input_ids: Tensor, attention_mask: Tensor, layer: int) -> Tensor:
@@ -25,14 +27,9 @@ def last_token_states(model, input_ids: Tensor, attention_mask: Tensor, layer: i
         attention_mask: Their mask.
         layer: Index into ``hidden_states`` (0 = embeddings, -1 = the last block's output).
     """
-    was_training = model.training
-    model.eval()
-    try:
-        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding
-        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                    output_hidden_states=True)
-    finally:
-        model.train(was_training)
+    with eval_mode(model):
+        out = model(input_ids=input_ids, attention_mask=attention_mask,
+                    position_ids=left_pad_positions(attention_mask), output_hidden_states=True)
     return out.hidden_states[layer][:, -1].float()
 
 

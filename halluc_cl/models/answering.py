@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from halluc_cl.data.padding import left_pad
+from halluc_cl.models.modes import eval_mode
 
 
 @torch.no_grad()
@@ -12,16 +13,12 @@ def greedy_answers(
     model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int
 ) -> list[str]:
     """Greedy-decode answers for a left-padded batch of prompts and return their text."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         out = model.generate(
             input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
             do_sample=False, pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
-    finally:
-        model.train(was_training)
     new_tokens = out[:, input_ids.shape[1]:]
     texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
     # a model that was never taught to stop (e.g. a real LM before SFT) goes on after a newline

@@ -7,6 +7,8 @@ import copy
 
 import torch
 
+from halluc_cl.models.modes import eval_mode
+
 
 class SnapshotTeacher:
     """A frozen copy of the student taken at the end of the warm-up.
@@ -56,14 +58,9 @@ class AdapterOffTeacher:
 
     @torch.no_grad()
     def logits(self, batch: dict) -> torch.Tensor:
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with self.model.disable_adapter():
-                return self.model(input_ids=batch["input_ids"],
-                                  attention_mask=batch["attention_mask"]).logits
-        finally:
-            self.model.train(was_training)
+        with eval_mode(self.model), self.model.disable_adapter():
+            return self.model(input_ids=batch["input_ids"],
+                              attention_mask=batch["attention_mask"]).logits
 
     def state_dict(self) -> None:
         return None  # the base weights are in the student's own state

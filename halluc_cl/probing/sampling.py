@@ -13,6 +13,7 @@ import functools
 import torch
 
 from halluc_cl.data.padding import left_pad
+from halluc_cl.models.modes import eval_mode, left_pad_positions
 
 
 @functools.lru_cache(maxsize=8)
@@ -53,13 +54,9 @@ def greedy_and_sampled(model, tokenizer, prompts: list[list[int]], n_samples: in
         max_new_tokens: Answer length limit.
         generator: Random generator of the sampling (CPU), for reproducible samples.
     """
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return _decode(model, tokenizer, prompts, n_samples, temperature, top_k,
                        max_new_tokens, generator)
-    finally:
-        model.train(was_training)
 
 
 def _decode(model, tokenizer, prompts, n_samples, temperature, top_k, max_new_tokens,
@@ -68,7 +65,7 @@ def _decode(model, tokenizer, prompts, n_samples, temperature, top_k, max_new_to
     rows = 1 + n_samples
     ids, mask = left_pad(prompts, tokenizer.pad_token_id)
     ids, mask = ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    positions = left_pad_positions(mask)
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
     cache = out.past_key_values
     cache.batch_repeat_interleave(rows)

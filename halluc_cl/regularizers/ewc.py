@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from halluc_cl.data.prompts import IGNORE_INDEX
 from halluc_cl.errors import ConfigError
+from halluc_cl.models.modes import eval_mode
 from halluc_cl.regularizers.anchor import QuadraticAnchor
 
 
@@ -46,9 +47,7 @@ def diagonal_fisher(
     """
     sums = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
     count = 0
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model), torch.enable_grad():
         for sample in samples:
             grads = torch.autograd.grad(log_likelihood(model, sample), list(params.values()),
                                         allow_unused=True)
@@ -56,8 +55,6 @@ def diagonal_fisher(
                 if g is not None:
                     sums[name] += g.float().pow(2)
             count += 1
-    finally:
-        model.train(was_training)
     if count == 0:
         raise ConfigError("EWC got no samples to estimate the Fisher from")
     return {n: s / count for n, s in sums.items()}
