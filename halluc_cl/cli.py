@@ -6,6 +6,7 @@
     halluc-cl compare --config configs/compare/paper.yaml  # methods x fractions x seeds, tables
     halluc-cl probe --model synthetic://tiny --source synthetic://tiny --out runs/probe/tiny.jsonl
     halluc-cl analyze attribution --run runs/sft/version_0       # flips vs similar new facts
+    halluc-cl analyze keys --config configs/analysis/keys.yaml   # a mechanism study (H1-H3)
     halluc-cl fit --config configs/distill.yaml --print_config
 
 Trainer verbs go to LightningCLI; other subcommands are typed functions run by jsonargparse.
@@ -15,18 +16,27 @@ User errors print one ``error: ...`` line and exit with code 2.
 from __future__ import annotations
 
 import os
+import pickle
+import re
+import shutil
 import sys
 import warnings
+from contextlib import contextmanager
+from pathlib import Path
 
+import torch
 from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from halluc_cl.analysis.studies import mechanism_study
 from halluc_cl.data.datamodule import FactDataModule
-from halluc_cl.errors import ConfigError, HallucError
+from halluc_cl.data.prompts import PromptFormat
+from halluc_cl.errors import ConfigError, HallucError, ModelLoadError, TrainingError
 from halluc_cl.experiments.compare import compare
-from halluc_cl.experiments.run_files import RunArtifacts
+from halluc_cl.experiments.run_files import RunArtifacts, run_dir
 from halluc_cl.models.loading import is_synthetic, synthetic_world_name
 from halluc_cl.models.module import FactSFTModule
 from halluc_cl.probing.slick import probe
@@ -40,8 +50,40 @@ TRAINER_DEFAULTS = {
 }
 
 
+@contextmanager
+def _reading_checkpoint(path):
+    """Checkpoint loading under ``weights_only=True``: a pickled object that would run code,
+    and an unreadable file, become user errors naming the file."""
+    try:
+        with torch.serialization.safe_globals([PromptFormat]):  # a data.prompt hyperparameter
+            yield
+    except FileNotFoundError:
+        raise ModelLoadError(f"checkpoint not found: {path}") from None
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found is None:
+            raise ModelLoadError(f"cannot read checkpoint {path}: not a PyTorch checkpoint, "
+                                 "or a corrupt one") from None
+        raise ModelLoadError(f"refusing to load checkpoint {path}: it holds a pickled "
+                             f"{found.group(1)}, not only tensors and plain data (checkpoints "
+                             "load with weights_only=True)") from None
+    except (RuntimeError, EOFError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "the file ends early"
+        raise ModelLoadError(f"cannot read checkpoint {path}: {first}") from None
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Loads checkpoints with ``torch.load(weights_only=True)``, whatever the caller asks."""
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        with _reading_checkpoint(path):
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
+
 class HallucCLI(LightningCLI):
     """LightningCLI for FactSFTModule + FactDataModule with linked arguments."""
+
+    _created: tuple[Path, ...] = ()  # the run folder and parents this command made, deepest first
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(RunArtifacts, "artifacts")
@@ -57,6 +99,67 @@ class HallucCLI(LightningCLI):
                 synthetic_world_name(source) != synthetic_world_name(model):
             raise ConfigError(f"data.source {source!r} and model.model {model!r} name different "
                               "synthetic worlds")
+        if cfg.get("weights_only") is False:
+            raise ConfigError("--weights_only false is not supported: halluc-cl loads checkpoints "
+                              "with weights_only=True only (no pickled code runs)")
+
+    def _parse_ckpt_path(self) -> None:  # LightningCLI reads the checkpoint's hyperparameters
+        subcommand = self.config.get("subcommand")
+        with _reading_checkpoint(self.config[subcommand].get("ckpt_path") if subcommand else None):
+            super()._parse_ckpt_path()
+
+    def instantiate_trainer(self, **kwargs):
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = SafeCheckpointIO()
+        return trainer
+
+    def _prepare_run_dir(self) -> None:
+        """Refuse a run folder holding a finished run (unless ``artifacts.overwrite``) or one
+        that cannot be written, before anything is written."""
+        trainer = self.trainer
+        if not trainer.is_global_zero:
+            return
+        run = run_dir(trainer)
+        artifacts = next((c for c in trainer.callbacks if isinstance(c, RunArtifacts)), None)
+        if (run / "summary.json").exists() and not (artifacts and artifacts.overwrite):
+            raise ConfigError(f"{run} already holds a finished run (summary.json); choose another "
+                              "trainer.logger.init_args.version, or pass --artifacts.overwrite "
+                              "true to write over it")
+        created = tuple(d for d in (run, *run.parents) if not d.exists())
+        try:
+            run.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the run folder {run}: {exc.strerror}") from None
+        if not os.access(run, os.W_OK | os.X_OK):
+            raise ConfigError(f"the run folder {run} is not writable")
+        self._created = created
+
+    before_fit = before_validate = before_test = _prepare_run_dir
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except FloatingPointError as exc:  # FactSFTModule.training_step: non-finite loss
+            ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or \
+                getattr(self.trainer.checkpoint_callback, "best_model_path", "")
+            kept = f"the last checkpoint is kept: {ckpt}" if ckpt else "no checkpoint was saved"
+            raise TrainingError(f"{exc}; training stopped (lower the learning rate or the "
+                                f"regularizer weights); {kept}") from None
+        except HallucError:
+            self._remove_created_run_dir()
+            raise
+
+    def _remove_created_run_dir(self) -> None:
+        """Remove the run folder this command created if the error left no checkpoint in it."""
+        if not self._created or any((self._created[0] / "checkpoints").glob("*")):
+            return
+        shutil.rmtree(self._created[0], ignore_errors=True)
+        for parent in self._created[1:]:  # parents it created, while they are empty
+            try:
+                parent.rmdir()
+            except OSError:
+                break
 
 
 def pretrain(world: str = "default", force: bool = False) -> None:
@@ -72,7 +175,8 @@ def pretrain(world: str = "default", force: bool = False) -> None:
     print(f"base model: {out}")
 
 
-def attribution(run: str, top_k: int = 3, shuffles: int = 100, seed: int = 0) -> None:
+def attribution(run: str, top_k: int = 3, shuffles: int = 100, seed: int = 0,
+                hidden_layer: int | None = -1) -> None:
     """Attribute a finished fit's hallucinations to the new facts they resemble.
 
     Args:
@@ -80,16 +184,20 @@ def attribution(run: str, top_k: int = 3, shuffles: int = 100, seed: int = 0) ->
         top_k: Neighbours (new training facts of the same relation) per flipped fact.
         shuffles: Random re-pairings of the shuffled baseline.
         seed: Seed of the re-pairings.
+        hidden_layer: Layer of the base model's hidden states for the similarity neighbours
+            (``null``: name-token neighbours only).
     """
     import json
 
     from halluc_cl.analysis.attribution import analyze_run
 
-    print(json.dumps(analyze_run(run, top_k, shuffles, seed), indent=2))
+    print(json.dumps(analyze_run(run, top_k, shuffles, seed, hidden_layer), indent=2))
 
 
 COMMANDS = {"pretrain": pretrain, "compare": compare, "probe": probe}
-ANALYSES = {"attribution": attribution}  # halluc-cl analyze <study> ...
+# halluc-cl analyze <study> ...: attribution of one run, or a mechanism study's grid
+ANALYSES = {"attribution": attribution, **dict.fromkeys(
+    ("keys", "overlap", "capacity", "behaviour"), mechanism_study)}
 
 
 def _run_function(name: str, fn, args: list[str]) -> None:
@@ -133,9 +241,37 @@ def main(args: list[str] | None = None) -> None:
     except MisconfigurationException as exc:  # Lightning's own config errors
         _fail(" ".join(str(exc).split()))
     except Exception as exc:  # argument errors from jsonargparse
+        cause = _user_error(exc)
+        if cause is not None:  # e.g. a plugin's ConfigError that jsonargparse wrapped
+            _fail(str(cause))
         if type(exc).__name__ == "ArgumentError" or exc.__class__.__module__.startswith("argparse"):
-            _fail(" ".join(line.strip() for line in str(exc).strip().splitlines()))
+            _fail(_argument_error(str(exc)))
         raise
+
+
+def _argument_error(text: str) -> str:
+    """jsonargparse's multi-line message on one line; for a bad ``class_path`` just its key and
+    the reason, not every Union member it tried."""
+    lines = text.strip().splitlines()
+    start = next((i for i, line in enumerate(lines) if "Problem with given class_path" in line),
+                 None)
+    if start is not None:
+        indent = len(lines[start]) - len(lines[start].lstrip())
+        end = next((j for j in range(start + 1, len(lines))
+                    if len(lines[j]) - len(lines[j].lstrip()) <= indent), len(lines))
+        lines = lines[:1] + [lines[start].strip().lstrip("- ")] + lines[start + 1:end]
+    return " ".join(line.strip() for line in lines if line.strip())
+
+
+def _user_error(exc: BaseException) -> HallucError | None:
+    """The HallucError an exception was raised from (``raise ... from``), if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, HallucError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__
+    return None
 
 
 def _fail(message: str) -> None:

@@ -15,3 +15,7 @@ class DataError(HallucError):
 
 class ModelLoadError(HallucError):
     """A model that cannot be found or loaded."""
+
+
+class TrainingError(HallucError):
+    """Training that cannot go on, such as a non-finite loss."""

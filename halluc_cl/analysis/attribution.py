@@ -5,10 +5,12 @@ whether its wrong answer is theirs (answer leakage).
 
 For every held-out Known fact the snapshot answered right and the final model answers wrong
 (a flip), the ``top_k`` new training facts (``unknown_train``) of the same relation whose
-subjects share the most name tokens are its neighbours. A flip *leaks* when its wrong answer
-is exactly the object of one of its neighbours. The baseline pairs each flip with the
-neighbours of a random other held-out fact (``shuffles`` times): the leak share expected when
-similarity plays no role.
+subjects share the most name tokens are its neighbours; with ``hidden`` states, the ``top_k``
+whose questions the base model represents most alike (cosine of hidden states, see
+``analysis/similarity.py``) are a second set. A flip *leaks* when its wrong answer is exactly
+the object of one of its neighbours. The baseline pairs each flip with the neighbours of a
+random other held-out fact (``shuffles`` times): the leak share expected when similarity plays
+no role.
 """
 
 from __future__ import annotations
@@ -18,20 +20,29 @@ import io
 import json
 import random
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
+import torch
 import yaml
 
 from halluc_cl.analysis.overlap import name_overlap
+from halluc_cl.analysis.similarity import cosine
 from halluc_cl.data.schema import Fact, atomic_write_text
 from halluc_cl.errors import ConfigError
 from halluc_cl.metrics.matching import exact_match
 
 
-def neighbours(fact: Fact, new_facts: list[Fact], top_k: int) -> list[tuple[Fact, float]]:
-    """The ``top_k`` new facts of ``fact``'s relation with the most name overlap (ties: id)."""
-    same = [(n, name_overlap(fact.subject, n.subject)) for n in new_facts
-            if n.relation == fact.relation]
+def token_overlap(a: Fact, b: Fact) -> float:
+    """Name-token overlap of two facts' subjects."""
+    return name_overlap(a.subject, b.subject)
+
+
+def neighbours(fact: Fact, new_facts: list[Fact], top_k: int,
+               score: Callable[[Fact, Fact], float] = token_overlap) -> list[tuple[Fact, float]]:
+    """The ``top_k`` new facts of ``fact``'s relation with the highest ``score`` (ties: id);
+    the default score is the name overlap of the subjects."""
+    same = [(n, score(fact, n)) for n in new_facts if n.relation == fact.relation]
     return sorted(same, key=lambda pair: (-pair[1], pair[0].id))[:top_k]
 
 
@@ -41,8 +52,8 @@ def leaks(prediction: str, near: list[tuple[Fact, float]]) -> bool:
 
 
 def attribute(held: list[Fact], new_facts: list[Fact], reference: dict[str, bool],
-              final: dict[str, dict], top_k: int = 3, shuffles: int = 100,
-              seed: int = 0) -> tuple[list[dict], dict]:
+              final: dict[str, dict], top_k: int = 3, shuffles: int = 100, seed: int = 0,
+              hidden: dict[str, torch.Tensor] | None = None) -> tuple[list[dict], dict]:
     """Rows for every flip and a summary (leak share vs the shuffled baseline).
 
     Args:
@@ -53,15 +64,53 @@ def attribute(held: list[Fact], new_facts: list[Fact], reference: dict[str, bool
         top_k: Neighbours per flip.
         shuffles: Random re-pairings for the baseline.
         seed: Seed of the re-pairings.
+        hidden: Unit-norm hidden states by fact id (``similarity.fact_states``) of every held
+            and new fact; adds hidden-state neighbours (``hidden_*`` columns) and the
+            ``hidden`` summary.
     """
-    near = {f.id: neighbours(f, new_facts, top_k) for f in held}
+    measures = {"tokens": token_overlap}
+    if hidden is not None:
+        measures["hidden"] = cosine(hidden)
     flips = [f for f in held if reference.get(f.id) and f.id in final
              and not final[f.id]["correct"]]
     rows = [{"id": f.id, "question": f.question, "answer": f.object,
-             "prediction": final[f.id]["prediction"],
-             "leak": leaks(final[f.id]["prediction"], near[f.id]),
-             "neighbours": "; ".join(f"{n.subject} → {n.object} ({o:.2f})"
-                                     for n, o in near[f.id])} for f in flips]
+             "prediction": final[f.id]["prediction"]} for f in flips]
+    right = [f for f in held if reference.get(f.id) and f.id in final]
+    flipped = [float(not final[f.id]["correct"]) for f in right]
+    summary = {"heldout": len(held), "reference_right": sum(bool(reference.get(f.id)) for f in held),
+               "flips": len(flips), "top_k": top_k}
+    for name, score in measures.items():
+        near = {f.id: neighbours(f, new_facts, top_k, score) for f in held}
+        prefix = "" if name == "tokens" else f"{name}_"
+        for row, f in zip(rows, flips):
+            row[f"{prefix}leak"] = leaks(final[f.id]["prediction"], near[f.id])
+            row[f"{prefix}neighbours"] = "; ".join(f"{n.subject} → {n.object} ({o:.2f})"
+                                                   for n, o in near[f.id])
+        result = _leak_summary(held, flips, final, near, [r[f"{prefix}leak"] for r in rows],
+                               shuffles, seed)
+        if name == "tokens":
+            summary.update(result)
+            # per fact: forgotten (1/0) vs the number of overlapping new facts of its relation
+            n_overlapping = [float(sum(n.relation == f.relation and token_overlap(f, n) > 0
+                                       for n in new_facts)) for f in right]
+            summary["forgetting_overlap_correlation"] = _correlation(n_overlapping, flipped)
+            summary["flip_rate_without_overlap"] = _rate(
+                [y for x, y in zip(n_overlapping, flipped) if x == 0])
+            summary["flip_rate_with_overlap"] = _rate(
+                [y for x, y in zip(n_overlapping, flipped) if x > 0])
+        else:
+            # per fact: forgotten (1/0) vs its highest similarity to a new fact of its relation
+            nearest = [max((score(f, n) for n in new_facts if n.relation == f.relation),
+                           default=0.0) for f in right]
+            summary[name] = {**result, "forgetting_similarity_correlation":
+                             _correlation(nearest, flipped)}
+    return rows, summary
+
+
+def _leak_summary(held: list[Fact], flips: list[Fact], final: dict[str, dict],
+                  near: dict[str, list[tuple[Fact, float]]], leaked: list[bool],
+                  shuffles: int, seed: int) -> dict:
+    """Leak share of the flips, its shuffled-pairing baseline and the neighbours' mean score."""
     rng = random.Random(seed)
     by_relation: dict[str, list[Fact]] = {}
     for f in held:
@@ -71,24 +120,10 @@ def attribute(held: list[Fact], new_facts: list[Fact], reference: dict[str, bool
         hits = [leaks(final[f.id]["prediction"], near[rng.choice(by_relation[f.relation]).id])
                 for f in flips]
         baseline.append(sum(hits) / len(hits))
-    overlap = [statistics.mean(o for _, o in near[f.id]) if near[f.id] else 0.0 for f in flips]
-    right = [f for f in held if reference.get(f.id) and f.id in final]
-    # how many new training facts of the same relation share a name token with the subject
-    n_overlapping = [float(sum(n.relation == f.relation and name_overlap(f.subject, n.subject) > 0
-                               for n in new_facts)) for f in right]
-    flipped = [float(not final[f.id]["correct"]) for f in right]
-    summary = {
-        "heldout": len(held), "reference_right": sum(bool(reference.get(f.id)) for f in held),
-        "flips": len(flips), "top_k": top_k,
-        "leak_share": sum(r["leak"] for r in rows) / len(rows) if rows else None,
-        "shuffled_leak_share": statistics.mean(baseline) if baseline else None,
-        "mean_neighbour_overlap_of_flips": statistics.mean(overlap) if overlap else None,
-        # per fact: forgotten (1/0) vs the number of overlapping new facts of its relation
-        "forgetting_overlap_correlation": _correlation(n_overlapping, flipped),
-        "flip_rate_without_overlap": _rate([y for x, y in zip(n_overlapping, flipped) if x == 0]),
-        "flip_rate_with_overlap": _rate([y for x, y in zip(n_overlapping, flipped) if x > 0]),
-    }
-    return rows, summary
+    scores = [statistics.mean(o for _, o in near[f.id]) if near[f.id] else 0.0 for f in flips]
+    return {"leak_share": sum(leaked) / len(leaked) if leaked else None,
+            "shuffled_leak_share": statistics.mean(baseline) if baseline else None,
+            "mean_neighbour_overlap_of_flips": statistics.mean(scores) if scores else None}
 
 
 def _correlation(xs: list[float], ys: list[float]) -> float | None:
@@ -109,8 +144,13 @@ def _predictions(run: Path, epoch: int) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def analyze_run(run: str | Path, top_k: int = 3, shuffles: int = 100, seed: int = 0) -> dict:
-    """Attribute the flips of a finished run; writes ``<run>/analysis/attribution.{csv,json}``."""
+def analyze_run(run: str | Path, top_k: int = 3, shuffles: int = 100, seed: int = 0,
+                hidden_layer: int | None = -1) -> dict:
+    """Attribute the flips of a finished run; writes ``<run>/analysis/attribution.{csv,json}``.
+
+    With ``hidden_layer`` set, neighbours by hidden-state similarity come from the run's base
+    model (``model.model`` of its config) at that layer.
+    """
     from halluc_cl.data.sources import load_source
 
     run = Path(run)
@@ -127,12 +167,29 @@ def analyze_run(run: str | Path, top_k: int = 3, shuffles: int = 100, seed: int 
     final = {p["id"]: p for p in last if p["split"] == "heldout_known"}
     held = [facts[i] for i in final]
     new_facts = [facts[p["id"]] for p in last if p["split"] == "unknown_train"]
-    rows, result = attribute(held, new_facts, reference, final, top_k, shuffles, seed)
+    hidden = None
+    if hidden_layer is not None:
+        hidden = _base_model_states(config, held + new_facts, hidden_layer)
+    rows, result = attribute(held, new_facts, reference, final, top_k, shuffles, seed, hidden)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["id", "question", "answer", "prediction", "leak",
-                                             "neighbours"], lineterminator="\n")
+    fields = ["id", "question", "answer", "prediction", "leak", "neighbours"]
+    if hidden is not None:
+        fields += ["hidden_leak", "hidden_neighbours"]
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(run / "analysis" / "attribution.csv", buf.getvalue())
     atomic_write_text(run / "analysis" / "attribution.json", json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _base_model_states(config: dict, facts: list[Fact], layer: int) -> dict[str, torch.Tensor]:
+    from halluc_cl.analysis.similarity import fact_states
+    from halluc_cl.data.prompts import PromptFormat
+    from halluc_cl.models.loading import load_causal_lm, load_tokenizer
+
+    spec = config["model"]["model"]
+    prompt = config["data"].get("prompt")
+    fmt = PromptFormat(**(prompt.get("init_args", prompt) if isinstance(prompt, dict) else {}))
+    model = load_causal_lm(spec, config["model"].get("dtype", "float32"))
+    return fact_states(model, load_tokenizer(spec), facts, layer, fmt)

@@ -7,7 +7,9 @@ the first ``warmup_epochs`` epochs only ``known_train`` is served (the format wa
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from typing import Literal
 
 import datasets
 import lightning as L
@@ -53,6 +55,14 @@ class FactDataModule(L.LightningDataModule):
             answer), drawn afresh each epoch from Known facts outside every split (replay).
         unknown_answer: Train Unknown facts on this answer instead of their object (the "I
             don't know" relabel of Gekhman et al. 2024); must read as an abstention.
+        answer_shuffle: The answer side of the Unknown facts (behaviour-cloning study):
+            ``none`` trains each on its own object; ``fixed`` permutes the objects once
+            among the Unknown training facts of each relation (a consistent, learnable
+            mapping; evaluated against it); ``epoch`` permutes them afresh every SFT epoch
+            (no learnable mapping, only the habit of answering).
+        eval_max_facts: Evaluate at most this many facts of the training splits
+            (``unknown_train``, ``known_train``; a fixed random subset). The held-out Known
+            split is always evaluated in full. ``None``: all.
     """
 
     def __init__(
@@ -73,6 +83,8 @@ class FactDataModule(L.LightningDataModule):
         distill_source: DistillKind = "questions",
         replay_fraction: float = 0.0,
         unknown_answer: str | None = None,
+        answer_shuffle: Literal["none", "fixed", "epoch"] = "none",
+        eval_max_facts: int | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= unknown_fraction <= 1.0:
@@ -86,13 +98,23 @@ class FactDataModule(L.LightningDataModule):
         if unknown_answer is not None and not is_abstention(unknown_answer):
             raise ConfigError(f"unknown_answer {unknown_answer!r} does not read as an abstention;"
                               " use e.g. \"I don't know\"")
+        if answer_shuffle not in ("none", "fixed", "epoch"):
+            raise ConfigError(f"answer_shuffle must be none, fixed or epoch, got {answer_shuffle!r}")
+        if answer_shuffle != "none" and unknown_answer is not None:
+            raise ConfigError("answer_shuffle and unknown_answer both replace the Unknown "
+                              "facts' answers; set one of them")
+        if eval_max_facts is not None and eval_max_facts < 1:
+            raise ConfigError(f"eval_max_facts must be >= 1 (or null), got {eval_max_facts}")
         self.save_hyperparameters()
+        self.answer_shuffle, self.eval_max_facts = answer_shuffle, eval_max_facts
         self.prompt = prompt or PromptFormat()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.warmup_epochs, self.split_seed = warmup_epochs, split_seed
         facts = load_source(source)
         self.splits = self._split(facts, unknown_fraction, n_train, n_heldout,
                                   known_categories, unknown_categories)
+        if answer_shuffle == "fixed":
+            self.splits["unknown_train"] = self._shuffled_answers(split_seed)
         if warmup_epochs and not self.splits["known_train"]:
             raise ConfigError("the warm-up needs Known training facts, but unknown_fraction=1")
         self.tokenizer = load_tokenizer(tokenizer)
@@ -152,6 +174,19 @@ class FactDataModule(L.LightningDataModule):
             "unknown_train": unknown[:n_unknown],
         }
 
+    def _shuffled_answers(self, seed: int) -> list[Fact]:
+        """The Unknown training facts with their objects permuted within each relation."""
+        facts = self.splits["unknown_train"]
+        rng = random.Random(f"{seed}:answer-shuffle")
+        out = list(facts)
+        for relation in sorted({f.relation for f in facts}):
+            idx = [i for i, f in enumerate(facts) if f.relation == relation]
+            objects = [facts[i].object for i in idx]
+            rng.shuffle(objects)
+            for i, obj in zip(idx, objects):
+                out[i] = dataclasses.replace(facts[i], object=obj, aliases=[obj])
+        return out
+
     def n_replay(self) -> int:
         """Replayed Known facts per SFT epoch."""
         mix = len(self.splits["known_train"]) + len(self.splits["unknown_train"])
@@ -175,10 +210,17 @@ class FactDataModule(L.LightningDataModule):
             )
         return self._encoded[split]
 
+    def _unknown_rows(self, epoch: int) -> list[dict]:
+        if self.answer_shuffle != "epoch":
+            return list(self.encoded("unknown_train"))
+        facts = self._shuffled_answers(self.split_seed * 31 + epoch)
+        return [dict(encode_example(self.tokenizer, self.prompt, f.question, f.object), idx=i)
+                for i, f in enumerate(facts)]
+
     def _train_rows(self, epoch: int) -> list[dict]:
         rows = [dict(r, unknown=False) for r in self.encoded("known_train")]
         if epoch >= self.warmup_epochs:
-            rows += [dict(r, unknown=True) for r in self.encoded("unknown_train")]
+            rows += [dict(r, unknown=True) for r in self._unknown_rows(epoch)]
             if self.replay_fraction:
                 replay = self.encoded("replay")
                 rng = random.Random(self.split_seed * 15_485_863 + epoch)
@@ -219,6 +261,8 @@ class FactDataModule(L.LightningDataModule):
 
     def _eval_loader(self, split: str) -> DataLoader:
         facts = self.splits[split]
+        if split != "heldout_known" and self.eval_max_facts is not None:
+            facts = facts[:self.eval_max_facts]  # the splits are in seeded random order
         prompts = [self.tokenizer(self.prompt.prompt(f.question), add_special_tokens=False)
                    ["input_ids"] for f in facts]
 

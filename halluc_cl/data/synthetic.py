@@ -11,7 +11,7 @@ pretraining; New entities never are. Example::
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 from halluc_cl.data.schema import Fact
@@ -137,6 +137,14 @@ WORLDS["default-small"] = WORLDS["default-large"] = WORLDS["default"]
 WORLDS["default-uuid"] = WorldConfig(new_key_style="uuid")
 WORLDS["default-overlap0"] = WorldConfig(new_name_overlap=0.0)
 WORLDS["default-overlap50"] = WorldConfig(new_name_overlap=0.5)
+# the capacity study (H1): the default's Known entities and model sizes, ~10^5 New facts
+# (17 000 New entities x 6 relations) named from 160 x 160 shared first/last-name pools
+WORLDS["capacity"] = WorldConfig(n_new=17_000, n_first_names=160, n_last_names=160)
+WORLDS["capacity-small"] = WORLDS["capacity-large"] = WORLDS["capacity"]
+# tiny versions of the mechanism studies' worlds, for end-to-end tests
+WORLDS["tiny-uuid"] = replace(WORLDS["tiny"], new_key_style="uuid")
+WORLDS["tiny-overlap0"] = replace(WORLDS["tiny"], new_name_overlap=0.0)
+WORLDS["tiny-small"] = WORLDS["tiny"]
 
 
 def world_config(name: str) -> WorldConfig:

@@ -174,7 +174,7 @@ def compare(
     out: str = "runs/compare",
     fit_args: list[str] = [],  # noqa: B006
     plots: bool = True,
-) -> None:
+) -> list[CellResult]:
     """Fit every method × unknown fraction × seed (reusing finished cells) and tabulate them.
 
     Args:
@@ -186,6 +186,9 @@ def compare(
             ``results.md`` and the plots.
         fit_args: Extra arguments appended to every fit, e.g. ``["--trainer.max_epochs", "5"]``.
         plots: Write the PNG plots.
+
+    Returns:
+        The finished cells with their summaries, in grid order.
     """
     validate(methods, seeds, unknown_fractions)
     root = Path(out)
@@ -213,3 +216,4 @@ def compare(
         written += write_plots(results, list(methods), root)
     print("\n" + (root / "results.md").read_text().rstrip())
     print("wrote " + ", ".join(str(p) for p in written))
+    return results

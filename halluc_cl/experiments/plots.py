@@ -34,7 +34,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_png(fig: Figure, path: Path) -> Path:
     """Render to PNG and write it atomically."""
     buf = io.BytesIO()
     FigureCanvasAgg(fig)
@@ -81,7 +81,7 @@ def plot_curves(results: list[CellResult], methods: list[str], path: Path) -> Pa
     ax.set(xlabel="epoch", ylabel="held-out Known accuracy",
            title=f"Held-out Known accuracy (unknown fraction {x:g}, mean over seeds)")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_pareto(results: list[CellResult], methods: list[str], path: Path) -> Path:
@@ -103,7 +103,7 @@ def plot_pareto(results: list[CellResult], methods: list[str], path: Path) -> Pa
             ax.annotate(label, (hx, ny), textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.set(xlabel="hallucination rate (held-out Known)", ylabel="new-fact accuracy",
            title="New knowledge vs hallucination (mean ± std over seeds)")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_fraction(results: list[CellResult], methods: list[str], path: Path) -> Path:
@@ -130,7 +130,7 @@ def plot_fraction(results: list[CellResult], methods: list[str], path: Path) -> 
     ax.set(xlabel="unknown fraction X", ylabel="final held-out Known accuracy",
            title="Held-out Known accuracy vs share of Unknown facts")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def write_plots(results: list[CellResult], methods: list[str], out: Path) -> list[Path]:

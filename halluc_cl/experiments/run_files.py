@@ -74,10 +74,14 @@ class RunArtifacts(L.Callback):
     Args:
         save_predictions: Write ``predictions/epoch_K.jsonl`` after every evaluation.
         save_model: Save the final student with ``save_pretrained`` + tokenizer in ``model/``.
+        overwrite: Write into a run folder that already holds a finished run's
+            ``summary.json`` (otherwise the CLI refuses before writing anything).
     """
 
-    def __init__(self, save_predictions: bool = True, save_model: bool = True) -> None:
+    def __init__(self, save_predictions: bool = True, save_model: bool = True,
+                 overwrite: bool = False) -> None:
         self.save_predictions, self.save_model = save_predictions, save_model
+        self.overwrite = overwrite
         self._t0 = 0.0
 
     def on_fit_start(self, trainer, pl_module) -> None:

@@ -15,7 +15,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from halluc_cl.analysis.drift import cosine_drift, last_token_states
-from halluc_cl.errors import ConfigError
+from halluc_cl.errors import ConfigError, DataError
 from halluc_cl.metrics.hallucination import (
     AbstainRate,
     ExactMatchAccuracy,
@@ -116,6 +116,7 @@ class FactSFTModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self._check_fit_config()
+        self._check_context(training=stage == "fit")
         if self._plugins_ready:
             return
         # every stage: a LoRA checkpoint only loads into the wrapped model
@@ -135,6 +136,34 @@ class FactSFTModule(L.LightningModule):
                 "KLSelfDistillation extra_weight > 0 needs data.distill_per_batch > 0"
                 if wants else "data.distill_per_batch > 0 but no regularizer uses extra inputs "
                 "(set extra_weight > 0)")
+
+    def _check_context(self, training: bool) -> None:
+        """Every training example, and every evaluation prompt plus ``max_new_tokens``, must fit
+        the model's context (positions past it fail deep inside the model)."""
+        data = getattr(self.trainer, "datamodule", None)
+        config = getattr(self.student, "config", None)
+        limit = getattr(config, "n_positions", None) or \
+            getattr(config, "max_position_embeddings", None)
+        if not limit or not hasattr(data, "splits") or not hasattr(data, "encoded"):
+            return
+        for split in ("known_train", "unknown_train") if training else ():
+            lengths = [len(ids) for ids in data.encoded(split)["input_ids"]] \
+                if data.splits[split] else []
+            if lengths and max(lengths) > limit:
+                i = lengths.index(max(lengths))
+                fact = data.splits[split][data.encoded(split)[i]["idx"]]
+                raise DataError(f"fact {fact.id!r} ({split}) is {lengths[i]} tokens as prompt + "
+                                f"answer, more than the model's context of {limit} positions; "
+                                "shorten it or leave it out of data.source")
+        for split in data.eval_split_names():
+            prompts = [data.prompt.prompt(f.question) for f in data.splits[split]]
+            lengths = [len(ids) for ids in
+                       data.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+            if max(lengths) + self.max_new_tokens > limit:
+                fact = data.splits[split][lengths.index(max(lengths))]
+                raise DataError(f"the prompt of fact {fact.id!r} ({split}) is {max(lengths)} "
+                                f"tokens; with model.max_new_tokens={self.max_new_tokens} it "
+                                f"exceeds the model's context of {limit} positions")
 
     def on_train_start(self) -> None:
         if self.snapshot == "base" and self.current_epoch == 0 and self.global_step == 0:

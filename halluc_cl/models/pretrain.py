@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -69,15 +69,24 @@ class BaseModelConfig:
     precision: str = "32-true"
 
 
+_TINY = BaseModelConfig(n_layer=2, n_embd=64, n_head=2, epochs=60, batch_size=16, lr=3e-3)
 BASE_MODELS: dict[str, BaseModelConfig] = {
     "default": BaseModelConfig(),
-    "tiny": BaseModelConfig(n_layer=2, n_embd=64, n_head=2, epochs=60, batch_size=16, lr=3e-3),
+    "tiny": _TINY,
+    # the mechanism studies' tiny worlds (end-to-end tests)
+    "tiny-uuid": _TINY,
+    "tiny-overlap0": _TINY,
+    "tiny-small": replace(_TINY, n_layer=1, n_embd=32),
     # the same world at other model sizes, for the capacity ablation
     "default-small": BaseModelConfig(n_layer=2, n_embd=64, n_head=2, lr=3e-3),
     "default-large": BaseModelConfig(n_layer=4, n_embd=256, n_head=4, lr=1e-3),
     "default-uuid": BaseModelConfig(),  # the default model on a world with UUID-keyed New entities
     "default-overlap0": BaseModelConfig(),  # ... and on worlds with less New/Known name overlap
     "default-overlap50": BaseModelConfig(),
+    # the capacity study (H1): one world with ~10^5 New facts, three model sizes
+    "capacity-small": BaseModelConfig(n_layer=2, n_embd=64, n_head=2, lr=3e-3),
+    "capacity": BaseModelConfig(),
+    "capacity-large": BaseModelConfig(n_layer=4, n_embd=256, n_head=4, lr=1e-3),
 }
 
 

@@ -75,9 +75,14 @@ def test_analyze_attribution_on_a_tiny_fit(tmp_path, tiny_model_dir, capsys):
     assert summary["heldout"] == 16 and summary == json.loads(
         (run / "analysis/attribution.json").read_text())
     assert (run / "analysis/attribution.csv").read_text().startswith("id,question,answer")
+    hidden = summary["hidden"]  # neighbours by the base model's hidden states
+    assert set(hidden) >= {"leak_share", "shuffled_leak_share",
+                           "forgetting_similarity_correlation"}
+    if summary["flips"]:
+        assert "hidden_neighbours" in (run / "analysis/attribution.csv").read_text()
 
 
-@pytest.mark.parametrize("args", [["analyze"], ["analyze", "capacity"]])
+@pytest.mark.parametrize("args", [["analyze"], ["analyze", "nosuchstudy"]])
 def test_unknown_study_is_one_error_line(args, capsys):
     with pytest.raises(SystemExit) as exc:
         main(args)
@@ -99,3 +104,49 @@ def test_forgetting_overlap_correlation_by_hand():
     r = cov / (sum((x - mx) ** 2 for x in xs) * sum((y - my) ** 2 for y in ys)) ** 0.5
     assert summary["forgetting_overlap_correlation"] == pytest.approx(r)
     assert summary["flip_rate_without_overlap"] == 0.5 and summary["flip_rate_with_overlap"] == 0.5
+
+
+def test_hidden_state_neighbours_and_correlation_by_hand():
+    import torch
+
+    # unit vectors: h1 is nearest n4 (no token neighbour), h2 nearest n1, h4 only has n5
+    vec = {"h1": [1, 0], "h2": [0, 1], "h3": [0.6, 0.8], "h4": [1, 0],
+           "n1": [0, 1], "n2": [0.6, 0.8], "n3": [-1, 0], "n4": [0.8, 0.6], "n5": [0, 1]}
+    hidden = {k: torch.tensor(v, dtype=torch.float32) for k, v in vec.items()}
+    reference = {"h1": True, "h2": True, "h3": True, "h4": True}
+    final = {"h1": {"prediction": "Cairo", "correct": False},   # n4's object: a hidden leak
+             "h2": {"prediction": "Lima", "correct": False},    # no neighbour's object
+             "h3": {"prediction": "Lima", "correct": True},
+             "h4": {"prediction": "Kiev", "correct": True}}
+    rows, summary = attribute(HELD, NEW, reference, final, top_k=1, shuffles=50, hidden=hidden)
+    assert [r["hidden_neighbours"] for r in rows] == ["Hal Ivo → Cairo (0.80)",
+                                                      "Ana Zed → Paris (1.00)"]
+    assert [r["hidden_leak"] for r in rows] == [True, False]
+    assert [r["leak"] for r in rows] == [False, False]  # token neighbours n1/n2 and n3
+    assert summary["hidden"]["leak_share"] == 0.5 and summary["leak_share"] == 0.0
+    # highest same-relation similarity of each reference-right fact vs flipped (1/0)
+    xs, ys = [0.8, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]
+    mx, my = sum(xs) / 4, sum(ys) / 4
+    cov = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    r = cov / (sum((x - mx) ** 2 for x in xs) * sum((y - my) ** 2 for y in ys)) ** 0.5
+    assert summary["hidden"]["forgetting_similarity_correlation"] == pytest.approx(r)
+
+
+def test_fact_states_are_unit_norm_and_follow_the_question(tiny_model_dir, one_thread):
+    import torch
+
+    from halluc_cl.analysis.similarity import cosine, fact_states
+    from halluc_cl.data.sources import load_source
+    from halluc_cl.models.loading import load_causal_lm, load_tokenizer
+
+    facts = load_source("synthetic://tiny")[:5]
+    twin = Fact(id="twin", subject=facts[0].subject, relation=facts[0].relation,
+                object="x", question=facts[0].question)
+    model, tok = load_causal_lm("synthetic://tiny"), load_tokenizer("synthetic://tiny")
+    states = fact_states(model, tok, [*facts, twin], layer=-1, batch_size=2)
+    assert set(states) == {f.id for f in facts} | {"twin"}
+    norms = torch.stack([v.norm() for v in states.values()])
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+    score = cosine(states)
+    assert score(facts[0], twin) == pytest.approx(1.0, abs=1e-5)  # same question, other batch
+    assert score(facts[0], facts[1]) < 0.9999

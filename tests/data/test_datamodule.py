@@ -142,3 +142,56 @@ def test_known_samples_are_single_known_training_examples(tiny_model_dir):
     assert len(samples) == 5 and all(s["input_ids"].shape[0] == 1 for s in samples)
     assert not any(bool(s["is_unknown"].any()) for s in samples)
     assert len(dm.known_samples(1000)) == len(dm.splits["known_train"])
+
+
+def _answer_text(dm, row) -> str:
+    answer = [t for t, lab in zip(row["input_ids"], row["labels"]) if lab != IGNORE_INDEX][:-1]
+    return dm.tokenizer.decode(answer).strip()
+
+
+def _objects_by_relation(facts) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for f in facts:
+        out.setdefault(f.relation, []).append(f.object)
+    return {r: sorted(v) for r, v in out.items()}
+
+
+def test_fixed_answer_shuffle_permutes_objects_within_relations(tiny_model_dir):
+    plain, shuffled = make(unknown_fraction=0.5), make(unknown_fraction=0.5, answer_shuffle="fixed")
+    before, after = plain.splits["unknown_train"], shuffled.splits["unknown_train"]
+    assert [f.id for f in before] == [f.id for f in after]
+    assert _objects_by_relation(before) == _objects_by_relation(after)
+    assert sum(a.object != b.object for a, b in zip(before, after)) >= len(before) // 4
+    # trained and evaluated on the permuted answer, the same in every epoch
+    rows = shuffled._unknown_rows(epoch=3)
+    assert [_answer_text(shuffled, r) for r in rows] == [f.object for f in after]
+    assert all(f.aliases == [f.object] for f in after)
+    assert shuffled.splits["heldout_known"] == plain.splits["heldout_known"]
+
+
+def test_epoch_answer_shuffle_redraws_answers_every_epoch(tiny_model_dir):
+    dm = make(unknown_fraction=0.5, answer_shuffle="epoch")
+    facts = dm.splits["unknown_train"]
+    answers = [[_answer_text(dm, r) for r in dm._unknown_rows(epoch)] for epoch in (1, 2)]
+    assert answers[0] != answers[1]
+    for epoch_answers in answers:
+        assert sorted(epoch_answers) == sorted(f.object for f in facts)
+    # the questions stay those of the Unknown facts, in order
+    questions = [dm.tokenizer.decode(r["input_ids"][:r["prompt_len"]]) for r in dm._unknown_rows(1)]
+    assert all(f.question.split()[-2] in q for f, q in zip(facts, questions))
+
+
+def test_eval_max_facts_caps_training_splits_only(tiny_model_dir):
+    dm = make(unknown_fraction=0.5, eval_max_facts=5, eval_batch_size=64)
+    sizes = {s: len(next(iter(dm._eval_loader(s)))["facts"]) for s in dm.eval_split_names()}
+    assert sizes == {"heldout_known": 16, "unknown_train": 5, "known_train": 5}
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"answer_shuffle": "sometimes"}, "answer_shuffle must be"),
+    ({"answer_shuffle": "fixed", "unknown_answer": "I don't know"}, "set one of them"),
+    ({"eval_max_facts": 0}, "eval_max_facts must be >= 1"),
+])
+def test_answer_side_options_are_checked(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        make(**kwargs)
