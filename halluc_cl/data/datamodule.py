@@ -24,7 +24,7 @@ from halluc_cl.data.schema import Fact
 from halluc_cl.data.sources import load_source
 from halluc_cl.data.synthetic import SyntheticWorld, world_config
 from halluc_cl.errors import ConfigError
-from halluc_cl.metrics.matching import is_abstention
+from halluc_cl.metrics.matching import IDK_ANSWERS, is_abstention
 from halluc_cl.models.loading import is_synthetic, load_tokenizer, synthetic_world_name
 
 EVAL_SPLITS = ("heldout_known", "unknown_train", "known_train")
@@ -265,14 +265,28 @@ class FactDataModule(L.LightningDataModule):
             facts = facts[:self.eval_max_facts]  # the splits are in seeded random order
         prompts = [self.tokenizer(self.prompt.prompt(f.question), add_special_tokens=False)
                    ["input_ids"] for f in facts]
+        phrases = self.abstain_phrases()
+        abstain = [self._target_ids(p) for p in phrases]
 
         def collate(indices: list[int]) -> dict:
             ids, mask = left_pad([prompts[i] for i in indices], self.tokenizer.pad_token_id)
             return {"input_ids": ids, "attention_mask": mask, "split": split,
-                    "facts": [facts[i] for i in indices]}
+                    "facts": [facts[i] for i in indices],
+                    "prompt_ids": [prompts[i] for i in indices], "abstain_phrases": phrases,
+                    "candidates": [[self._target_ids(a) for a in facts[i].aliases] + abstain
+                                   for i in indices]}
 
         return DataLoader(list(range(len(facts))), batch_size=self.eval_batch_size,
                           collate_fn=collate)
+
+    def abstain_phrases(self) -> list[str]:
+        """Answers that read as abstentions, checked by one-forward evaluation: the IDK
+        relabel's answer (if any), then ``IDK_ANSWERS``."""
+        return list(dict.fromkeys([*([self.unknown_answer] if self.unknown_answer else []),
+                                   *IDK_ANSWERS]))
+
+    def _target_ids(self, answer: str) -> list[int]:
+        return self.tokenizer(self.prompt.target(answer), add_special_tokens=False)["input_ids"]
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._eval_loader(s) for s in self.eval_split_names()]

@@ -84,6 +84,11 @@ class RunArtifacts(L.Callback):
         self.overwrite = overwrite
         self._t0 = 0.0
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        # one-forward evaluation generates wrong answers' text only for saved predictions
+        if hasattr(pl_module, "want_prediction_text"):
+            pl_module.want_prediction_text = self.save_predictions
+
     def on_fit_start(self, trainer, pl_module) -> None:
         self._t0 = time.perf_counter()
 

@@ -15,15 +15,15 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from halluc_cl.analysis.drift import cosine_drift, last_token_states
-from halluc_cl.errors import ConfigError, DataError
+from halluc_cl.errors import ConfigError
 from halluc_cl.metrics.hallucination import (
     AbstainRate,
     ExactMatchAccuracy,
     HallucinationRate,
     relative_decline,
 )
-from halluc_cl.metrics.matching import exact_match, is_abstention
-from halluc_cl.models.answering import greedy_answers
+from halluc_cl.models.context import check_context
+from halluc_cl.models.evaluation import EvalMethod, answer_batch
 from halluc_cl.models.loading import load_causal_lm, load_tokenizer
 from halluc_cl.models.teacher import AdapterOffTeacher, SnapshotTeacher
 from halluc_cl.regularizers.base import Regularizer
@@ -50,6 +50,9 @@ class FactSFTModule(L.LightningModule):
         drift_layer: Log ``heldout_drift``, the mean cosine distance of held-out Known facts'
             hidden states at this layer (last prompt token; -1 = last block) from their
             states at the end of the warm-up. ``None`` turns it off.
+        eval_method: ``forward``: exact match from one teacher-forced forward pass per batch
+            (generation only for the prediction text of facts that match no alias, when
+            predictions are saved); ``generate``: greedy generation of every answer.
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class FactSFTModule(L.LightningModule):
         max_new_tokens: int = 8,
         gradient_checkpointing: bool = False,
         drift_layer: int | None = None,
+        eval_method: EvalMethod = "forward",
     ) -> None:
         super().__init__()
         if warmup_epochs < 1:
@@ -71,6 +75,8 @@ class FactSFTModule(L.LightningModule):
                               "reference are taken at the end of the warm-up")
         if snapshot not in ("warmup", "base"):
             raise ConfigError(f"snapshot must be 'warmup' or 'base', got {snapshot!r}")
+        if eval_method not in ("forward", "generate"):
+            raise ConfigError(f"eval_method must be forward or generate, got {eval_method!r}")
         if dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"dtype must be float32 or bfloat16, got {dtype!r}")
         self.save_hyperparameters(ignore=["regularizers", "optimizer", "scheduler"])
@@ -94,6 +100,8 @@ class FactSFTModule(L.LightningModule):
         self.history: list[dict] = []  # metrics of every evaluation
         self.last_predictions: list[dict] = []
         self.drift_layer = drift_layer
+        self.eval_method = eval_method
+        self.want_prediction_text = True  # RunArtifacts turns it off when it saves none
         self.drift_reference: dict[str, torch.Tensor] = {}  # fact id -> state at warm-up end
         self._eval_states: dict[str, torch.Tensor] = {}
 
@@ -116,7 +124,7 @@ class FactSFTModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self._check_fit_config()
-        self._check_context(training=stage == "fit")
+        check_context(self, getattr(self.trainer, "datamodule", None), training=stage == "fit")
         if self._plugins_ready:
             return
         # every stage: a LoRA checkpoint only loads into the wrapped model
@@ -136,34 +144,6 @@ class FactSFTModule(L.LightningModule):
                 "KLSelfDistillation extra_weight > 0 needs data.distill_per_batch > 0"
                 if wants else "data.distill_per_batch > 0 but no regularizer uses extra inputs "
                 "(set extra_weight > 0)")
-
-    def _check_context(self, training: bool) -> None:
-        """Every training example, and every evaluation prompt plus ``max_new_tokens``, must fit
-        the model's context (positions past it fail deep inside the model)."""
-        data = getattr(self.trainer, "datamodule", None)
-        config = getattr(self.student, "config", None)
-        limit = getattr(config, "n_positions", None) or \
-            getattr(config, "max_position_embeddings", None)
-        if not limit or not hasattr(data, "splits") or not hasattr(data, "encoded"):
-            return
-        for split in ("known_train", "unknown_train") if training else ():
-            lengths = [len(ids) for ids in data.encoded(split)["input_ids"]] \
-                if data.splits[split] else []
-            if lengths and max(lengths) > limit:
-                i = lengths.index(max(lengths))
-                fact = data.splits[split][data.encoded(split)[i]["idx"]]
-                raise DataError(f"fact {fact.id!r} ({split}) is {lengths[i]} tokens as prompt + "
-                                f"answer, more than the model's context of {limit} positions; "
-                                "shorten it or leave it out of data.source")
-        for split in data.eval_split_names():
-            prompts = [data.prompt.prompt(f.question) for f in data.splits[split]]
-            lengths = [len(ids) for ids in
-                       data.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-            if max(lengths) + self.max_new_tokens > limit:
-                fact = data.splits[split][lengths.index(max(lengths))]
-                raise DataError(f"the prompt of fact {fact.id!r} ({split}) is {max(lengths)} "
-                                f"tokens; with model.max_new_tokens={self.max_new_tokens} it "
-                                f"exceeds the model's context of {limit} positions")
 
     def on_train_start(self) -> None:
         if self.snapshot == "base" and self.current_epoch == 0 and self.global_step == 0:
@@ -240,11 +220,11 @@ class FactSFTModule(L.LightningModule):
         self._eval_states = {}
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        answers = greedy_answers(self.student, self.tokenizer, batch["input_ids"],
-                                 batch["attention_mask"], self.max_new_tokens)
+        answers, correct, abstained = answer_batch(
+            self.student, self.tokenizer, batch, self.max_new_tokens, self.eval_method,
+            want_text=self.want_prediction_text)
         facts, split = batch["facts"], batch["split"]
-        correct = torch.tensor([exact_match(a, f.aliases) for a, f in zip(answers, facts)])
-        abstained = torch.tensor([is_abstention(a) for a in answers])
+        correct, abstained = torch.tensor(correct), torch.tensor(abstained)
         self.accuracy[split].update(correct)
         if split == "unknown_train":
             self.new_fact_abstain.update(abstained)

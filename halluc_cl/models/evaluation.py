@@ -1,0 +1,58 @@
+"""Answers of one evaluation batch: one-forward exact match, or greedy generation.
+
+``forward`` (the default) decides exact match with one teacher-forced forward pass over every
+alias and every abstention phrase (``forward_match.greedy_produces``); a fact that matches
+none is generated only when its prediction text is wanted (run folders save predictions).
+``generate`` decodes every answer greedily and matches the text (``metrics.matching``), which
+also accepts answers that differ from an alias only by case, punctuation or articles.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from halluc_cl.metrics.matching import exact_match, is_abstention
+from halluc_cl.models.answering import greedy_answers
+from halluc_cl.models.forward_match import greedy_produces
+
+EvalMethod = Literal["forward", "generate"]
+
+
+def answer_batch(model, tokenizer, batch: dict, max_new_tokens: int, method: EvalMethod,
+                 want_text: bool = True) -> tuple[list[str | None], list[bool], list[bool]]:
+    """Predictions (``None`` where not computed), correctness and abstention of a batch.
+
+    The batch holds left-padded ``input_ids``/``attention_mask``, ``facts``, and for the
+    forward method ``prompt_ids``, ``abstain_phrases`` and ``candidates`` (each fact's aliases,
+    then the abstention phrases, as answer-target token ids). Generated answers (the facts
+    that match no candidate, when ``want_text``) are matched as text, like ``generate``.
+    """
+    facts = batch["facts"]
+    if method == "generate":
+        answers = greedy_answers(model, tokenizer, batch["input_ids"], batch["attention_mask"],
+                                 max_new_tokens)
+        return (answers, [exact_match(a, f.aliases) for a, f in zip(answers, facts)],
+                [is_abstention(a) for a in answers])
+    produced = greedy_produces(model, tokenizer, batch["prompt_ids"], batch["candidates"],
+                               max_new_tokens)
+    answers: list[str | None] = []
+    correct, abstained = [], []
+    for fact, hits in zip(facts, produced):
+        n = len(fact.aliases)
+        alias = next((a for a, hit in zip(fact.aliases, hits[:n]) if hit), None)
+        idk = next((a for a, hit in zip(batch["abstain_phrases"], hits[n:]) if hit), None)
+        answers.append(alias if alias is not None else idk)
+        correct.append(alias is not None)
+        abstained.append(alias is None and idk is not None)
+    missing = [i for i, a in enumerate(answers) if a is None]
+    if want_text and missing:
+        idx = torch.tensor(missing, device=batch["input_ids"].device)
+        texts = greedy_answers(model, tokenizer, batch["input_ids"][idx],
+                               batch["attention_mask"][idx], max_new_tokens)
+        for i, text in zip(missing, texts):
+            answers[i] = text
+            correct[i] = exact_match(text, facts[i].aliases)
+            abstained[i] = not correct[i] and is_abstention(text)
+    return answers, correct, abstained
