@@ -141,7 +141,8 @@ def test_method_config_is_sft_plus_its_overlay(method):
     assert full == composed
 
 
-@pytest.mark.parametrize("overlay", ["regularizer/distill.yaml", "regularizer/distill_paper.yaml"])
+@pytest.mark.parametrize("overlay", ["regularizer/distill.yaml", "regularizer/distill_paper.yaml",
+                                     "regularizer/distill_cached.yaml"])
 def test_regularizer_overlays_compose(overlay, capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(ROOT / "configs/sft.yaml"), "--config",

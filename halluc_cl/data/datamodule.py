@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from halluc_cl.data.distill_inputs import DistillInputs, DistillKind, distill_pool
 from halluc_cl.data.padding import left_pad, right_pad
 from halluc_cl.data.prompts import IGNORE_INDEX, PromptFormat, encode_example
+from halluc_cl.data.resumable import EpochBatches
 from halluc_cl.data.schema import Fact
 from halluc_cl.data.sources import load_source
 from halluc_cl.data.synthetic import SyntheticWorld, world_config
@@ -218,16 +219,25 @@ class FactDataModule(L.LightningDataModule):
                 for i, f in enumerate(facts)]
 
     def _train_rows(self, epoch: int) -> list[dict]:
-        rows = [dict(r, unknown=False) for r in self.encoded("known_train")]
+        rows = [dict(r, unknown=False, key=f"known_train:{r['idx']}")
+                for r in self.encoded("known_train")]
         if epoch >= self.warmup_epochs:
-            rows += [dict(r, unknown=True) for r in self._unknown_rows(epoch)]
+            rows += [dict(r, unknown=True, key=f"unknown_train:{r['idx']}")
+                     for r in self._unknown_rows(epoch)]
             if self.replay_fraction:
                 replay = self.encoded("replay")
                 rng = random.Random(self.split_seed * 15_485_863 + epoch)
                 picked = rng.sample(range(len(replay)), self.n_replay())
-                rows += [dict(replay[i], unknown=False) for i in picked]
+                rows += [dict(replay[i], unknown=False, key=f"replay:{i}") for i in picked]
         random.Random(self.split_seed * 7919 + epoch).shuffle(rows)
         return rows
+
+    def cache_examples(self) -> list[tuple[str, dict]]:
+        """Every example an SFT epoch can serve, by the ``keys`` its batches carry (the
+        cached teacher's inputs): both training splits and, with replay, the replay pool."""
+        splits = ["known_train", "unknown_train"] + (["replay"] if self.replay_fraction else [])
+        return [(f"{s}:{r['idx']}", dict(r, unknown=s == "unknown_train"))
+                for s in splits for r in self.encoded(s)]
 
     def known_samples(self, n: int) -> list[dict]:
         """Up to ``n`` Known training facts, each as a one-example training batch (EWC)."""
@@ -235,7 +245,7 @@ class FactDataModule(L.LightningDataModule):
         random.Random(self.split_seed).shuffle(rows)
         return [self.collate_train([r]) for r in rows[:n]]
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> EpochBatches:
         trainer = self.trainer
         if self.warmup_epochs and trainer is not None and trainer.reload_dataloaders_every_n_epochs != 1:
             raise ConfigError("the warm-up needs trainer.reload_dataloaders_every_n_epochs=1")
@@ -247,13 +257,16 @@ class FactDataModule(L.LightningDataModule):
             rng = random.Random(self.split_seed * 104_729 + epoch)
             for batch in batches:
                 batch.update(self.distill_inputs.sample(self.distill_per_batch, rng))
-        return DataLoader(batches, batch_size=None)
+        return EpochBatches(batches, epoch=epoch, seed=self.split_seed * 7919 + epoch)
 
     def collate_train(self, rows: list[dict]) -> dict:
         ids, mask = right_pad([r["input_ids"] for r in rows], self.tokenizer.pad_token_id)
         labels, _ = right_pad([r["labels"] for r in rows], IGNORE_INDEX)
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels,
-                "is_unknown": torch.tensor([r["unknown"] for r in rows])}
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels,
+                 "is_unknown": torch.tensor([r["unknown"] for r in rows])}
+        if all("key" in r for r in rows):
+            batch["keys"] = [r["key"] for r in rows]  # example identity (cached teacher)
+        return batch
 
     def eval_split_names(self) -> list[str]:
         """Names of the evaluation dataloaders, in order (empty splits are left out)."""

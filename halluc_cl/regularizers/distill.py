@@ -19,6 +19,7 @@ from torch import Tensor
 from halluc_cl.data.prompts import IGNORE_INDEX
 from halluc_cl.errors import ConfigError
 from halluc_cl.regularizers.base import Regularizer
+from halluc_cl.regularizers.teacher_cache import TeacherCache, bucketed
 
 Direction = Literal["forward", "reverse", "jsd"]
 TokenSet = Literal["answer", "question", "all"]
@@ -39,6 +40,11 @@ def divergence(student_logits: Tensor, teacher_logits: Tensor, temperature: floa
     """
     log_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
     log_t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    return log_divergence(log_s, log_t, direction)
+
+
+def log_divergence(log_s: Tensor, log_t: Tensor, direction: Direction) -> Tensor:
+    """``divergence`` from student and teacher log-probabilities over the last dimension."""
     if direction == "forward":
         return _kl(log_t, log_s)
     if direction == "reverse":
@@ -79,6 +85,11 @@ class KLSelfDistillation(Regularizer):
         ramp_epochs: Grow both weights linearly over this many SFT epochs (0 = constant).
         scale_by_temperature_squared: Multiply by τ² (Hinton et al.) to keep gradient scale
             comparable across temperatures.
+        cache_top_k: 0: a live teacher (a frozen copy of the snapshot, one forward per step).
+            k > 0: the snapshot's top-k log-probabilities (and tail mass) on the distilled
+            positions of every SFT example, computed once at the snapshot and read back
+            each step (``regularizers/teacher_cache.py``): no teacher copy, no teacher
+            forward. The SFT-batch form only (``extra_weight`` 0, fixed answers).
     """
 
     name = "distill"
@@ -94,6 +105,7 @@ class KLSelfDistillation(Regularizer):
         extra_weight: float = 0.0,
         ramp_epochs: int = 0,
         scale_by_temperature_squared: bool = False,
+        cache_top_k: int = 0,
     ) -> None:
         if weight < 0 or extra_weight < 0:
             raise ConfigError(f"KLSelfDistillation weights must be >= 0, got {weight}, "
@@ -108,6 +120,13 @@ class KLSelfDistillation(Regularizer):
             raise ConfigError(f"unknown example set {examples!r}: all, known or unknown")
         if ramp_epochs < 0:
             raise ConfigError(f"ramp_epochs must be >= 0, got {ramp_epochs}")
+        if cache_top_k < 0:
+            raise ConfigError(f"cache_top_k must be >= 0, got {cache_top_k}")
+        if cache_top_k and extra_weight > 0:
+            raise ConfigError("cache_top_k caches the SFT examples only; it cannot serve "
+                              "extra_weight > 0 (fresh distillation inputs every epoch)")
+        self.cache = TeacherCache(cache_top_k, temperature) if cache_top_k else None
+        self.needs_teacher = self.cache is None
         self.weight, self.temperature, self.direction, self.tokens = (
             weight, temperature, direction, tokens)
         self.examples, self.extra_weight, self.ramp_epochs = examples, extra_weight, ramp_epochs
@@ -119,7 +138,31 @@ class KLSelfDistillation(Regularizer):
             return 1.0
         return min(1.0, outputs.get("sft_epoch", self.ramp_epochs) / self.ramp_epochs)
 
+    def on_snapshot(self, module) -> None:
+        if self.cache is None:
+            return
+        data = module.trainer.datamodule
+        if getattr(data, "answer_shuffle", "none") == "epoch":
+            raise ConfigError("cache_top_k needs fixed SFT examples; data.answer_shuffle=epoch "
+                              "changes the answers every epoch")
+        self.cache.build(module.student, data.cache_examples(), data.collate_train,
+                         lambda batch: position_mask(batch, self.tokens))
+
+    def _cached_term(self, batch: dict, outputs: dict) -> Tensor | None:
+        logits = outputs["logits"]
+        rows, pos, index, log_t = self.cache.lookup(batch["keys"], logits.device)
+        if self.examples != "all":
+            unknown = batch["is_unknown"].bool().to(logits.device)[rows]
+            keep = unknown if self.examples == "unknown" else ~unknown
+            rows, pos, index, log_t = rows[keep], pos[keep], index[keep], log_t[keep]
+        if not len(rows):
+            return None
+        log_s = F.log_softmax(logits[rows, pos].float() / self.temperature, dim=-1)
+        return self.weight * log_divergence(bucketed(log_s, index), log_t, self.direction).mean()
+
     def _batch_term(self, batch: dict, outputs: dict) -> Tensor | None:
+        if self.cache is not None:
+            return self._cached_term(batch, outputs)
         mask = position_mask(batch, self.tokens)
         if self.examples != "all":
             rows = batch["is_unknown"].bool()
@@ -148,3 +191,10 @@ class KLSelfDistillation(Regularizer):
         if not terms:
             return None
         return self._ramp(outputs) * self.scale * sum(terms)
+
+    def state_dict(self) -> dict:
+        return {"cache": self.cache.state_dict()} if self.cache is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.cache is not None and "cache" in state:
+            self.cache.load_state_dict(state["cache"])

@@ -377,3 +377,62 @@ def test_bad_examples_and_ramp_are_config_errors():
         KLSelfDistillation(ramp_epochs=-1)
     with pytest.raises(ConfigError):
         KLSelfDistillation(extra_weight=-1.0)
+
+
+# ---- cached teacher -----------------------------------------------------------------------
+
+def test_bucketed_divergence_is_exact_with_every_token_and_a_bound_below():
+    from halluc_cl.regularizers.distill import log_divergence
+    from halluc_cl.regularizers.teacher_cache import bucketed
+
+    torch.manual_seed(0)
+    s, t = torch.randn(5, 40), 3 * torch.randn(5, 40)
+    log_s, log_t = s.log_softmax(-1), t.log_softmax(-1)
+    for direction in ("forward", "reverse", "jsd"):
+        full = log_divergence(log_s, log_t, direction)
+        every = log_t.topk(40).indices
+        exact = log_divergence(bucketed(log_s, every), bucketed(log_t, every), direction)
+        assert torch.allclose(exact, full, atol=1e-5)  # the tail is empty
+        top = log_t.topk(8).indices
+        coarse = log_divergence(bucketed(log_s, top), bucketed(log_t, top), direction)
+        assert (coarse <= full + 1e-6).all()  # data processing: coarse-graining never adds
+
+
+@pytest.mark.parametrize(("top_k", "rel"), [(10_000, 1e-4), (32, 0.02)])
+def test_cached_teacher_matches_the_live_teacher(fit_tiny, top_k, rel):
+    from halluc_cl.models.teacher import SnapshotTeacher
+
+    cached = KLSelfDistillation(weight=1.0, temperature=0.5, cache_top_k=top_k)
+    module, trainer = fit_tiny([cached], epochs=1)  # the warm-up: the snapshot fills the cache
+    data = trainer.datamodule
+    assert not cached.needs_teacher and module.teacher is None  # no copy of the model
+    assert len(cached.cache) == len(data.cache_examples())
+    teacher = SnapshotTeacher(module.student)
+    torch.manual_seed(0)
+    with torch.no_grad():  # the student moves away from the snapshot
+        for p in module.student.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    live = KLSelfDistillation(weight=1.0, temperature=0.5)
+    for examples in ("all", "unknown"):
+        cached.examples = live.examples = examples
+        batch = data.collate_train(data._train_rows(epoch=1)[:16])
+        logits = module.student(input_ids=batch["input_ids"],
+                                attention_mask=batch["attention_mask"]).logits
+        want = live.penalty(batch, {"logits": logits, "teacher_logits": teacher.logits(batch)})
+        got = cached.penalty(batch, {"logits": logits})
+        assert want > 0.01
+        assert got.item() == pytest.approx(want.item(), rel=rel)
+    # the cache survives a checkpoint round trip (tensors and plain data only)
+    restored = KLSelfDistillation(weight=1.0, temperature=0.5, cache_top_k=top_k,
+                                  examples="unknown")
+    restored.load_state_dict(cached.state_dict())
+    assert restored.penalty(batch, {"logits": logits}).item() == pytest.approx(got.item())
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"cache_top_k": -1}, "cache_top_k must be >= 0"),
+    ({"cache_top_k": 8, "extra_weight": 1.0}, "cannot serve extra_weight"),
+])
+def test_cache_options_are_checked(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        KLSelfDistillation(**kwargs)
