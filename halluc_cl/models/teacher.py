@@ -7,7 +7,23 @@ import copy
 
 import torch
 
+from halluc_cl.errors import ConfigError
 from halluc_cl.models.modes import eval_mode
+from halluc_cl.models.zero import full_state_dict, is_partitioned
+
+
+def _whole_copy(student: torch.nn.Module) -> torch.nn.Module:
+    """An unpartitioned copy of a ZeRO-3 student (a deep copy would copy empty shards)."""
+    from transformers import AutoModelForCausalLM
+
+    if hasattr(student, "peft_config"):
+        raise ConfigError("a live teacher of a LoRA student under ZeRO-3 is not supported; "
+                          "use the cached teacher (KLSelfDistillation cache_top_k > 0)")
+    state = full_state_dict(student)
+    model = AutoModelForCausalLM.from_config(student.config)
+    model.load_state_dict(state)
+    model.to(next(iter(state.values())).dtype)
+    return model.to(next(student.parameters()).device)
 
 
 class SnapshotTeacher:
@@ -18,7 +34,8 @@ class SnapshotTeacher:
     """
 
     def __init__(self, student: torch.nn.Module) -> None:
-        self.model = copy.deepcopy(student).eval()
+        self.model = _whole_copy(student) if is_partitioned(student) else copy.deepcopy(student)
+        self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
 

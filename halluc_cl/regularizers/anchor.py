@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from halluc_cl.errors import ConfigError
+from halluc_cl.models.zero import deepspeed_stage
 from halluc_cl.regularizers.base import Regularizer
 
 
@@ -36,6 +37,10 @@ class QuadraticAnchor(Regularizer):
         self._params: dict[str, torch.nn.Parameter] = {}
 
     def setup(self, module) -> None:
+        if deepspeed_stage(getattr(module, "_trainer", None)) == 3:
+            raise ConfigError(f"{type(self).__name__} needs whole parameters on every rank; "
+                              "ZeRO-3 shards them: use configs/deepspeed/zero2.yaml (or KL "
+                              "distillation with the cached teacher under ZeRO-3)")
         self._params = trainable(module.student)
 
     def capture(self, module) -> None:

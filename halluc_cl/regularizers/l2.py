@@ -64,10 +64,9 @@ class L2ToAnchor(QuadraticAnchor):
         return self.scale is None
 
     def setup(self, module) -> None:
+        super().setup(module)
         if self.anchor_at == "init" and not self.anchor:
             self.capture(module)
-        else:
-            super().setup(module)
 
     def on_snapshot(self, module) -> None:
         if self.anchor_at == "snapshot":

@@ -23,6 +23,7 @@ from torch import Tensor
 from halluc_cl.errors import ConfigError
 from halluc_cl.models.param_groups import select
 from halluc_cl.models.teacher import AdapterOffTeacher
+from halluc_cl.models.zero import deepspeed_stage
 from halluc_cl.regularizers.base import Regularizer
 
 LINEAR_TYPES = ("Linear", "Conv1D")  # torch.nn.Linear and GPT-2's transposed Conv1D
@@ -68,14 +69,24 @@ class LoRA(Regularizer):
         is_gpt2 = getattr(student.config, "model_type", "") == "gpt2"
         config = LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout,
                             target_modules=targets, fan_in_fan_out=is_gpt2, bias="none")
-        module.student = get_peft_model(student, config)
+        # adapters in the base weights' dtype: one dtype for ZeRO's flat buffers and bf16 runs
+        module.student = get_peft_model(student, config, autocast_adapter_dtype=False)
 
-    def make_teacher(self, module) -> AdapterOffTeacher:
+    def make_teacher(self, module) -> AdapterOffTeacher | None:
+        if deepspeed_stage(module.trainer) is not None:
+            return None  # no fold under DeepSpeed: a frozen copy is the snapshot
         return AdapterOffTeacher(module.student)
 
     @torch.no_grad()
     def on_snapshot(self, module) -> None:
-        """Fold the adapter into the base weights and restart it from zero."""
+        """Fold the adapter into the base weights and restart it from zero.
+
+        Not under DeepSpeed: its optimizer keeps fp32 master copies of the adapter that would
+        overwrite the restart, so there the adapter goes on and the teacher is a frozen copy
+        (ZeRO-2) or the cached teacher (ZeRO-3).
+        """
+        if deepspeed_stage(module.trainer) is not None:
+            return
         optimizer_state = module.optimizers().optimizer.state
         for layer in module.student.modules():
             if not isinstance(layer, LoraLayer):
