@@ -10,32 +10,37 @@
     halluc-cl fit --config configs/distill.yaml --print_config
 
 Trainer verbs go to LightningCLI; other subcommands are typed functions run by jsonargparse.
-User errors print one ``error: ...`` line and exit with code 2.
+User errors print one ``error: ...`` line and exit with code 2. SIGINT (Ctrl-C) and SIGTERM
+print one ``error: interrupted (...) ...; resume with: ...`` line and exit with 128 + the
+signal number (130, 143); a fit first saves a checkpoint to resume from (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import os
-import pickle
-import re
 import shutil
 import sys
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
-import torch
 from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from halluc_cl.analysis.studies import mechanism_study
+from halluc_cl.checkpoint_io import SafeCheckpointIO, reading_checkpoint
 from halluc_cl.data.datamodule import FactDataModule
-from halluc_cl.data.prompts import PromptFormat
-from halluc_cl.errors import ConfigError, HallucError, ModelLoadError, TrainingError
+from halluc_cl.errors import ConfigError, HallucError, TrainingError
 from halluc_cl.experiments.compare import compare
+from halluc_cl.experiments.interrupt import (
+    GUARD,
+    InterruptCheckpoint,
+    Interrupted,
+    handling_signals,
+    trainer_interruption,
+)
 from halluc_cl.experiments.run_files import RunArtifacts, run_dir
 from halluc_cl.models.loading import is_synthetic, synthetic_world_name
 from halluc_cl.models.module import FactSFTModule
@@ -48,36 +53,6 @@ TRAINER_DEFAULTS = {
     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
                "init_args": {"save_dir": "runs", "name": "fit"}},
 }
-
-
-@contextmanager
-def _reading_checkpoint(path):
-    """Checkpoint loading under ``weights_only=True``: a pickled object that would run code,
-    and an unreadable file, become user errors naming the file."""
-    try:
-        with torch.serialization.safe_globals([PromptFormat]):  # a data.prompt hyperparameter
-            yield
-    except FileNotFoundError:
-        raise ModelLoadError(f"checkpoint not found: {path}") from None
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if found is None:
-            raise ModelLoadError(f"cannot read checkpoint {path}: not a PyTorch checkpoint, "
-                                 "or a corrupt one") from None
-        raise ModelLoadError(f"refusing to load checkpoint {path}: it holds a pickled "
-                             f"{found.group(1)}, not only tensors and plain data (checkpoints "
-                             "load with weights_only=True)") from None
-    except (RuntimeError, EOFError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "the file ends early"
-        raise ModelLoadError(f"cannot read checkpoint {path}: {first}") from None
-
-
-class SafeCheckpointIO(TorchCheckpointIO):
-    """Loads checkpoints with ``torch.load(weights_only=True)``, whatever the caller asks."""
-
-    def load_checkpoint(self, path, map_location=None, weights_only=None):
-        with _reading_checkpoint(path):
-            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
 
 
 class HallucCLI(LightningCLI):
@@ -105,13 +80,14 @@ class HallucCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:  # LightningCLI reads the checkpoint's hyperparameters
         subcommand = self.config.get("subcommand")
-        with _reading_checkpoint(self.config[subcommand].get("ckpt_path") if subcommand else None):
+        with reading_checkpoint(self.config[subcommand].get("ckpt_path") if subcommand else None):
             super()._parse_ckpt_path()
 
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
+        trainer.callbacks.append(InterruptCheckpoint())  # SIGTERM / Ctrl-C: stop with a checkpoint
         return trainer
 
     def _prepare_run_dir(self) -> None:
@@ -134,12 +110,21 @@ class HallucCLI(LightningCLI):
         if not os.access(run, os.W_OK | os.X_OK):
             raise ConfigError(f"the run folder {run} is not writable")
         self._created = created
+        resuming = self.subcommand == "fit" and self.config[self.subcommand].get("ckpt_path")
+        if resuming and artifacts and (run / "metrics.csv").is_file():
+            artifacts.keep_metrics_of(run / "metrics.csv")  # a resume in an interrupted run's folder
 
     before_fit = before_validate = before_test = _prepare_run_dir
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:
-            super()._run_subcommand(subcommand)
+            with warnings.catch_warnings():
+                if subcommand == "fit" and self.config[subcommand].get("ckpt_path"):
+                    # a resume in its own run folder: the folder is meant to hold files, and
+                    # RunArtifacts keeps the metrics.csv rows the warning says are deleted
+                    warnings.filterwarnings("ignore", message=".* directory .* exists and is "
+                                                              "not empty")
+                super()._run_subcommand(subcommand)
         except FloatingPointError as exc:  # FactSFTModule.training_step: non-finite loss
             ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or \
                 getattr(self.trainer.checkpoint_callback, "best_model_path", "")
@@ -149,6 +134,11 @@ class HallucCLI(LightningCLI):
         except HallucError:
             self._remove_created_run_dir()
             raise
+        except (SIGTERMException, Interrupted) as exc:  # SIGTERMException is a SystemExit
+            interrupted = trainer_interruption(exc, self.trainer, subcommand == "fit")
+            if not interrupted.resume:
+                self._remove_created_run_dir()
+            raise interrupted from None
 
     def _remove_created_run_dir(self) -> None:
         """Remove the run folder this command created if the error left no checkpoint in it."""
@@ -234,8 +224,15 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=".*args parameter is intended.*")  # tools call main
     from_argv = args is None
     args = sys.argv[1:] if from_argv else list(args)
+    nested = GUARD.active  # a command run by another one (compare's cells) reports nothing
     try:
-        _run(args, from_argv)
+        with handling_signals():
+            _run(args, from_argv)
+    except Interrupted as exc:  # SIGINT / SIGTERM: one line, exit code 128 + signal number
+        if nested:
+            raise
+        print(f"error: {exc.message(args)}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
     except HallucError as exc:
         _fail(str(exc))
     except MisconfigurationException as exc:  # Lightning's own config errors

@@ -9,7 +9,8 @@ A cell is one ``halluc-cl fit`` of one method (its config files given together, 
 Known-only control) keeps that fraction. Cell ``<method>/unk<X>_seed<seed>`` lives in
 ``<out>/runs/``. Finished cells are reused: a cell reruns only when its ``summary.json`` is
 missing (a killed run) or the hash in its ``cell.json`` (config texts, cell arguments,
-``fit_args``) no longer matches.
+``fit_args``) no longer matches. An interrupted cell whose hash matches resumes from its
+``checkpoints/last.ckpt``; any other unfinished cell starts again from a clean folder.
 Results go to ``<out>/results.csv``, ``<out>/results.md`` and ``<out>/*.png``.
 """
 
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 
 from halluc_cl.data.schema import atomic_write_text
 from halluc_cl.errors import ConfigError
+from halluc_cl.experiments.interrupt import GUARD, Interrupted
 from halluc_cl.experiments.tables import CellResult, results_csv, results_markdown
 
 _METHOD_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
@@ -148,23 +150,40 @@ def is_done(cell: Cell, out: Path, digest: str) -> bool:
         return False
 
 
+def resumable(cell: Cell, out: Path, digest: str) -> Path | None:
+    """The ``last.ckpt`` of an interrupted fit of this very cell (same hash), if any."""
+    run = cell.run_dir(out)
+    last = run / "checkpoints" / "last.ckpt"
+    if (run / "summary.json").exists() or not last.is_file():
+        return None
+    try:
+        return last if json.loads((run / "cell.json").read_text())["sha256"] == digest else None
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
 def run_cell(cell: Cell, out: Path, fit_args: list[str], digest: str) -> None:
-    """Fit one cell in-process from a clean folder, then record its hash."""
+    """Fit one cell in-process (resuming its interrupted fit, or from a clean folder), then
+    record its hash."""
     from halluc_cl import cli  # imported here: cli imports this module for its COMMANDS
 
     run = cell.run_dir(out)
-    if run.exists():
+    last = resumable(cell, out, digest)
+    if run.exists() and last is None:
         shutil.rmtree(run)  # a stale or killed run; never mix its files with the new ones
-    cli.main(["fit", *cell.args(),
-              "--trainer.logger.init_args.save_dir", str(out / "runs"),
-              "--trainer.logger.init_args.name", cell.method,
-              "--trainer.logger.init_args.version", cell.version, *fit_args])
-    if not (run / "summary.json").is_file():
-        raise RuntimeError(f"fit of {cell.name} finished without {run / 'summary.json'}")
     record = {"sha256": digest, "method": cell.method, "configs": list(cell.configs),
               "unknown_fraction": cell.unknown_fraction, "seed": cell.seed,
               "fit_args": list(fit_args)}
-    atomic_write_text(run / "cell.json", json.dumps(record, indent=2) + "\n")
+    # recorded before the fit: an interrupted fit resumes only under the same settings
+    atomic_write_text(run / "cell.json", json.dumps({**record, "finished": False}, indent=2) + "\n")
+    cli.main(["fit", *cell.args(),
+              "--trainer.logger.init_args.save_dir", str(out / "runs"),
+              "--trainer.logger.init_args.name", cell.method,
+              "--trainer.logger.init_args.version", cell.version, *fit_args,
+              *(["--ckpt_path", str(last)] if last else [])])
+    if not (run / "summary.json").is_file():
+        raise RuntimeError(f"fit of {cell.name} finished without {run / 'summary.json'}")
+    atomic_write_text(run / "cell.json", json.dumps({**record, "finished": True}, indent=2) + "\n")
 
 
 def compare(
@@ -197,16 +216,26 @@ def compare(
         if (pinned := pinned_fraction(configs)) is not None:
             print(f"{method}: its configs set data.unknown_fraction {pinned:g}; "
                   "the grid's fractions do not apply to it")
-    results = []
-    for cell in tqdm(cells, desc="compare", unit="cell"):
-        digest = cell.digest(fit_args)
-        done = is_done(cell, root, digest)
-        tqdm.write(f"{'skip' if done else 'run'} {cell.name}")
-        if not done:
-            run_cell(cell, root, fit_args, digest)
-        summary = json.loads((cell.run_dir(root) / "summary.json").read_text())
-        results.append(CellResult(cell.method, cell.unknown_fraction, cell.seed,
-                                  str(cell.run_dir(root)), summary))
+    results, cell = [], None
+    try:
+        for cell in tqdm(cells, desc="compare", unit="cell"):
+            GUARD.check()  # a signal that came as the previous cell's fit was finishing
+            digest = cell.digest(fit_args)
+            done = is_done(cell, root, digest)
+            tqdm.write(f"{'skip' if done else 'resume' if resumable(cell, root, digest) else 'run'}"
+                       f" {cell.name}")
+            if not done:
+                run_cell(cell, root, fit_args, digest)
+            summary = json.loads((cell.run_dir(root) / "summary.json").read_text())
+            results.append(CellResult(cell.method, cell.unknown_fraction, cell.seed,
+                                      str(cell.run_dir(root)), summary))
+    except Interrupted as exc:  # SIGINT / SIGTERM: finished cells stay; rerun to go on
+        if cell is not None and exc.details:  # inside a cell's fit, which resumes next time
+            exc.details = [f"in cell {cell.name}: {', '.join(exc.details)}"]
+        finished = sum(is_done(c, root, c.digest(fit_args)) for c in cells)
+        exc.details.append(f"{finished} of {len(cells)} cells finished")
+        exc.resume = {}  # the same compare command
+        raise
     atomic_write_text(root / "results.csv", results_csv(results))
     atomic_write_text(root / "results.md", results_markdown(results, list(methods)))
     written = [root / "results.csv", root / "results.md"]

@@ -4,15 +4,20 @@ the final student as a plain HF model folder, and a closing table on stdout."""
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import os
+import shutil
+import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import lightning as L
 
+from halluc_cl.cache import share_modes
 from halluc_cl.data.schema import atomic_write_text
+from halluc_cl.models.zero import full_state_dict, is_partitioned
 
 SUMMARY_KEYS = ("heldout_known_acc", "new_fact_acc", "known_train_acc", "hallucination_rate",
                 "abstain_rate", "new_fact_abstain_rate", "heldout_drift")
@@ -55,6 +60,26 @@ def build_summary(module, wall_time_s: float) -> dict:
     }
 
 
+def save_model_folder(model, tokenizer, dest: Path, state_dict: dict | None = None) -> None:
+    """``save_pretrained`` of model (with ``state_dict`` if given) and tokenizer into a
+    temporary folder beside ``dest``, renamed into place: a killed save leaves no
+    half-written ``dest``."""
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    try:
+        model.save_pretrained(tmp, **({} if state_dict is None else {"state_dict": state_dict}))
+        tokenizer.save_pretrained(tmp)
+        share_modes(tmp)
+        if dest.exists():  # --artifacts.overwrite: swap the new folder in, then drop the old
+            trash = dest.with_name(tmp.name + ".old")
+            os.replace(dest, trash)
+            os.replace(tmp, dest)
+            shutil.rmtree(trash)
+        else:
+            os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def format_table(summary: dict) -> str:
     """A short plain-text table of final and peak metrics."""
     lines = [f"{'metric':<22}{'final':>8}{'peak':>8}"]
@@ -83,6 +108,22 @@ class RunArtifacts(L.Callback):
         self.save_predictions, self.save_model = save_predictions, save_model
         self.overwrite = overwrite
         self._t0 = 0.0
+        self._earlier_rows: list[dict] = []
+
+    def keep_metrics_of(self, path: Path) -> None:
+        """Keep the rows of an interrupted run's ``metrics.csv`` (the CSV logger starts the
+        file afresh when a fit resumes in its folder); ``on_train_start`` puts back those
+        logged before the checkpoint's step, ahead of the resumed fit's rows."""
+        with Path(path).open(newline="", encoding="utf-8") as fh:
+            self._earlier_rows = [{k: v for k, v in row.items() if k and v not in ("", None)}
+                                  for row in csv.DictReader(fh)]
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        rows, self._earlier_rows = self._earlier_rows, []
+        writer = getattr(trainer.logger, "experiment", None) if trainer.is_global_zero else None
+        if rows and isinstance(getattr(writer, "metrics", None), list):
+            before = [r for r in rows if "step" in r and int(float(r["step"])) < trainer.global_step]
+            writer.metrics[:0] = before
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         # one-forward evaluation generates wrong answers' text only for saved predictions
@@ -100,15 +141,17 @@ class RunArtifacts(L.Callback):
         atomic_write_text(run_dir(trainer) / "predictions" / f"epoch_{epoch}.jsonl", rows)
 
     def on_fit_end(self, trainer, pl_module) -> None:
+        state = None
+        if self.save_model and is_partitioned(pl_module.student):
+            state = full_state_dict(pl_module.student)  # ZeRO-3: a collective, on every rank
         if not trainer.is_global_zero or not pl_module.history:
             return
         out = run_dir(trainer)
         summary = build_summary(pl_module, time.perf_counter() - self._t0)
         if self.save_model:
             student = pl_module.student
-            if hasattr(student, "merge_and_unload"):  # LoRA: save a plain merged model
+            if state is None and hasattr(student, "merge_and_unload"):  # LoRA: a plain merged model
                 student = copy.deepcopy(student).merge_and_unload()
-            student.save_pretrained(out / "model")
-            pl_module.tokenizer.save_pretrained(out / "model")
+            save_model_folder(student, pl_module.tokenizer, out / "model", state)
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         print(f"\n{format_table(summary)}\nrun folder: {out}")

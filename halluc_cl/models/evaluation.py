@@ -35,17 +35,27 @@ def answer_batch(model, tokenizer, batch: dict, max_new_tokens: int, method: Eva
                                  max_new_tokens)
         return (answers, [exact_match(a, f.aliases) for a, f in zip(answers, facts)],
                 [is_abstention(a) for a in answers])
-    produced = greedy_produces(model, tokenizer, batch["prompt_ids"], batch["candidates"],
+    phrases = batch["abstain_phrases"]
+    n_alias = [len(f.aliases) for f in facts]
+    first: list[int | None] = []
+    produced = greedy_produces(model, tokenizer, batch["prompt_ids"],
+                               [c[:n] for c, n in zip(batch["candidates"], n_alias)],
+                               max_new_tokens, first_tokens=first)
+    answers: list[str | None] = [
+        next((a for a, hit in zip(f.aliases, hits) if hit), None)
+        for f, hits in zip(facts, produced)]
+    correct = [a is not None for a in answers]
+    # abstention rows only for wrong facts whose greedy first token starts a phrase
+    starts = {c[0] for cands, n in zip(batch["candidates"], n_alias) for c in cands[n:] if c}
+    maybe = [i for i, a in enumerate(answers) if a is None and (first[i] is None or first[i] in starts)]
+    abstained = [False] * len(facts)
+    if maybe:
+        hits = greedy_produces(model, tokenizer, [batch["prompt_ids"][i] for i in maybe],
+                               [batch["candidates"][i][n_alias[i]:] for i in maybe],
                                max_new_tokens)
-    answers: list[str | None] = []
-    correct, abstained = [], []
-    for fact, hits in zip(facts, produced):
-        n = len(fact.aliases)
-        alias = next((a for a, hit in zip(fact.aliases, hits[:n]) if hit), None)
-        idk = next((a for a, hit in zip(batch["abstain_phrases"], hits[n:]) if hit), None)
-        answers.append(alias if alias is not None else idk)
-        correct.append(alias is not None)
-        abstained.append(alias is None and idk is not None)
+        for i, row in zip(maybe, hits):
+            idk = next((p for p, hit in zip(phrases, row) if hit), None)
+            answers[i], abstained[i] = idk, idk is not None
     missing = [i for i, a in enumerate(answers) if a is None]
     if want_text and missing:
         idx = torch.tensor(missing, device=batch["input_ids"].device)

@@ -33,7 +33,8 @@ def stop_token_ids(tokenizer) -> torch.Tensor:
 
 @torch.no_grad()
 def greedy_produces(model, tokenizer, prompts: list[list[int]],
-                    candidates: list[list[list[int]]], max_new_tokens: int) -> list[list[bool]]:
+                    candidates: list[list[list[int]]], max_new_tokens: int,
+                    first_tokens: list[int | None] | None = None) -> list[list[bool]]:
     """Whether greedy decoding of each prompt would produce each of its candidate answers.
 
     Args:
@@ -43,6 +44,8 @@ def greedy_produces(model, tokenizer, prompts: list[list[int]],
         candidates: For each prompt, the token ids of its candidate answers (as trained:
             ``PromptFormat.target(answer)``, without EOS).
         max_new_tokens: The generation limit the check mirrors.
+        first_tokens: If given, filled with each prompt's greedy first answer token (``None``
+            for a prompt without candidates).
 
     Returns:
         ``out[i][j]``: greedy decoding of prompt ``i`` yields candidate ``j``.
@@ -73,6 +76,14 @@ def greedy_produces(model, tokenizer, prompts: list[list[int]],
                         device=device)
     stop_ok = torch.isin(logits[torch.arange(len(usable), device=device), last].argmax(-1),
                          stops).cpu()
+    if first_tokens is not None:
+        first_tokens[:] = [None] * len(prompts)
+        starts = picked.argmax(-1).cpu().tolist()
+        k = 0
+        for i, j in usable:
+            if first_tokens[i] is None:
+                first_tokens[i] = starts[k]
+            k += len(candidates[i][j])
     k = 0
     for r, (i, j) in enumerate(usable):
         n = len(candidates[i][j])

@@ -16,6 +16,7 @@ from torch import nn
 
 from halluc_cl.analysis.drift import cosine_drift, last_token_states
 from halluc_cl.errors import ConfigError
+from halluc_cl.experiments.rng import rng_state, set_rng_state
 from halluc_cl.metrics.hallucination import (
     AbstainRate,
     ExactMatchAccuracy,
@@ -104,6 +105,7 @@ class FactSFTModule(L.LightningModule):
         self.want_prediction_text = True  # RunArtifacts turns it off when it saves none
         self.drift_reference: dict[str, torch.Tensor] = {}  # fact id -> state at warm-up end
         self._eval_states: dict[str, torch.Tensor] = {}
+        self._rng_to_restore: dict | None = None  # RNG states of a checkpoint being resumed
 
     # --- phases -------------------------------------------------------------------------
     @property
@@ -146,6 +148,9 @@ class FactSFTModule(L.LightningModule):
                 "(set extra_weight > 0)")
 
     def on_train_start(self) -> None:
+        if self._rng_to_restore is not None:  # resumed: go on with the saved random streams
+            set_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
         if self.snapshot == "base" and self.current_epoch == 0 and self.global_step == 0:
             self.take_snapshot()
         if self.in_sft_phase and self.regularizers and (
@@ -298,6 +303,7 @@ class FactSFTModule(L.LightningModule):
             "snapshot_taken": self.snapshot_taken, "drift_reference": self.drift_reference,
             "teacher": self._teacher.state_dict() if self._teacher else None,
             "regularizers": [r.state_dict() for r in self.regularizers],
+            "rng": rng_state(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -312,6 +318,7 @@ class FactSFTModule(L.LightningModule):
                 self._teacher.load_state_dict(state["teacher"])
         for reg, reg_state in zip(self.regularizers, state.get("regularizers", [])):
             reg.load_state_dict(reg_state)
+        self._rng_to_restore = state.get("rng")  # applied in on_train_start
 
     def on_fit_start(self) -> None:
         if self._teacher is not None:

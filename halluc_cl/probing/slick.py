@@ -12,8 +12,9 @@ greedy answers and ``Ps`` that of correct samples:
 - WeaklyKnown: ``P0 = 0`` and ``Ps > 0``;  Unknown: ``P0 = 0`` and ``Ps = 0``.
 
 Facts are written back with ``category`` and ``p_correct`` (= P0). Finished facts are appended
-to ``<out>.partial.jsonl`` as they come, so an interrupted probe resumes where it stopped;
-``<out>`` itself is written atomically at the end.
+to ``<out>.partial.jsonl`` as they come, so an interrupted probe (Ctrl-C, SIGTERM, even a kill:
+a torn last line is dropped) resumes where it stopped; ``<out>`` itself is written atomically
+at the end.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 from halluc_cl.data.prompts import DEFAULT_TEMPLATE, PromptFormat, few_shot_prompt
 from halluc_cl.data.schema import Fact, atomic_write_text, fact_from_dict, write_facts
 from halluc_cl.errors import ConfigError, DataError
+from halluc_cl.experiments.interrupt import Interrupted
 from halluc_cl.metrics.matching import exact_match
 from halluc_cl.probing.sampling import greedy_and_sampled
 
@@ -147,18 +149,24 @@ class SliCKProbe:
         out = Path(out)
         partial = out.with_name(out.name + ".partial.jsonl")
         done = read_partial(partial)
+        if partial.is_file() and partial.read_bytes()[-1:] not in (b"", b"\n"):
+            write_facts(partial, done.values())  # drop a killed run's torn last line
         todo = [f for f in facts if f.id not in done]
         partial.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        with partial.open("a", encoding="utf-8") as sink, \
-                tqdm(total=len(facts), initial=len(facts) - len(todo), desc="probe",
-                     unit="fact") as bar:
-            for start in range(0, len(todo), facts_per_batch):
-                for fact in self.probe_batch(todo[start:start + facts_per_batch]):
-                    sink.write(json.dumps(fact.to_dict()) + "\n")
-                    done[fact.id] = fact
-                sink.flush()
-                bar.update(min(facts_per_batch, len(todo) - start))
+        try:
+            with partial.open("a", encoding="utf-8") as sink, \
+                    tqdm(total=len(facts), initial=len(facts) - len(todo), desc="probe",
+                         unit="fact") as bar:
+                for start in range(0, len(todo), facts_per_batch):
+                    for fact in self.probe_batch(todo[start:start + facts_per_batch]):
+                        sink.write(json.dumps(fact.to_dict()) + "\n")
+                        done[fact.id] = fact
+                    sink.flush()
+                    bar.update(min(facts_per_batch, len(todo) - start))
+        except Interrupted as exc:  # SIGINT / SIGTERM: the finished facts are in the partial file
+            exc.details.append(f"{len(done)} of {len(facts)} facts probed, kept in {partial}")
+            raise
         seconds = time.perf_counter() - t0
         probed = [done[f.id] for f in facts]
         write_facts(out, probed)

@@ -169,9 +169,10 @@ class KLSelfDistillation(Regularizer):
             mask = mask & (rows if self.examples == "unknown" else ~rows)[:, None]
         if not mask.any():
             return None
-        div = divergence(outputs["logits"][:, :-1], outputs["teacher_logits"][:, :-1],
+        # softmax only at the distilled positions (a few answer tokens per example)
+        div = divergence(outputs["logits"][:, :-1][mask], outputs["teacher_logits"][:, :-1][mask],
                          self.temperature, self.direction)
-        return self.weight * div[mask].mean()
+        return self.weight * div.mean()
 
     def _extra_term(self, outputs: dict) -> Tensor:
         if "extra_logits" not in outputs:
