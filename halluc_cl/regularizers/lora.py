@@ -73,7 +73,7 @@ class LoRA(Regularizer):
         module.student = get_peft_model(student, config, autocast_adapter_dtype=False)
 
     def make_teacher(self, module) -> AdapterOffTeacher | None:
-        if deepspeed_stage(module.trainer) is not None:
+        if deepspeed_stage(getattr(module, "_trainer", None)) is not None:
             return None  # no fold under DeepSpeed: a frozen copy is the snapshot
         return AdapterOffTeacher(module.student)
 
@@ -85,7 +85,7 @@ class LoRA(Regularizer):
         overwrite the restart, so there the adapter goes on and the teacher is a frozen copy
         (ZeRO-2) or the cached teacher (ZeRO-3).
         """
-        if deepspeed_stage(module.trainer) is not None:
+        if deepspeed_stage(getattr(module, "_trainer", None)) is not None:
             return
         optimizer_state = module.optimizers().optimizer.state
         for layer in module.student.modules():
