@@ -24,8 +24,10 @@ timed ``--repeats`` times and the median is reported):
   at the epoch end (a few scalars) is not timed.
 * ``eval_generate``: the same with ``eval_method="generate"`` (batched greedy generation).
 * ``bare_forward``: ``model(input_ids, attention_mask)`` under ``torch.no_grad`` in eval mode
-  over exactly the right-padded prompt + candidate rows that the forward evaluation builds
-  (every alias and abstention phrase of every fact), padded beforehand; nothing else.
+  over one right-padded row per fact, its prompt + gold answer tokens (the least a
+  teacher-forced check must read), padded beforehand; nothing else. The evaluation reads the
+  same rows (one per alias) plus abstention-phrase rows only for wrong facts whose first
+  answer token could start one.
 * ``per_example_generate``: ``model.generate`` (greedy, ``max_new_tokens`` of the module, pad
   and EOS ids as in ``answering.greedy_answers``) on one unpadded prompt at a time. With
   ``--generate-limit N`` only the first N facts are timed and the time is extrapolated to the
@@ -73,9 +75,9 @@ def read_accuracy(module: FactSFTModule) -> float:
 
 
 def forward_rows(batch: dict, pad_id: int, max_new_tokens: int) -> tuple[torch.Tensor, ...]:
-    """The right-padded prompt + candidate rows of ``forward_match.greedy_produces``."""
-    seqs = [prompt + cand for prompt, cands in zip(batch["prompt_ids"], batch["candidates"])
-            for cand in cands if 0 < len(cand) <= max_new_tokens]
+    """One right-padded prompt + gold answer row per fact of the batch."""
+    seqs = [prompt + cands[0] for prompt, cands in zip(batch["prompt_ids"], batch["candidates"])
+            if 0 < len(cands[0]) <= max_new_tokens]
     return right_pad(seqs, pad_id)
 
 
