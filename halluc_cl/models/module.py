@@ -183,19 +183,28 @@ class FactSFTModule(L.LightningModule):
         out = self.student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                            labels=batch["labels"])
         loss = out.loss
-        n = batch["input_ids"].shape[0]
-        self.log("train/sft_loss", loss, batch_size=n, prog_bar=True)
+        logged = {"train/sft_loss": loss}
         if self.in_sft_phase and self.regularizers:
             outputs = self._plugin_outputs(batch, out)
             for reg in self.regularizers:
                 penalty = reg.penalty(batch, outputs)
                 if penalty is not None:
-                    self.log(f"reg/{reg.name}", penalty, batch_size=n)
+                    logged[f"reg/{reg.name}"] = penalty
                     loss = loss + penalty
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.global_step}")
-        self.log("train/loss", loss, batch_size=n)
+        if self._logs_this_step():  # step values reach the logger only on its steps anyway
+            n = batch["input_ids"].shape[0]
+            self.log("train/sft_loss", logged.pop("train/sft_loss"), batch_size=n, prog_bar=True)
+            for name, value in logged.items():
+                self.log(name, value, batch_size=n)
+            self.log("train/loss", loss, batch_size=n)
         return loss
+
+    def _logs_this_step(self) -> bool:
+        """Whether the logger writes this step's values (``trainer.log_every_n_steps``)."""
+        connector = getattr(self._trainer, "_logger_connector", None)
+        return bool(getattr(connector, "should_update_logs", True))
 
     def _plugin_outputs(self, batch: dict, out) -> dict:
         outputs = {"logits": out.logits, "loss": out.loss,

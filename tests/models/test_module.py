@@ -1,5 +1,6 @@
 """FactSFTModule: the teacher stays outside registered submodules; snapshot and checkpoint."""
 
+import pytest
 import torch
 
 from halluc_cl.models.module import FactSFTModule
@@ -59,3 +60,36 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_model_dir):
         module.student(**batch).loss.backward()
         grads.append([p.grad.clone() for p in module.student.parameters()])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+
+
+def test_step_metrics_are_logged_on_the_loggers_steps_with_that_steps_loss(tiny_model_dir, one_thread,
+                                                                           tmp_path):
+    """training_step logs only on the steps the logger writes; the rows hold those steps' loss."""
+    import csv
+
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    from halluc_cl.data.datamodule import FactDataModule
+    from halluc_cl.models.module import FactSFTModule
+
+    losses: dict[int, float] = {}
+
+    class Capture(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses[trainer.global_step - 1] = float(outputs["loss"])
+
+    L.seed_everything(0, verbose=False)
+    module = FactSFTModule("synthetic://tiny", optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3))
+    data = FactDataModule(source="synthetic://tiny", tokenizer="synthetic://tiny", n_train=32,
+                          n_heldout=16, batch_size=4)
+    trainer = L.Trainer(max_epochs=2, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0,
+                        log_every_n_steps=3, logger=CSVLogger(tmp_path, name="log"),
+                        enable_progress_bar=False, enable_checkpointing=False,
+                        callbacks=[Capture()], accelerator="cpu")
+    trainer.fit(module, datamodule=data)
+    path = next(tmp_path.glob("log/*/metrics.csv"))
+    rows = [r for r in csv.DictReader(path.open()) if r.get("train/loss")]
+    assert [int(r["step"]) for r in rows] == [s for s in sorted(losses) if (s + 1) % 3 == 0]
+    for r in rows:
+        assert float(r["train/loss"]) == pytest.approx(losses[int(r["step"])], rel=1e-6)
