@@ -201,6 +201,11 @@ class FactSFTModule(L.LightningModule):
             self.log("train/loss", loss, batch_size=n)
         return loss
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self.in_sft_phase:
+            for reg in self.regularizers:
+                reg.before_optimizer_step(self)
+
     def _logs_this_step(self) -> bool:
         """Whether the logger writes this step's values (``trainer.log_every_n_steps``)."""
         connector = getattr(self._trainer, "_logger_connector", None)

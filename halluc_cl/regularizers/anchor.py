@@ -4,6 +4,11 @@
 
 with ``w_i = 1`` (L2) or the diagonal Fisher (EWC). Only trainable parameters are anchored
 (frozen ones and, under LoRA, the base weights cannot move).
+
+The penalty's gradient ``λ · w_i (θ_i − θ*_i)`` is added straight to the gradients before the
+optimizer step (``before_optimizer_step``, multi-tensor kernels) instead of through autograd:
+the same update without a second pass over every weight in the backward. Under DeepSpeed,
+whose gradients live in its own buffers, the penalty goes through autograd as a loss term.
 """
 
 from __future__ import annotations
@@ -38,8 +43,12 @@ class QuadraticAnchor(Regularizer):
         self._sqrt_importance: list[Tensor] | None = None  # cached √w in the weights' dtype
         self._sqrt_of: dict[str, Tensor] | None = None  # the importance it was taken of
 
+    fused = False  # setup turns it on: the gradient is added before the optimizer step
+
     def setup(self, module) -> None:
-        if deepspeed_stage(getattr(module, "_trainer", None)) == 3:
+        stage = deepspeed_stage(getattr(module, "_trainer", None))
+        self.fused = stage is None
+        if stage == 3:
             raise ConfigError(f"{type(self).__name__} needs whole parameters on every rank; "
                               "ZeRO-3 shards them: use configs/deepspeed/zero2.yaml (or KL "
                               "distillation with the cached teacher under ZeRO-3)")
@@ -74,8 +83,35 @@ class QuadraticAnchor(Regularizer):
         norms = torch._foreach_norm(diffs, 2, dtype=torch.float32)
         return torch.stack(norms).pow(2).sum()
 
+    def strength(self) -> float | None:
+        """The λ multiplying ``distance() / 2`` (``None`` while it is not known yet)."""
+        return self.weight
+
     def penalty(self, batch: dict, outputs: dict) -> Tensor | None:
+        if self.fused:
+            return None  # see before_optimizer_step
         return 0.5 * self.weight * self.distance()
+
+    @torch.no_grad()
+    def before_optimizer_step(self, module) -> None:
+        """Add ``λ · w (θ − θ*)`` to the gradients; log the penalty on the logger's steps."""
+        strength = self.strength()
+        if not self.fused or not strength or not self.anchor:
+            return
+        names = [n for n in self.anchor if self._params[n].grad is not None]
+        params = [self._params[n] for n in names]
+        if not params:
+            return
+        anchors = [self.anchor[n].to(device=p.device, dtype=p.dtype) for n, p in
+                   zip(names, params)]
+        diffs = torch._foreach_sub(params, anchors)
+        if self.importance is not None:
+            torch._foreach_mul_(diffs, [self.importance[n].to(device=p.device, dtype=p.dtype)
+                                        for n, p in zip(names, params)])
+        torch._foreach_add_([p.grad for p in params], diffs, alpha=strength)
+        if module._logs_this_step():
+            module.log(f"reg/{self.name}", 0.5 * strength * self.distance().detach(),
+                       batch_size=1)
 
     def state_dict(self) -> dict:
         return {"anchor": self.anchor, "importance": self.importance}

@@ -49,6 +49,11 @@ class Regularizer(ABC):
                 the batch's distillation-only inputs when ``uses_extra_inputs``.
         """
 
+    def before_optimizer_step(self, module) -> None:
+        """Called after the backward pass and before the optimizer step of every SFT step
+        (gradients are in ``p.grad``): a plugin may add its gradient here instead of a loss
+        term."""
+
     def state_dict(self) -> dict:
         """State saved in the Lightning checkpoint."""
         return {}

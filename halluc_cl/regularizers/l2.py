@@ -72,7 +72,12 @@ class L2ToAnchor(QuadraticAnchor):
         if self.anchor_at == "snapshot":
             self.capture(module)
 
+    def strength(self) -> float | None:
+        return None if self.scale is None else self.weight * self.scale
+
     def penalty(self, batch: dict, outputs: dict) -> Tensor | None:
+        if self.fused and self.scale is not None:
+            return None  # the gradient is added before the optimizer step
         half_dist = 0.5 * self.distance()
         if self.scale is None:
             kl = self.match_kl.penalty(batch, outputs)

@@ -96,3 +96,43 @@ def test_l2_keeps_weights_closer_to_anchor_than_sft(fit_tiny):
     plain, _ = fit_tiny([], epochs=3, lr=3e-3)
     l2._params = trainable(plain.student)  # same snapshot: penalties start after the warm-up
     assert 0 < with_l2 < 0.5 * l2.distance().item()
+
+
+@pytest.mark.parametrize(("plugin_cls", "weight"), [("L2ToAnchor", 2.0), ("EWC", 0.02)])
+def test_gradient_added_before_the_step_equals_the_autograd_penalty(tiny_model_dir, one_thread,
+                                                                    plugin_cls, weight):
+    """The fused path (gradient λ·w·(θ−θ*) added before the optimizer step) trains like the
+    penalty as an autograd loss term. Plain SGD, whose update is linear in the gradient (Adam
+    would amplify rounding differences where loss and pull balance)."""
+    import lightning as L
+
+    import halluc_cl.regularizers as regs
+    from halluc_cl.data.datamodule import FactDataModule
+    from halluc_cl.models.module import FactSFTModule
+
+    cls = getattr(regs, plugin_cls)
+
+    class Autograd(cls):
+        def setup(self, module) -> None:
+            super().setup(module)
+            self.fused = False
+
+    def fit(plugins):
+        L.seed_everything(0, verbose=False)
+        module = FactSFTModule("synthetic://tiny", regularizers=plugins,
+                               optimizer=lambda p: torch.optim.SGD(p, lr=0.02))
+        data = FactDataModule(source="synthetic://tiny", tokenizer="synthetic://tiny",
+                              n_train=32, n_heldout=16, batch_size=8)
+        L.Trainer(max_epochs=3, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0,
+                  logger=False, enable_progress_bar=False, enable_model_summary=False,
+                  enable_checkpointing=False, accelerator="cpu").fit(module, datamodule=data)
+        return module.student.state_dict()
+
+    fused, autograd = cls(weight=weight), Autograd(weight=weight)
+    weights = {"fused": fit([fused]), "autograd": fit([autograd]), "sft": fit([])}
+    assert fused.fused and not autograd.fused
+    moved = max((weights["fused"][k] - weights["sft"][k]).abs().max().item()
+                for k in weights["sft"])
+    assert moved > 1e-3  # the pull changed training
+    gap = max((v - weights["autograd"][k]).abs().max().item() for k, v in weights["fused"].items())
+    assert gap < 1e-3 * moved  # the same training, up to rounding carried through 10 steps
