@@ -94,7 +94,7 @@ def time_method(method: str, model: str, source: str, args) -> dict:
 
     plugins, data_kwargs = plugins_and_data(method)
     L.seed_everything(0, verbose=False)
-    module = FactSFTModule(model, regularizers=plugins, dtype=args.dtype,
+    module = FactSFTModule(model, regularizers=plugins, dtype=args.dtype, compile=args.compile,
                            optimizer=lambda p: torch.optim.AdamW(p, lr=1e-4, fused=args.device == "cuda"))
     data = FactDataModule(source=source, tokenizer=model, n_train=args.n_train,
                           n_heldout=args.n_heldout, batch_size=args.batch_size,
@@ -125,6 +125,8 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=1200)
     parser.add_argument("--n-heldout", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile", action="store_true",
+                        help="model.compile: torch.compile the student and the live teacher")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -133,12 +135,16 @@ def main() -> None:
     source = args.model if args.model.startswith("synthetic://") else "synthetic://default"
     with tempfile.TemporaryDirectory() as tmp:
         model = llama_dir(args.llama, source, Path(tmp)) if args.llama else args.model
-        rows = [time_method(m, model, source, args) for m in args.methods]
+        rows = []
+        for m in args.methods:
+            rows.append(time_method(m, model, source, args))
+            print(json.dumps(rows[-1]), flush=True)  # survives a timeout of the whole run
     base = next((r["step_s_median"] for r in rows if r["method"] == "sft"), None)
     for r in rows:
         r["ratio_to_sft"] = r["step_s_median"] / base if base else None
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu x{args.threads}"
     result = {"device": device, "model": args.llama or args.model, "precision": args.precision,
+              "compile": args.compile,
               "batch_size": args.batch_size, "rows": rows}
     text = json.dumps(result, indent=2)
     print(text)

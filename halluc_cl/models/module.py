@@ -54,6 +54,9 @@ class FactSFTModule(L.LightningModule):
         eval_method: ``forward``: exact match from one teacher-forced forward pass per batch
             (generation only for the prediction text of facts that match no alias, when
             predictions are saved); ``generate``: greedy generation of every answer.
+        compile: ``torch.compile`` the student's and the live teacher's forward (in place,
+            dynamic shapes; parameter names and checkpoints are unchanged). For GPUs: fewer,
+            fused kernels per step; the first steps pay the compilation.
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class FactSFTModule(L.LightningModule):
         gradient_checkpointing: bool = False,
         drift_layer: int | None = None,
         eval_method: EvalMethod = "forward",
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if warmup_epochs < 1:
@@ -102,6 +106,7 @@ class FactSFTModule(L.LightningModule):
         self.last_predictions: list[dict] = []
         self.drift_layer = drift_layer
         self.eval_method = eval_method
+        self.compile_model = compile
         self.want_prediction_text = True  # RunArtifacts turns it off when it saves none
         self.drift_reference: dict[str, torch.Tensor] = {}  # fact id -> state at warm-up end
         self._eval_states: dict[str, torch.Tensor] = {}
@@ -132,6 +137,8 @@ class FactSFTModule(L.LightningModule):
         # every stage: a LoRA checkpoint only loads into the wrapped model
         for reg in self._ordered_plugins():
             reg.setup(self)
+        if self.compile_model:
+            self.student.compile(dynamic=True)
         self._plugins_ready = True
 
     def _check_fit_config(self) -> None:
@@ -176,7 +183,10 @@ class FactSFTModule(L.LightningModule):
             teacher = reg.make_teacher(self)
             if teacher is not None:
                 return teacher
-        return SnapshotTeacher(self.student).to(self.device)
+        teacher = SnapshotTeacher(self.student).to(self.device)
+        if self.compile_model:
+            teacher.model.compile(dynamic=True)
+        return teacher
 
     # --- training -----------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

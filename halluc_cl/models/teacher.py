@@ -35,6 +35,8 @@ class SnapshotTeacher:
 
     def __init__(self, student: torch.nn.Module) -> None:
         self.model = _whole_copy(student) if is_partitioned(student) else copy.deepcopy(student)
+        if getattr(self.model, "_compiled_call_impl", None) is not None:
+            self.model._compiled_call_impl = None  # the copy must not call the student's graph
         self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)

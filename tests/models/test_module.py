@@ -93,3 +93,18 @@ def test_step_metrics_are_logged_on_the_loggers_steps_with_that_steps_loss(tiny_
     assert [int(r["step"]) for r in rows] == [s for s in sorted(losses) if (s + 1) % 3 == 0]
     for r in rows:
         assert float(r["train/loss"]) == pytest.approx(losses[int(r["step"])], rel=1e-6)
+
+
+def test_compile_flag_compiles_student_and_teacher_in_place(tiny_model_dir):
+    from types import SimpleNamespace
+
+    module = FactSFTModule("synthetic://tiny", regularizers=[KLSelfDistillation()], compile=True)
+    names = [n for n, _ in module.student.named_parameters()]
+    module._trainer = SimpleNamespace(strategy=None, datamodule=None)  # setup reads these
+    module.setup("validate")
+    assert module.student._compiled_call_impl is not None
+    teacher = module._make_teacher()
+    # the teacher's own compiled forward, not the student's graph copied along
+    assert teacher.model._compiled_call_impl is not None
+    assert teacher.model._compiled_call_impl is not module.student._compiled_call_impl
+    assert [n for n, _ in module.student.named_parameters()] == names  # checkpoints unchanged
