@@ -49,13 +49,19 @@ def locked_build(out: Path, done: str, build: Callable[[Path], None], force: boo
         try:
             build(tmp)
             share_modes(tmp)
-            if out.exists():  # force: swap the new folder in, then drop the old one
-                trash = out.with_name(tmp.name + ".old")
-                os.replace(out, trash)
-                os.replace(tmp, out)
-                shutil.rmtree(trash)
-            else:
-                os.replace(tmp, out)
+            swap_in(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def swap_in(tmp: Path, dest: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``dest``; an existing ``dest`` is moved aside
+    first and deleted after, so ``dest`` is never half-written or missing."""
+    if dest.exists():
+        trash = dest.with_name(tmp.name + ".old")
+        os.replace(dest, trash)
+        os.replace(tmp, dest)
+        shutil.rmtree(trash)
+    else:
+        os.replace(tmp, dest)

@@ -122,6 +122,7 @@ class FactDataModule(L.LightningDataModule):
             raise ConfigError("the warm-up needs Known training facts, but unknown_fraction=1")
         self.tokenizer = load_tokenizer(tokenizer)
         self._encoded: dict[str, Dataset] = {}
+        self._eval_cache: dict[str, tuple[list, list, list]] = {}
         self.unknown_answer = unknown_answer
         self.replay_fraction = replay_fraction
         pool = distill_pool(facts, self.splits, unknown_categories)
@@ -278,22 +279,30 @@ class FactDataModule(L.LightningDataModule):
         """Names of the evaluation dataloaders, in order (empty splits are left out)."""
         return [s for s in EVAL_SPLITS if self.splits[s]]
 
+    def _eval_tokens(self, split: str) -> tuple[list, list, list]:
+        """The split's evaluated facts, prompt ids and candidate answer ids (its aliases,
+        then the abstention phrases), tokenized once and kept for every evaluation."""
+        if split not in self._eval_cache:
+            facts = self.splits[split]
+            if split != "heldout_known" and self.eval_max_facts is not None:
+                facts = facts[:self.eval_max_facts]  # the splits are in seeded random order
+            encode = self.tokenizer([self.prompt.prompt(f.question) for f in facts] or [""],
+                                    add_special_tokens=False)["input_ids"]
+            abstain = [self._target_ids(p) for p in self.abstain_phrases()]
+            candidates = [[self._target_ids(a) for a in f.aliases] + abstain for f in facts]
+            self._eval_cache[split] = (facts, encode[:len(facts)], candidates)
+        return self._eval_cache[split]
+
     def _eval_loader(self, split: str) -> DataLoader:
-        facts = self.splits[split]
-        if split != "heldout_known" and self.eval_max_facts is not None:
-            facts = facts[:self.eval_max_facts]  # the splits are in seeded random order
-        prompts = [self.tokenizer(self.prompt.prompt(f.question), add_special_tokens=False)
-                   ["input_ids"] for f in facts]
+        facts, prompts, candidates = self._eval_tokens(split)
         phrases = self.abstain_phrases()
-        abstain = [self._target_ids(p) for p in phrases]
 
         def collate(indices: list[int]) -> dict:
             ids, mask = left_pad([prompts[i] for i in indices], self.tokenizer.pad_token_id)
             return {"input_ids": ids, "attention_mask": mask, "split": split,
                     "facts": [facts[i] for i in indices],
                     "prompt_ids": [prompts[i] for i in indices], "abstain_phrases": phrases,
-                    "candidates": [[self._target_ids(a) for a in facts[i].aliases] + abstain
-                                   for i in indices]}
+                    "candidates": [candidates[i] for i in indices]}
 
         return DataLoader(list(range(len(facts))), batch_size=self.eval_batch_size,
                           collate_fn=collate)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import lightning as L
 
-from halluc_cl.cache import share_modes
+from halluc_cl.cache import share_modes, swap_in
 from halluc_cl.data.schema import atomic_write_text
 from halluc_cl.models.zero import full_state_dict, is_partitioned
 
@@ -69,13 +69,7 @@ def save_model_folder(model, tokenizer, dest: Path, state_dict: dict | None = No
         model.save_pretrained(tmp, **({} if state_dict is None else {"state_dict": state_dict}))
         tokenizer.save_pretrained(tmp)
         share_modes(tmp)
-        if dest.exists():  # --artifacts.overwrite: swap the new folder in, then drop the old
-            trash = dest.with_name(tmp.name + ".old")
-            os.replace(dest, trash)
-            os.replace(tmp, dest)
-            shutil.rmtree(trash)
-        else:
-            os.replace(tmp, dest)
+        swap_in(tmp, dest)  # --artifacts.overwrite: the old folder goes after the swap
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

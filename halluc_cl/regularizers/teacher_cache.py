@@ -41,6 +41,7 @@ class TeacherCache:
     def __init__(self, top_k: int, temperature: float) -> None:
         self.top_k, self.temperature = top_k, temperature
         self.entries: dict[str, tuple[Tensor, Tensor, Tensor]] = {}  # key -> pos, index, log p
+        self._pack: dict | None = None  # the entries as flat tensors (see _packed)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -71,23 +72,37 @@ class TeacherCache:
                     top, index = log_p.topk(min(self.top_k, log_p.shape[-1]), dim=-1)
                     self.entries[key] = (pos.cpu().int(), index.cpu().int(), top.cpu())
 
+    def _packed(self, device) -> dict:
+        """The entries as flat tensors on ``device`` with per-key offsets (built once)."""
+        packed = getattr(self, "_pack", None)
+        if packed is None or packed["device"] != device or packed["n"] != len(self.entries):
+            state = self.state_dict()
+            counts = state["counts"]
+            packed = {"device": device, "n": len(self.entries),
+                      "id": {k: i for i, k in enumerate(state["keys"])},
+                      "counts": counts.to(device), "starts": (counts.cumsum(0) - counts).to(device),
+                      "pos": state["pos"].long().to(device),
+                      "index": state["index"].long().to(device),
+                      "log_p": state["log_p"].to(device)}
+            self._pack = packed
+        return packed
+
     def lookup(self, keys: list[str], device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Rows, positions, token indices and teacher bucket log-probs of a batch's examples."""
+        """Rows, positions, token indices and teacher bucket log-probs of a batch's examples
+        (a few vectorised gathers from the packed cache, whatever the batch size)."""
         missing = [k for k in keys if k not in self.entries]
         if missing:
             raise KeyError(f"no cached teacher outputs for training examples {missing[:3]}")
-        rows, pos, index, log_p = [], [], [], []
-        for r, key in enumerate(keys):
-            p, i, lp = self.entries[key]
-            rows.append(torch.full_like(p, r))
-            pos.append(p)
-            index.append(i)
-            log_p.append(lp)
-        index_t = torch.cat(index).long().to(device)
-        teacher = torch.cat(log_p).to(device)
+        packed = self._packed(torch.device(device))
+        ids = torch.tensor([packed["id"][k] for k in keys], device=packed["counts"].device)
+        counts, starts = packed["counts"][ids], packed["starts"][ids]
+        rows = torch.repeat_interleave(torch.arange(len(keys), device=ids.device), counts)
+        first = torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+        flat = torch.repeat_interleave(starts, counts) + torch.arange(len(rows),
+                                                                      device=ids.device) - first
+        teacher = packed["log_p"][flat]
         teacher = torch.cat([teacher, tail_log_mass(teacher)[:, None]], dim=-1)
-        return (torch.cat(rows).long().to(device), torch.cat(pos).long().to(device), index_t,
-                teacher)
+        return rows, packed["pos"][flat], packed["index"][flat], teacher
 
     def state_dict(self) -> dict:
         """Flat tensors (checkpoint-safe under ``weights_only``)."""
@@ -103,7 +118,7 @@ class TeacherCache:
 
     def load_state_dict(self, state: dict) -> None:
         self.top_k, self.temperature = state["top_k"], state["temperature"]
-        self.entries = {}
+        self.entries, self._pack = {}, None
         if not state["keys"]:
             return
         bounds = [0, *torch.cumsum(state["counts"], 0).tolist()]
