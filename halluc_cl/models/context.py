@@ -17,7 +17,7 @@ def check_context(module, data, training: bool) -> None:
     config = getattr(module.student, "config", None)
     limit = getattr(config, "n_positions", None) or \
         getattr(config, "max_position_embeddings", None)
-    if not limit or not hasattr(data, "splits") or not hasattr(data, "encoded"):
+    if not limit or not hasattr(data, "_eval_tokens") or not hasattr(data, "encoded"):
         return
     for split in ("known_train", "unknown_train") if training else ():
         lengths = [len(ids) for ids in data.encoded(split)["input_ids"]] \
@@ -29,11 +29,10 @@ def check_context(module, data, training: bool) -> None:
                             f"answer, more than the model's context of {limit} positions; "
                             "shorten it or leave it out of data.source")
     for split in data.eval_split_names():
-        prompts = [data.prompt.prompt(f.question) for f in data.splits[split]]
-        lengths = [len(ids) for ids in
-                   data.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-        if max(lengths) + module.max_new_tokens > limit:
-            fact = data.splits[split][lengths.index(max(lengths))]
+        facts, prompts, _ = data._eval_tokens(split)  # what is evaluated, tokenized once
+        lengths = [len(ids) for ids in prompts]
+        if lengths and max(lengths) + module.max_new_tokens > limit:
+            fact = facts[lengths.index(max(lengths))]
             raise DataError(f"the prompt of fact {fact.id!r} ({split}) is {max(lengths)} "
                             f"tokens; with model.max_new_tokens={module.max_new_tokens} it "
                             f"exceeds the model's context of {limit} positions")

@@ -26,8 +26,10 @@ def answer_batch(model, tokenizer, batch: dict, max_new_tokens: int, method: Eva
 
     The batch holds left-padded ``input_ids``/``attention_mask``, ``facts``, and for the
     forward method ``prompt_ids``, ``abstain_phrases`` and ``candidates`` (each fact's aliases,
-    then the abstention phrases, as answer-target token ids). Generated answers (the facts
-    that match no candidate, when ``want_text``) are matched as text, like ``generate``.
+    then the abstention phrases, as answer-target token ids). With the forward method, exact
+    match means greedy decoding yields an alias token for token; the text of facts that match
+    no candidate is generated (when ``want_text``) for the prediction field only, so the
+    metrics never depend on whether predictions are saved.
     """
     facts = batch["facts"]
     if method == "generate":
@@ -62,7 +64,5 @@ def answer_batch(model, tokenizer, batch: dict, max_new_tokens: int, method: Eva
         texts = greedy_answers(model, tokenizer, batch["input_ids"][idx],
                                batch["attention_mask"][idx], max_new_tokens)
         for i, text in zip(missing, texts):
-            answers[i] = text
-            correct[i] = exact_match(text, facts[i].aliases)
-            abstained[i] = not correct[i] and is_abstention(text)
+            answers[i] = text  # the prediction's text only: the forward check decided
     return answers, correct, abstained

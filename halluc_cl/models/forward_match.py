@@ -53,6 +53,8 @@ def greedy_produces(model, tokenizer, prompts: list[list[int]],
     rows = [(i, j) for i, cands in enumerate(candidates) for j in range(len(cands))]
     out = [[False] * len(cands) for cands in candidates]
     usable = [(i, j) for i, j in rows if 0 < len(candidates[i][j]) <= max_new_tokens]
+    if first_tokens is not None:
+        first_tokens[:] = [None] * len(prompts)
     if not usable:
         return out
     seqs = [prompts[i] + candidates[i][j] for i, j in usable]
@@ -77,7 +79,6 @@ def greedy_produces(model, tokenizer, prompts: list[list[int]],
     stop_ok = torch.isin(logits[torch.arange(len(usable), device=device), last].argmax(-1),
                          stops).cpu()
     if first_tokens is not None:
-        first_tokens[:] = [None] * len(prompts)
         starts = picked.argmax(-1).cpu().tolist()
         k = 0
         for i, j in usable:

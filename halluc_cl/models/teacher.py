@@ -22,7 +22,7 @@ def _whole_copy(student: torch.nn.Module) -> torch.nn.Module:
     state = full_state_dict(student)
     model = AutoModelForCausalLM.from_config(student.config)
     model.load_state_dict(state)
-    model.to(next(iter(state.values())).dtype)
+    model.to(next(student.parameters()).dtype)
     return model.to(next(student.parameters()).device)
 
 

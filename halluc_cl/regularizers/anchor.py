@@ -83,6 +83,19 @@ class QuadraticAnchor(Regularizer):
         norms = torch._foreach_norm(diffs, 2, dtype=torch.float32)
         return torch.stack(norms).pow(2).sum()
 
+    def _cast(self, names: list[str], params: list[Tensor]):
+        """Anchors and importance on the weights' device and dtype, cast once and kept."""
+        key = (tuple(names), params[0].device, params[0].dtype, id(self.anchor),
+               id(self.importance))
+        if getattr(self, "_cast_key", None) != key:
+            anchors = [self.anchor[n].to(device=p.device, dtype=p.dtype)
+                       for n, p in zip(names, params)]
+            importance = None if self.importance is None else [
+                self.importance[n].to(device=p.device, dtype=p.dtype)
+                for n, p in zip(names, params)]
+            self._cast_key, self._cast_value = key, (anchors, importance)
+        return self._cast_value
+
     def strength(self) -> float | None:
         """The λ multiplying ``distance() / 2`` (``None`` while it is not known yet)."""
         return self.weight
@@ -102,12 +115,10 @@ class QuadraticAnchor(Regularizer):
         params = [self._params[n] for n in names]
         if not params:
             return
-        anchors = [self.anchor[n].to(device=p.device, dtype=p.dtype) for n, p in
-                   zip(names, params)]
+        anchors, importance = self._cast(names, params)
         diffs = torch._foreach_sub(params, anchors)
-        if self.importance is not None:
-            torch._foreach_mul_(diffs, [self.importance[n].to(device=p.device, dtype=p.dtype)
-                                        for n, p in zip(names, params)])
+        if importance is not None:
+            torch._foreach_mul_(diffs, importance)
         torch._foreach_add_([p.grad for p in params], diffs, alpha=strength)
         if module._logs_this_step():
             module.log(f"reg/{self.name}", 0.5 * strength * self.distance().detach(),

@@ -138,13 +138,16 @@ class KLSelfDistillation(Regularizer):
             return 1.0
         return min(1.0, outputs.get("sft_epoch", self.ramp_epochs) / self.ramp_epochs)
 
+    def setup(self, module) -> None:
+        data = getattr(getattr(module, "_trainer", None), "datamodule", None)
+        if self.cache is not None and getattr(data, "answer_shuffle", "none") == "epoch":
+            raise ConfigError("cache_top_k needs fixed SFT examples; data.answer_shuffle=epoch "
+                              "changes the answers every epoch")
+
     def on_snapshot(self, module) -> None:
         if self.cache is None:
             return
         data = module.trainer.datamodule
-        if getattr(data, "answer_shuffle", "none") == "epoch":
-            raise ConfigError("cache_top_k needs fixed SFT examples; data.answer_shuffle=epoch "
-                              "changes the answers every epoch")
         self.cache.build(module.student, data.cache_examples(), data.collate_train,
                          lambda batch: position_mask(batch, self.tokens))
 

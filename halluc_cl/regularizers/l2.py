@@ -55,6 +55,8 @@ class L2ToAnchor(QuadraticAnchor):
             raise ConfigError(f"L2ToAnchor anchor must be 'snapshot' or 'init', got {anchor!r}")
         if match_kl is not None and match_kl.uses_extra_inputs:
             raise ConfigError("L2ToAnchor match_kl must be the SFT-batch form (extra_weight: 0)")
+        if match_kl is not None and match_kl.cache is not None:
+            raise ConfigError("L2ToAnchor match_kl needs the live teacher (cache_top_k: 0)")
         self.anchor_at, self.match_kl = anchor, match_kl
         self.needs_teacher = match_kl is not None
         self.scale: float | None = None if match_kl is not None else 1.0
@@ -87,6 +89,8 @@ class L2ToAnchor(QuadraticAnchor):
             if g_kl <= 1e-12 or g_l2 <= 1e-12:
                 return None
             self.scale = g_kl / g_l2
+            if self.fused:
+                return None  # from now on before_optimizer_step adds the gradient, this step too
         return self.weight * self.scale * half_dist
 
     def state_dict(self) -> dict:

@@ -69,8 +69,10 @@ class LoRA(Regularizer):
         is_gpt2 = getattr(student.config, "model_type", "") == "gpt2"
         config = LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout,
                             target_modules=targets, fan_in_fan_out=is_gpt2, bias="none")
-        # adapters in the base weights' dtype: one dtype for ZeRO's flat buffers and bf16 runs
-        module.student = get_peft_model(student, config, autocast_adapter_dtype=False)
+        # under DeepSpeed the adapters take the base weights' dtype (one dtype for ZeRO's flat
+        # buffers; its optimizer keeps fp32 masters); elsewhere peft keeps them in fp32
+        on_deepspeed = deepspeed_stage(getattr(module, "_trainer", None)) is not None
+        module.student = get_peft_model(student, config, autocast_adapter_dtype=not on_deepspeed)
 
     def make_teacher(self, module) -> AdapterOffTeacher | None:
         if deepspeed_stage(getattr(module, "_trainer", None)) is not None:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from halluc_cl.errors import TrainingError
 from halluc_cl.models.modes import eval_mode
 
 
@@ -92,7 +93,9 @@ class TeacherCache:
         (a few vectorised gathers from the packed cache, whatever the batch size)."""
         missing = [k for k in keys if k not in self.entries]
         if missing:
-            raise KeyError(f"no cached teacher outputs for training examples {missing[:3]}")
+            raise TrainingError(f"no cached teacher outputs for training examples {missing[:3]}; "
+                                "the data differ from those the cache was built on (start the "
+                                "run from scratch)")
         packed = self._packed(torch.device(device))
         ids = torch.tensor([packed["id"][k] for k in keys], device=packed["counts"].device)
         counts, starts = packed["counts"][ids], packed["starts"][ids]

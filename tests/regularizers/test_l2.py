@@ -98,9 +98,10 @@ def test_l2_keeps_weights_closer_to_anchor_than_sft(fit_tiny):
     assert 0 < with_l2 < 0.5 * l2.distance().item()
 
 
-@pytest.mark.parametrize(("plugin_cls", "weight"), [("L2ToAnchor", 2.0), ("EWC", 0.02)])
+@pytest.mark.parametrize(("plugin_cls", "weight", "match"), [
+    ("L2ToAnchor", 2.0, False), ("L2ToAnchor", 0.5, True), ("EWC", 0.02, False)])
 def test_gradient_added_before_the_step_equals_the_autograd_penalty(tiny_model_dir, one_thread,
-                                                                    plugin_cls, weight):
+                                                                    plugin_cls, weight, match):
     """The fused path (gradient λ·w·(θ−θ*) added before the optimizer step) trains like the
     penalty as an autograd loss term. Plain SGD, whose update is linear in the gradient (Adam
     would amplify rounding differences where loss and pull balance)."""
@@ -128,7 +129,10 @@ def test_gradient_added_before_the_step_equals_the_autograd_penalty(tiny_model_d
                   enable_checkpointing=False, accelerator="cpu").fit(module, datamodule=data)
         return module.student.state_dict()
 
-    fused, autograd = cls(weight=weight), Autograd(weight=weight)
+    def kwargs():  # with match_kl, λ is set at the first step where both gradients are > 0
+        return {"weight": weight, **({"match_kl": KLSelfDistillation()} if match else {})}
+
+    fused, autograd = cls(**kwargs()), Autograd(**kwargs())
     weights = {"fused": fit([fused]), "autograd": fit([autograd]), "sft": fit([])}
     assert fused.fused and not autograd.fused
     moved = max((weights["fused"][k] - weights["sft"][k]).abs().max().item()
