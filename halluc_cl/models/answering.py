@@ -6,6 +6,7 @@ import torch
 
 from halluc_cl.data.padding import left_pad
 from halluc_cl.models.modes import eval_mode
+from halluc_cl.models.zero import is_partitioned
 
 
 @torch.no_grad()
@@ -18,6 +19,8 @@ def greedy_answers(
             input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
             do_sample=False, pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
+            # ZeRO-3: every rank must run as many forwards as the others (each gathers weights)
+            synced_gpus=is_partitioned(model),
         )
     new_tokens = out[:, input_ids.shape[1]:]
     texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)

@@ -16,6 +16,7 @@ import torch
 from halluc_cl.metrics.matching import exact_match, is_abstention
 from halluc_cl.models.answering import greedy_answers
 from halluc_cl.models.forward_match import greedy_produces
+from halluc_cl.models.zero import is_partitioned
 
 EvalMethod = Literal["forward", "generate"]
 
@@ -32,6 +33,10 @@ def answer_batch(model, tokenizer, batch: dict, max_new_tokens: int, method: Eva
     metrics never depend on whether predictions are saved.
     """
     facts = batch["facts"]
+    if is_partitioned(model):
+        # ZeRO-3 gathers weights in every forward, a collective: the forward check's number of
+        # passes depends on the rank's facts, synced generation's does not
+        method = "generate"
     if method == "generate":
         answers = greedy_answers(model, tokenizer, batch["input_ids"], batch["attention_mask"],
                                  max_new_tokens)

@@ -63,3 +63,26 @@ def test_stop_condition_and_length_limit(tiny_model_dir, one_thread):
     assert greedy_produces(model, dm.tokenizer, [prompt], cands, 8)[0] == [True, False, False]
     assert greedy_produces(model, dm.tokenizer, [prompt], [[gold]], len(gold) - 1) == [[False]]
     assert greedy_produces(model, dm.tokenizer, [prompt], [[gold]], len(gold)) == [[True]]
+
+
+def test_partitioned_models_evaluate_by_synced_generation(tiny_model_dir, one_thread,
+                                                          monkeypatch):
+    """Under ZeRO-3 (parameters marked ``ds_id``) evaluation generates with synced_gpus."""
+    from halluc_cl.models import evaluation
+
+    dm = _all_facts_module()
+    model = load_causal_lm(TINY)
+    batch = next(iter(dm._eval_loader("heldout_known")))
+    calls = []
+
+    def fake_answers(model, tokenizer, input_ids, attention_mask, max_new_tokens):
+        calls.append(len(input_ids))
+        return [""] * len(input_ids)
+
+    monkeypatch.setattr(evaluation, "greedy_answers", fake_answers)
+    evaluation.answer_batch(model, dm.tokenizer, batch, 8, "forward", want_text=False)
+    assert calls == []  # unpartitioned: the forward check, no generation
+    for p in model.parameters():
+        p.ds_id = 0
+    evaluation.answer_batch(model, dm.tokenizer, batch, 8, "forward", want_text=False)
+    assert calls == [len(batch["facts"])]
