@@ -72,14 +72,15 @@ def greedy_produces(model, tokenizer, prompts: list[list[int]],
         pos += list(range(start - 1, start + len(answer) - 1))
         target += answer
         needs_stop.append(len(answer) < max_new_tokens)
-    picked = logits[torch.tensor(row_idx, device=device), torch.tensor(pos, device=device)]
-    hits = (picked.argmax(-1) == torch.tensor(target, device=device)).cpu()
+    greedy = logits[torch.tensor(row_idx, device=device),
+                    torch.tensor(pos, device=device)].argmax(-1)
+    hits = (greedy == torch.tensor(target, device=device)).cpu()
     last = torch.tensor([len(prompts[i]) + len(candidates[i][j]) - 1 for i, j in usable],
                         device=device)
     stop_ok = torch.isin(logits[torch.arange(len(usable), device=device), last].argmax(-1),
                          stops).cpu()
     if first_tokens is not None:
-        starts = picked.argmax(-1).cpu().tolist()
+        starts = greedy.cpu().tolist()
         k = 0
         for i, j in usable:
             if first_tokens[i] is None:

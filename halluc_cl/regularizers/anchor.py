@@ -41,7 +41,9 @@ class QuadraticAnchor(Regularizer):
         self.importance: dict[str, Tensor] | None = None  # None: every weight counts 1
         self._params: dict[str, torch.nn.Parameter] = {}
         self._sqrt_importance: list[Tensor] | None = None  # cached √w in the weights' dtype
-        self._sqrt_of: dict[str, Tensor] | None = None  # the importance it was taken of
+        self._sqrt_of: list[Tensor] | None = None  # the cast importance it was taken of
+        self._cast_key: tuple | None = None  # what _cast_value was cast for
+        self._cast_value: tuple[list[Tensor], list[Tensor] | None] | None = None
 
     fused = False  # setup turns it on: the gradient is added before the optimizer step
 
@@ -66,19 +68,11 @@ class QuadraticAnchor(Regularizer):
             raise RuntimeError(f"{type(self).__name__} has no anchor yet")
         names = list(self.anchor)
         params = [self._params[n] for n in names]
-        device = params[0].device
-        if self.anchor[names[0]].device != device:  # restored from a checkpoint onto CPU
-            self.anchor = {n: a.to(device) for n, a in self.anchor.items()}
-            if self.importance is not None:
-                self.importance = {n: w.to(device) for n, w in self.importance.items()}
-            self._sqrt_importance = None
-        anchors = [self.anchor[n].to(p.dtype) for n, p in zip(names, params)]
+        anchors, importance = self._cast(names, params)
         diffs = torch._foreach_sub(params, anchors)
-        if self.importance is not None:
-            if self._sqrt_importance is None or self._sqrt_of is not self.importance:
-                self._sqrt_importance = [self.importance[n].sqrt().to(p.dtype)
-                                         for n, p in zip(names, params)]
-                self._sqrt_of = self.importance
+        if importance is not None:
+            if self._sqrt_of is not importance:
+                self._sqrt_importance, self._sqrt_of = torch._foreach_sqrt(importance), importance
             diffs = torch._foreach_mul(diffs, self._sqrt_importance)
         norms = torch._foreach_norm(diffs, 2, dtype=torch.float32)
         return torch.stack(norms).pow(2).sum()
@@ -87,7 +81,7 @@ class QuadraticAnchor(Regularizer):
         """Anchors and importance on the weights' device and dtype, cast once and kept."""
         key = (tuple(names), params[0].device, params[0].dtype, id(self.anchor),
                id(self.importance))
-        if getattr(self, "_cast_key", None) != key:
+        if self._cast_key != key:
             anchors = [self.anchor[n].to(device=p.device, dtype=p.dtype)
                        for n, p in zip(names, params)]
             importance = None if self.importance is None else [
@@ -130,4 +124,4 @@ class QuadraticAnchor(Regularizer):
     def load_state_dict(self, state: dict) -> None:
         self.anchor = state.get("anchor", {})
         self.importance = state.get("importance")
-        self._sqrt_importance = None
+        self._cast_key = None  # cast the restored tensors afresh
