@@ -23,6 +23,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import yaml
 from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
@@ -34,6 +35,7 @@ from halluc_cl.checkpoint_io import SafeCheckpointIO, reading_checkpoint
 from halluc_cl.data.datamodule import FactDataModule
 from halluc_cl.errors import ConfigError, HallucError, TrainingError
 from halluc_cl.experiments.compare import compare
+from halluc_cl.experiments.config_hash import config_hash
 from halluc_cl.experiments.interrupt import (
     GUARD,
     InterruptCheckpoint,
@@ -55,10 +57,21 @@ TRAINER_DEFAULTS = {
 }
 
 
+class ParsedOnly(Exception):
+    """Raised by ``HallucCLI(parse_only=True)`` with the resolved config, before anything is
+    instantiated."""
+
+    def __init__(self, resolved: dict) -> None:
+        super().__init__("parsed")
+        self.resolved = resolved
+
+
 class HallucCLI(LightningCLI):
     """LightningCLI for FactSFTModule + FactDataModule with linked arguments."""
 
     _created: tuple[Path, ...] = ()  # the run folder and parents this command made, deepest first
+    parse_only = False  # raise ParsedOnly after parsing (``resolved_config``)
+    resolved: dict = {}  # the subcommand's resolved config as plain data
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(RunArtifacts, "artifacts")
@@ -77,6 +90,10 @@ class HallucCLI(LightningCLI):
         if cfg.get("weights_only") is False:
             raise ConfigError("--weights_only false is not supported: halluc-cl loads checkpoints "
                               "with weights_only=True only (no pickled code runs)")
+        full = yaml.safe_load(self.parser.dump(self.config, skip_validation=True))
+        self.resolved = full.get(self.subcommand, full) if self.subcommand else full
+        if self.parse_only:
+            raise ParsedOnly(self.resolved)
 
     def _parse_ckpt_path(self) -> None:  # LightningCLI reads the checkpoint's hyperparameters
         subcommand = self.config.get("subcommand")
@@ -110,6 +127,8 @@ class HallucCLI(LightningCLI):
         if not os.access(run, os.W_OK | os.X_OK):
             raise ConfigError(f"the run folder {run} is not writable")
         self._created = created
+        if artifacts is not None:
+            artifacts.config_hash = config_hash(self.resolved)
         resuming = self.subcommand == "fit" and self.config[self.subcommand].get("ckpt_path")
         if resuming and artifacts and (run / "metrics.csv").is_file():
             artifacts.keep_metrics_of(run / "metrics.csv")  # a resume in an interrupted run's folder
@@ -150,6 +169,18 @@ class HallucCLI(LightningCLI):
                 parent.rmdir()
             except OSError:
                 break
+
+
+def resolved_config(args: list[str]) -> dict:
+    """The resolved config of ``halluc-cl <args>`` (a Trainer verb), parsed but not run:
+    nothing is instantiated, built or written."""
+    cli = type("ParseOnlyCLI", (HallucCLI,), {"parse_only": True})
+    try:
+        cli(FactSFTModule, FactDataModule, args=args, seed_everything_default=0,
+            trainer_defaults=TRAINER_DEFAULTS, parser_kwargs={"exit_on_error": False})
+    except ParsedOnly as parsed:
+        return parsed.resolved
+    raise RuntimeError("the parse-only CLI did not stop after parsing")
 
 
 def pretrain(world: str = "default", force: bool = False) -> None:

@@ -148,7 +148,7 @@ def test_regularizer_overlays_compose(overlay, capsys):
         main(["fit", "--config", str(ROOT / "configs/sft.yaml"), "--config",
               str(ROOT / "configs" / overlay), "--print_config"])
     out = capsys.readouterr().out
-    assert "KLSelfDistillation" in out and "distill_per_batch" in out
+    assert "KLSelfDistillation" in out and "extra_per_batch" in out
 
 
 @pytest.mark.parametrize("method", ["sft", "lora"])
@@ -171,7 +171,7 @@ def test_validate_from_last_checkpoint_keeps_reference(method, tmp_path, tiny_mo
 def test_distill_with_extra_inputs_and_base_snapshot(tmp_path, tiny_model_dir):
     import csv
 
-    run = fit("configs/distill.yaml", tmp_path, "--data.distill_per_batch", "8",
+    run = fit("configs/distill.yaml", tmp_path, "--data.extra_per_batch", "8",
               "--model.regularizers.init_args.extra_weight", "3",
               "--model.regularizers.init_args.weight", "0", "--model.snapshot", "base",
               "--trainer.log_every_n_steps", "1")
@@ -189,6 +189,6 @@ def test_nested_argument_error_keeps_its_reason(capsys):
 def test_extra_weight_without_distill_inputs_fails_before_training(tmp_path, tiny_model_dir,
                                                                   capsys):
     line = _error_line(capsys, ["fit", "--config", str(ROOT / "configs/distill.yaml"), *TINY,
-                                "--data.distill_per_batch", "0",
+                                "--data.extra_per_batch", "0",
                                 "--trainer.logger.init_args.save_dir", str(tmp_path)])
-    assert "distill_per_batch" in line
+    assert "extra_per_batch" in line

@@ -20,7 +20,7 @@ def _fit(out: Path, hash_seed: str, cache: str) -> Path:
         [sys.executable, "-m", "halluc_cl.cli", "fit",
          "--config", str(ROOT / "configs/distill.yaml"),
          "--config", str(ROOT / "configs/world/tiny.yaml"),
-         "--data.distill_per_batch", "8", "--trainer.max_epochs", "3",
+         "--data.extra_per_batch", "8", "--trainer.max_epochs", "3",
          "--trainer.log_every_n_steps", "1", "--model.drift_layer", "-1",  # losses, drift
          "--trainer.enable_progress_bar", "false", "--artifacts.save_model", "false",
          "--trainer.logger.init_args.save_dir", str(out)],

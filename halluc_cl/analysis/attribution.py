@@ -162,9 +162,9 @@ def analyze_run(run: str | Path, top_k: int = 3, shuffles: int = 100, seed: int 
     facts = {f.id: f for f in load_source(config["data"]["source"])}
     reference_epoch = summary["warmup_epochs"] - 1
     reference = {p["id"]: p["correct"] for p in _predictions(run, reference_epoch)
-                 if p["split"] == "heldout_known"}
+                 if p["split"] == "heldout_test"}
     last = _predictions(run, summary["history"][-1]["epoch"])
-    final = {p["id"]: p for p in last if p["split"] == "heldout_known"}
+    final = {p["id"]: p for p in last if p["split"] == "heldout_test"}
     held = [facts[i] for i in final]
     new_facts = [facts[p["id"]] for p in last if p["split"] == "unknown_train"]
     hidden = None

@@ -27,7 +27,7 @@ from halluc_cl.experiments.tables import CellResult, cell_row, mean_std
 Level = int | float | str  # in this order: jsonargparse tries them left to right
 # (column, header, value of a cell)
 MEASURES = (
-    ("heldout_known_decline", "held-out Known decline", lambda r: cell_row(r)["heldout_known_decline"]),
+    ("heldout_decline", "held-out Known decline (test)", lambda r: cell_row(r)["heldout_decline"]),
     ("new_fact_acc", "new-fact acc", lambda r: cell_row(r)["new_fact_acc"]),
     ("hallucination_rate", "hallucination rate", lambda r: cell_row(r)["hallucination_rate"]),
     ("heldout_drift", "drift (final)", lambda r: r.summary.get("final", {}).get("heldout_drift")),
@@ -113,7 +113,7 @@ def plot_study(rows: list[dict], x: str, series: str | None, path: Path,
     groups = list(dict.fromkeys(row[series] for row in rows)) if series else [None]
     fig = Figure(figsize=(10, 4))
     axes = fig.subplots(1, 2)
-    for ax, key, label in zip(axes, ("heldout_known_decline", "new_fact_acc"),
+    for ax, key, label in zip(axes, ("heldout_decline", "new_fact_acc"),
                               ("held-out Known decline", "new-fact accuracy")):
         for i, group in enumerate(groups):
             pts = sorted((position(r[x]), r[key]) for r in rows

@@ -1,8 +1,11 @@
-"""FactDataModule: known / unknown / held-out splits, the unknown fraction, and collation.
+"""FactDataModule: held-out / known / unknown splits, the unknown fraction, and collation.
 
-Splits (DESIGN §3): ``heldout_known`` (Known facts never trained on; the hallucination probe),
-``known_train`` and ``unknown_train`` (the SFT mix, ``unknown_fraction`` of it Unknown). During
-the first ``warmup_epochs`` epochs only ``known_train`` is served (the format warm-up).
+Splits (DESIGN §3, ``data/splits.py``): ``heldout_val`` and ``heldout_test`` (Known facts never
+trained on: the first for choosing settings, the second for reporting; subject-disjoint from
+every training-side input by default), ``known_train`` and ``unknown_train`` (the SFT mix,
+``unknown_fraction`` of it Unknown), and the pool of Known facts that extra inputs and
+replay draw from. During the first ``warmup_epochs`` epochs only ``known_train`` is served
+(the format warm-up).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import random
 from typing import Literal
 
@@ -19,18 +23,19 @@ import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
-from halluc_cl.data.distill_inputs import DistillInputs, DistillKind, distill_pool
+from halluc_cl.data.extra_inputs import ExtraInputs, ExtraKind
 from halluc_cl.data.padding import left_pad, right_pad
 from halluc_cl.data.prompts import IGNORE_INDEX, PromptFormat, encode_example
 from halluc_cl.data.resumable import EpochBatches
 from halluc_cl.data.schema import Fact
 from halluc_cl.data.sources import load_source
+from halluc_cl.data.splits import HELDOUT_SPLITS, Disjoint, SplitSpec, split_facts
 from halluc_cl.data.synthetic import SyntheticWorld, world_config
 from halluc_cl.errors import ConfigError
 from halluc_cl.metrics.matching import IDK_ANSWERS, is_abstention
 from halluc_cl.models.loading import is_synthetic, load_tokenizer, synthetic_world_name
 
-EVAL_SPLITS = ("heldout_known", "unknown_train", "known_train")
+EVAL_SPLITS = ("heldout_test", "heldout_val", "unknown_train", "known_train")
 datasets.disable_progress_bars()  # tokenizing a few hundred facts needs no bar
 
 
@@ -42,20 +47,30 @@ class FactDataModule(L.LightningDataModule):
         tokenizer: Model spec whose tokenizer is used (linked to ``model.model`` by the CLI).
         unknown_fraction: Share of Unknown facts in the SFT mix (0 = Known-only control).
         n_train: Facts in the SFT mix.
-        n_heldout: Known facts kept out of training as the hallucination probe.
+        n_heldout: Held-out Known facts of the test split (``heldout_test``, what tables
+            report).
+        n_heldout_val: Held-out Known facts of the validation split (``heldout_val``, what
+            settings are chosen on).
+        heldout_disjoint: ``subject``: no fact of a held-out subject is in any
+            training-side input; ``fact``: only the held-out (subject, relation) pairs are
+            kept out (``data/splits.py``).
         known_categories: Categories that count as Known.
         unknown_categories: Categories that count as Unknown (new knowledge).
+        pool_categories: Categories of the pool that extra inputs and replay draw from
+            (``None``: ``known_categories``).
         prompt: Prompt format (default: ``PromptFormat()``).
         batch_size: Training batch size.
         eval_batch_size: Evaluation batch size.
         warmup_epochs: Leading epochs that train on ``known_train`` only.
-        split_seed: Seed of the split and of the data order.
-        distill_per_batch: Extra distillation-only inputs attached to every SFT batch
-            (0 = none); used by ``KLSelfDistillation(extra_weight>0)``.
-        distill_source: Kind of those inputs: ``questions`` / ``qa`` of other Known facts,
-            or ``statements`` (synthetic worlds). Never about a held-out fact.
-        replay_fraction: Share of every SFT epoch made of replayed Known facts (question →
-            answer), drawn afresh each epoch from Known facts outside every split (replay).
+        split_seed: Seed of the split (which facts are held out and trained on). The data
+            order and the extra inputs follow ``seed_everything``, the training seed.
+        extra_per_batch: Extra inputs from the pool attached to every SFT batch after the
+            warm-up (0 = none); read by ``KLSelfDistillation(extra_weight>0)`` and
+            ``ReplayLoss``.
+        extra_source: Kind of those inputs: ``questions`` / ``qa`` of pool facts, or
+            ``statements`` (synthetic worlds); ``ReplayLoss`` needs ``qa``.
+        replay_fraction: Share of every SFT epoch made of replayed pool facts (question →
+            answer), drawn afresh each epoch (replay by whole examples).
         unknown_answer: Train Unknown facts on this answer instead of their object (the "I
             don't know" relabel of Gekhman et al. 2024); must read as an abstention.
         answer_shuffle: The answer side of the Unknown facts (behaviour-cloning study):
@@ -75,15 +90,18 @@ class FactDataModule(L.LightningDataModule):
         unknown_fraction: float = 0.5,
         n_train: int = 400,
         n_heldout: int = 200,
+        n_heldout_val: int = 200,
+        heldout_disjoint: Disjoint = "subject",
         known_categories: list[str] = ["HighlyKnown"],  # noqa: B006 (jsonargparse needs a literal)
         unknown_categories: list[str] = ["Unknown"],  # noqa: B006
+        pool_categories: list[str] | None = None,
         prompt: PromptFormat | None = None,
         batch_size: int = 32,
         eval_batch_size: int = 256,
         warmup_epochs: int = 1,
         split_seed: int = 0,
-        distill_per_batch: int = 0,
-        distill_source: DistillKind = "questions",
+        extra_per_batch: int = 0,
+        extra_source: ExtraKind = "questions",
         replay_fraction: float = 0.0,
         unknown_answer: str | None = None,
         answer_shuffle: Literal["none", "fixed", "epoch"] = "none",
@@ -94,6 +112,8 @@ class FactDataModule(L.LightningDataModule):
             raise ConfigError(f"unknown_fraction must be in [0, 1], got {unknown_fraction}")
         if n_train < 1 or n_heldout < 1 or batch_size < 1 or eval_batch_size < 1:
             raise ConfigError("n_train, n_heldout, batch_size and eval_batch_size must be >= 1")
+        if n_heldout_val < 0:
+            raise ConfigError(f"n_heldout_val must be >= 0, got {n_heldout_val}")
         if warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
         if not 0.0 <= replay_fraction < 1.0:
@@ -113,9 +133,15 @@ class FactDataModule(L.LightningDataModule):
         self.prompt = prompt or PromptFormat()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.warmup_epochs, self.split_seed = warmup_epochs, split_seed
+        self.order_seed = split_seed  # set to the training seed by ``setup``
         facts = load_source(source)
-        self.splits = self._split(facts, unknown_fraction, n_train, n_heldout,
-                                  known_categories, unknown_categories)
+        spec = SplitSpec(unknown_fraction, n_train, n_heldout, n_heldout_val,
+                         tuple(known_categories), tuple(unknown_categories),
+                         tuple(pool_categories) if pool_categories else None, heldout_disjoint,
+                         split_seed)
+        split = split_facts(facts, spec)
+        self.heldout_disjoint, self.split_sizes = heldout_disjoint, split.sizes()
+        self.splits = split.as_dict()
         if answer_shuffle == "fixed":
             self.splits["unknown_train"] = self._shuffled_answers(split_seed)
         if warmup_epochs and not self.splits["known_train"]:
@@ -125,58 +151,30 @@ class FactDataModule(L.LightningDataModule):
         self._eval_cache: dict[str, tuple[list, list, list]] = {}
         self.unknown_answer = unknown_answer
         self.replay_fraction = replay_fraction
-        pool = distill_pool(facts, self.splits, unknown_categories)
-        self.replay_facts = [f for f in pool if f.category in known_categories]
+        self.replay_facts = split.pool
         if replay_fraction and self.n_replay() > len(self.replay_facts):
             raise ConfigError(
                 f"infeasible replay_fraction={replay_fraction}: {self.n_replay()} replayed facts "
-                f"per epoch needed, {len(self.replay_facts)} Known facts are outside the splits")
-        if distill_per_batch < 0:
-            raise ConfigError(f"distill_per_batch must be >= 0, got {distill_per_batch}")
-        self.distill_per_batch = distill_per_batch
-        self.distill_inputs = None
-        if distill_per_batch:
+                f"per epoch needed, {len(self.replay_facts)} pool facts are outside the splits")
+        if extra_per_batch < 0:
+            raise ConfigError(f"extra_per_batch must be >= 0, got {extra_per_batch}")
+        self.extra_per_batch, self.extra_source = extra_per_batch, extra_source
+        self.extra_inputs = None
+        if extra_per_batch:
             world = SyntheticWorld(world_config(synthetic_world_name(source))) \
                 if is_synthetic(source) else None
-            self.distill_inputs = DistillInputs(pool, distill_source, self.tokenizer,
-                                                self.prompt, world)
+            self.extra_inputs = ExtraInputs(split.pool, extra_source, self.tokenizer,
+                                            self.prompt, world)
 
-    def _split(self, facts, fraction, n_train, n_heldout, known_cats, unknown_cats):
-        overlap = set(known_cats) & set(unknown_cats)
-        if overlap:
-            raise ConfigError(f"categories {sorted(overlap)} are both Known and Unknown")
-        rng = random.Random(self.split_seed)
-        known = [f for f in facts if f.category in known_cats]
-        unknown = [f for f in facts if f.category in unknown_cats]
-        rng.shuffle(known)
-        rng.shuffle(unknown)
-        # nothing trained on may ask a held-out (subject, relation), even under another id
-        held = {(f.subject, f.relation) for f in known[:n_heldout]}
-        known = known[:n_heldout] + [f for f in known[n_heldout:]
-                                     if (f.subject, f.relation) not in held]
-        unknown = [f for f in unknown if (f.subject, f.relation) not in held]
-        n_unknown = round(fraction * n_train)
-        n_known = n_train - n_unknown
-        if facts and all(f.category is None for f in facts):
-            raise ConfigError("the source's facts have no knowledge category; probe the model "
-                              "first (halluc-cl probe --model ... --source ... --out F) and use "
-                              "F as data.source")
-        if n_heldout + n_known > len(known):
-            raise ConfigError(
-                f"infeasible split: n_heldout={n_heldout} + {n_known} Known training facts "
-                f"(n_train={n_train}, unknown_fraction={fraction}) need {n_heldout + n_known} "
-                f"Known facts, the source has {len(known)} (categories {known_cats})"
-            )
-        if n_unknown > len(unknown):
-            raise ConfigError(
-                f"infeasible unknown_fraction={fraction}: {n_unknown} Unknown facts needed "
-                f"(n_train={n_train}), the source has {len(unknown)} (categories {unknown_cats})"
-            )
-        return {
-            "heldout_known": known[:n_heldout],
-            "known_train": known[n_heldout:n_heldout + n_known],
-            "unknown_train": unknown[:n_unknown],
-        }
+    def setup(self, stage: str) -> None:
+        # the data order follows the training seed; the split seed fixes only the split
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        self.order_seed = int(seed) if seed is not None else self.split_seed
+
+    def protocol(self) -> dict:
+        """What ``summary.json`` records of the split: seeds, disjointness and sizes."""
+        return {"split_seed": self.split_seed, "order_seed": self.order_seed,
+                "heldout_disjoint": self.heldout_disjoint, "split_sizes": self.split_sizes}
 
     def _shuffled_answers(self, seed: int) -> list[Fact]:
         """The Unknown training facts with their objects permuted within each relation."""
@@ -221,7 +219,7 @@ class FactDataModule(L.LightningDataModule):
     def _unknown_rows(self, epoch: int) -> list[dict]:
         if self.answer_shuffle != "epoch":
             return list(self.encoded("unknown_train"))
-        facts = self._shuffled_answers(self.split_seed * 31 + epoch)
+        facts = self._shuffled_answers(self.order_seed * 31 + epoch)
         return [dict(encode_example(self.tokenizer, self.prompt, f.question, f.object), idx=i)
                 for i, f in enumerate(facts)]
 
@@ -233,10 +231,10 @@ class FactDataModule(L.LightningDataModule):
                      for r in self._unknown_rows(epoch)]
             if self.replay_fraction:
                 replay = self.encoded("replay")
-                rng = random.Random(self.split_seed * 15_485_863 + epoch)
+                rng = random.Random(self.order_seed * 15_485_863 + epoch)
                 picked = rng.sample(range(len(replay)), self.n_replay())
                 rows += [dict(replay[i], unknown=False, key=f"replay:{i}") for i in picked]
-        random.Random(self.split_seed * 7919 + epoch).shuffle(rows)
+        random.Random(self.order_seed * 7919 + epoch).shuffle(rows)
         return rows
 
     def cache_examples(self) -> list[tuple[str, dict]]:
@@ -260,11 +258,11 @@ class FactDataModule(L.LightningDataModule):
         rows = self._train_rows(epoch)
         batches = [self.collate_train(rows[i:i + self.batch_size])
                    for i in range(0, len(rows), self.batch_size)]
-        if self.distill_inputs is not None and epoch >= self.warmup_epochs:
-            rng = random.Random(self.split_seed * 104_729 + epoch)
+        if self.extra_inputs is not None and epoch >= self.warmup_epochs:
+            rng = random.Random(self.order_seed * 104_729 + epoch)
             for batch in batches:
-                batch.update(self.distill_inputs.sample(self.distill_per_batch, rng))
-        return EpochBatches(batches, epoch=epoch, seed=self.split_seed * 7919 + epoch)
+                batch.update(self.extra_inputs.sample(self.extra_per_batch, rng))
+        return EpochBatches(batches, epoch=epoch, seed=self.order_seed * 7919 + epoch)
 
     def collate_train(self, rows: list[dict]) -> dict:
         ids, mask = right_pad([r["input_ids"] for r in rows], self.tokenizer.pad_token_id)
@@ -284,7 +282,7 @@ class FactDataModule(L.LightningDataModule):
         then the abstention phrases), tokenized once and kept for every evaluation."""
         if split not in self._eval_cache:
             facts = self.splits[split]
-            if split != "heldout_known" and self.eval_max_facts is not None:
+            if split not in HELDOUT_SPLITS and self.eval_max_facts is not None:
                 facts = facts[:self.eval_max_facts]  # the splits are in seeded random order
             encode = self.tokenizer([self.prompt.prompt(f.question) for f in facts] or [""],
                                     add_special_tokens=False)["input_ids"]
@@ -309,9 +307,22 @@ class FactDataModule(L.LightningDataModule):
 
     def abstain_phrases(self) -> list[str]:
         """Answers that read as abstentions, checked by one-forward evaluation: the IDK
-        relabel's answer (if any), then ``IDK_ANSWERS``."""
-        return list(dict.fromkeys([*([self.unknown_answer] if self.unknown_answer else []),
-                                   *IDK_ANSWERS]))
+        relabel's answer (if any), then ``IDK_ANSWERS``, each as written and capitalised.
+
+        Only spellings the tokenizer encodes without its unknown token are kept: in a
+        word-level vocabulary "i don't know" would encode as ``<unk> don ' t know``, and a
+        model emitting ``<unk>`` would be scored as abstaining.
+        """
+        base = [*([self.unknown_answer] if self.unknown_answer else []), *IDK_ANSWERS]
+        variants = dict.fromkeys(v for p in base for v in (p, p[:1].upper() + p[1:]))
+        unk = self.tokenizer.unk_token_id
+        kept, seen = [], set()
+        for phrase in variants:
+            ids = tuple(self._target_ids(phrase))
+            if ids not in seen and (unk is None or unk not in ids):
+                kept.append(phrase)
+                seen.add(ids)
+        return kept
 
     def _target_ids(self, answer: str) -> list[int]:
         return self.tokenizer(self.prompt.target(answer), add_special_tokens=False)["input_ids"]

@@ -1,26 +1,29 @@
 """The comparison grid: fit every method × unknown fraction × seed, then tables and plots.
 
     halluc-cl compare --config configs/compare/paper.yaml
+    halluc-cl compare --config configs/compare/paper.yaml --dry_run true   # list the cells
     halluc-cl compare --config configs/compare/tiny.yaml --seeds '[0, 1]'   # a CPU smoke run
 
 A cell is one ``halluc-cl fit`` of one method (its config files given together, as repeated
-``--config``) with one unknown fraction X and one seed (``seed_everything`` and
-``data.split_seed``). A method whose overlay config sets ``data.unknown_fraction`` (the
-Known-only control) keeps that fraction. Cell ``<method>/unk<X>_seed<seed>`` lives in
-``<out>/runs/``. Finished cells are reused: a cell reruns only when its ``summary.json`` is
-missing (a killed run) or the hash in its ``cell.json`` (config texts, cell arguments,
-``fit_args``) no longer matches. An interrupted cell whose hash matches resumes from its
-``checkpoints/last.ckpt``; any other unfinished cell starts again from a clean folder.
-Results go to ``<out>/results.csv``, ``<out>/results.md`` and ``<out>/*.png``.
+``--config``) with one unknown fraction X, one training seed (``seed_everything``: data order,
+extra inputs, initialisation of new weights) and one split seed (``data.split_seed``: which
+facts are held out and trained on; by default equal to the training seed). A method whose
+overlay config sets ``data.unknown_fraction`` (the Known-only control) keeps that fraction.
+
+A cell's folder is ``<out>/runs/<method>/unk<X>_split<S>_seed<T>_<hash>``, where ``<hash>``
+starts the sha256 of the cell's fully resolved ``fit`` config (``experiments/config_hash.py``:
+config files, cell arguments, ``fit_args`` and every class default). A changed setting is a
+new folder, never a silent reuse; a finished cell (``summary.json``) is reused, an interrupted
+one resumes from its ``checkpoints/last.ckpt``. Results go to ``<out>/results.csv``,
+``<out>/results.md`` (on ``report_split``, with the commit that made them) and the plots.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -28,24 +31,32 @@ from tqdm.auto import tqdm
 
 from halluc_cl.data.schema import atomic_write_text
 from halluc_cl.errors import ConfigError
+from halluc_cl.experiments.config_hash import config_hash
 from halluc_cl.experiments.interrupt import GUARD, Interrupted
-from halluc_cl.experiments.tables import CellResult, results_csv, results_markdown
+from halluc_cl.experiments.tables import CellResult, Split, results_csv, results_markdown
 
 _METHOD_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One fit of the grid."""
+    """One fit of the grid; ``sha256`` is its resolved config's hash (``resolve``)."""
 
     method: str
     configs: tuple[str, ...]
     unknown_fraction: float
     seed: int
+    split_seed: int | None = None
+    sha256: str = field(default="", compare=False)
+
+    @property
+    def data_seed(self) -> int:
+        return self.seed if self.split_seed is None else self.split_seed
 
     @property
     def version(self) -> str:
-        return f"unk{self.unknown_fraction}_seed{self.seed}"
+        return (f"unk{self.unknown_fraction}_split{self.data_seed}_seed{self.seed}"
+                f"_{self.sha256[:10]}")
 
     @property
     def name(self) -> str:
@@ -56,7 +67,7 @@ class Cell:
 
     def settings(self) -> list[str]:
         """The ``fit`` arguments of this cell after its ``--config`` files (folder aside)."""
-        return ["--seed_everything", str(self.seed), "--data.split_seed", str(self.seed),
+        return ["--seed_everything", str(self.seed), "--data.split_seed", str(self.data_seed),
                 "--data.unknown_fraction", str(self.unknown_fraction),
                 "--trainer.enable_progress_bar", "false", "--artifacts.save_model", "false"]
 
@@ -64,20 +75,17 @@ class Cell:
         """The ``fit`` arguments that define this cell (its folder aside)."""
         return [*(a for c in self.configs for a in ("--config", c)), *self.settings()]
 
-    def digest(self, fit_args: list[str]) -> str:
-        """sha256 of what decides the result: config texts, cell arguments, ``fit_args``.
+    def resolve(self, fit_args: list[str]) -> Cell:
+        """This cell with ``sha256`` set from its fully resolved config (parsed, not run)."""
+        from halluc_cl import cli  # imported here: cli imports this module for its COMMANDS
 
-        Config paths are left out (a moved but unchanged file is the same cell), and so is
-        ``out`` (a moved grid folder is still complete).
-        """
-        texts = [Path(c).read_text(encoding="utf-8") for c in self.configs]
-        blob = json.dumps({"configs": texts, "args": self.settings(),
-                           "fit_args": list(fit_args)})
-        return hashlib.sha256(blob.encode()).hexdigest()
+        resolved = cli.resolved_config(["fit", *self.args(), *fit_args])
+        return Cell(self.method, self.configs, self.unknown_fraction, self.seed,
+                    self.split_seed, config_hash(resolved))
 
 
 def validate(methods: dict[str, list[str]], seeds: list[int],
-             unknown_fractions: list[float]) -> None:
+             unknown_fractions: list[float], split_seeds: list[int] | None = None) -> None:
     """Raise ``ConfigError`` for an empty or malformed grid before any fit starts."""
     if not methods:
         raise ConfigError("compare needs at least one method in `methods`")
@@ -95,6 +103,8 @@ def validate(methods: dict[str, list[str]], seeds: list[int],
         raise ConfigError("compare needs at least one seed in `seeds`")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds {seeds} repeat a value")
+    if split_seeds is not None and len(split_seeds) != len(seeds):
+        raise ConfigError(f"split_seeds {split_seeds} must pair with seeds {seeds} one to one")
     if not unknown_fractions:
         raise ConfigError("compare needs at least one value in `unknown_fractions`")
     bad = [x for x in unknown_fractions if not 0.0 <= x <= 1.0]
@@ -124,8 +134,9 @@ def pinned_fraction(configs: list[str]) -> float | None:
 
 
 def grid(methods: dict[str, list[str]], seeds: list[int],
-         unknown_fractions: list[float]) -> list[Cell]:
-    """All cells, methods in the order given, then fraction, then seed.
+         unknown_fractions: list[float], split_seeds: list[int] | None = None) -> list[Cell]:
+    """All cells (hash not yet resolved), methods in the order given, then fraction, then seed;
+    ``split_seeds[i]`` pairs with ``seeds[i]`` (``None``: each split seed is its training seed).
 
     A method whose overlay pins the unknown fraction (see ``pinned_fraction``) gets one cell
     per seed at that fraction instead of one per grid fraction.
@@ -134,46 +145,46 @@ def grid(methods: dict[str, list[str]], seeds: list[int],
     for method, configs in methods.items():
         pinned = pinned_fraction(configs)
         fractions = unknown_fractions if pinned is None else [pinned]
-        cells += [Cell(method, tuple(configs), float(x), int(s))
-                  for x in fractions for s in seeds]
+        pairs = list(zip(seeds, split_seeds or [None] * len(seeds)))
+        cells += [Cell(method, tuple(configs), float(x), int(s), sp)
+                  for x in fractions for s, sp in pairs]
     return cells
 
 
-def is_done(cell: Cell, out: Path, digest: str) -> bool:
+def _recorded_hash(run: Path) -> str | None:
+    try:
+        return json.loads((run / "cell.json").read_text())["sha256"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+def is_done(cell: Cell, out: Path) -> bool:
     """A finished cell: ``summary.json`` present and ``cell.json`` recording the same hash."""
     run = cell.run_dir(out)
-    if not (run / "summary.json").is_file() or not (run / "cell.json").is_file():
-        return False
-    try:
-        return json.loads((run / "cell.json").read_text())["sha256"] == digest
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return False
+    return (run / "summary.json").is_file() and _recorded_hash(run) == cell.sha256
 
 
-def resumable(cell: Cell, out: Path, digest: str) -> Path | None:
+def resumable(cell: Cell, out: Path) -> Path | None:
     """The ``last.ckpt`` of an interrupted fit of this very cell (same hash), if any."""
     run = cell.run_dir(out)
     last = run / "checkpoints" / "last.ckpt"
     if (run / "summary.json").exists() or not last.is_file():
         return None
-    try:
-        return last if json.loads((run / "cell.json").read_text())["sha256"] == digest else None
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
-        return None
+    return last if _recorded_hash(run) == cell.sha256 else None
 
 
-def run_cell(cell: Cell, out: Path, fit_args: list[str], digest: str) -> None:
+def run_cell(cell: Cell, out: Path, fit_args: list[str]) -> None:
     """Fit one cell in-process (resuming its interrupted fit, or from a clean folder), then
     record its hash."""
     from halluc_cl import cli  # imported here: cli imports this module for its COMMANDS
 
     run = cell.run_dir(out)
-    last = resumable(cell, out, digest)
+    last = resumable(cell, out)
     if run.exists() and last is None:
         shutil.rmtree(run)  # a stale or killed run; never mix its files with the new ones
-    record = {"sha256": digest, "method": cell.method, "configs": list(cell.configs),
+    record = {"sha256": cell.sha256, "method": cell.method, "configs": list(cell.configs),
               "unknown_fraction": cell.unknown_fraction, "seed": cell.seed,
-              "fit_args": list(fit_args)}
+              "split_seed": cell.data_seed, "fit_args": list(fit_args)}
     # recorded before the fit: an interrupted fit resumes only under the same settings
     atomic_write_text(run / "cell.json", json.dumps({**record, "finished": False}, indent=2) + "\n")
     cli.main(["fit", *cell.args(),
@@ -193,56 +204,76 @@ def compare(
     out: str = "runs/compare",
     fit_args: list[str] = [],  # noqa: B006
     plots: bool = True,
+    split_seeds: list[int] | None = None,
+    report_split: Split = "test",
+    cost_reference: str = "sft",
+    dry_run: bool = False,
 ) -> list[CellResult]:
     """Fit every method × unknown fraction × seed (reusing finished cells) and tabulate them.
 
     Args:
         methods: Method name -> config files given together to ``halluc-cl fit``, in order
             (paths relative to the working directory). Table rows follow this order.
-        seeds: Seeds; each sets ``seed_everything`` and ``data.split_seed``.
+        seeds: Training seeds (``seed_everything``).
         unknown_fractions: Values of ``data.unknown_fraction`` (each in [0, 1]).
         out: Output folder: ``runs/`` (one run folder per cell), ``results.csv``,
             ``results.md`` and the plots.
         fit_args: Extra arguments appended to every fit, e.g. ``["--trainer.max_epochs", "5"]``.
         plots: Write the PNG plots.
+        split_seeds: ``data.split_seed`` of each training seed, paired one to one (``None``:
+            the training seed itself).
+        report_split: The held-out split the tables show: ``test`` (reporting) or ``val``
+            (a selection grid: settings are chosen on it, never on ``test``).
+        cost_reference: The method whose mean cost is 1 in the cost column.
+        dry_run: List every cell with its config hash and state, and fit nothing.
 
     Returns:
-        The finished cells with their summaries, in grid order.
+        The finished cells with their summaries, in grid order (none on a dry run).
     """
-    validate(methods, seeds, unknown_fractions)
+    validate(methods, seeds, unknown_fractions, split_seeds)
+    if report_split not in ("test", "val"):
+        raise ConfigError(f"report_split must be test or val, got {report_split!r}")
     root = Path(out)
-    cells = grid(methods, seeds, unknown_fractions)
+    cells = [c.resolve(fit_args) for c in grid(methods, seeds, unknown_fractions, split_seeds)]
     for method, configs in methods.items():
         if (pinned := pinned_fraction(configs)) is not None:
             print(f"{method}: its configs set data.unknown_fraction {pinned:g}; "
                   "the grid's fractions do not apply to it")
+    if dry_run:
+        for c in cells:
+            state = "done" if is_done(c, root) else "resume" if resumable(c, root) else "to run"
+            print(f"{c.sha256[:16]}  {state:<7} {c.name}  {' '.join(c.args())}")
+        print(f"{len(cells)} cells, {sum(is_done(c, root) for c in cells)} done")
+        return []
     results, cell = [], None
     try:
         for cell in tqdm(cells, desc="compare", unit="cell"):
             GUARD.check()  # a signal that came as the previous cell's fit was finishing
-            digest = cell.digest(fit_args)
-            done = is_done(cell, root, digest)
-            tqdm.write(f"{'skip' if done else 'resume' if resumable(cell, root, digest) else 'run'}"
+            done = is_done(cell, root)
+            tqdm.write(f"{'skip' if done else 'resume' if resumable(cell, root) else 'run'}"
                        f" {cell.name}")
             if not done:
-                run_cell(cell, root, fit_args, digest)
+                run_cell(cell, root, fit_args)
             summary = json.loads((cell.run_dir(root) / "summary.json").read_text())
             results.append(CellResult(cell.method, cell.unknown_fraction, cell.seed,
-                                      str(cell.run_dir(root)), summary))
+                                      str(cell.run_dir(root)), summary, cell.data_seed))
     except Interrupted as exc:  # SIGINT / SIGTERM: finished cells stay; rerun to go on
         if cell is not None and exc.details:  # inside a cell's fit, which resumes next time
             exc.details = [f"in cell {cell.name}: {', '.join(exc.details)}"]
-        finished = sum(is_done(c, root, c.digest(fit_args)) for c in cells)
+        finished = sum(is_done(c, root) for c in cells)
         exc.details.append(f"{finished} of {len(cells)} cells finished")
         exc.resume = {}  # the same compare command
         raise
-    atomic_write_text(root / "results.csv", results_csv(results))
-    atomic_write_text(root / "results.md", results_markdown(results, list(methods)))
+    commits = sorted({str(r.summary.get("git_commit")) for r in results})
+    provenance = f"Made by `halluc-cl compare` into `{out}` at commit {', '.join(commits)}."
+    atomic_write_text(root / "results.csv", results_csv(results, report_split, cost_reference))
+    atomic_write_text(root / "results.md", results_markdown(
+        results, list(methods), report_split, cost_reference, provenance))
     written = [root / "results.csv", root / "results.md"]
     if plots:
         from halluc_cl.experiments.plots import write_plots
 
-        written += write_plots(results, list(methods), root)
+        written += write_plots(results, list(methods), root, report_split)
     print("\n" + (root / "results.md").read_text().rstrip())
     print("wrote " + ", ".join(str(p) for p in written))
     return results

@@ -2,7 +2,8 @@
 
     halluc-cl compare --config configs/compare/paper.yaml   # writes runs/compare/paper/*.png
 
-- ``heldout_known_acc.png``: held-out Known accuracy per evaluation epoch, mean over seeds,
+- ``heldout_<split>_acc.png``: held-out Known accuracy (the reported split: ``test``, or
+  ``val`` in a selection grid) per evaluation epoch, mean over seeds,
   one line per method, for the unknown fraction nearest 0.5 (a method that pins its fraction,
   like the Known-only control, at its own); the warm-up end is marked.
 - ``pareto.png``: new-fact accuracy against hallucination rate, mean ± std over seeds.
@@ -22,7 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from halluc_cl.data.schema import atomic_write_bytes
-from halluc_cl.experiments.tables import CellResult, cell_row, fraction_fit
+from halluc_cl.experiments.tables import CellResult, Split, cell_row, fraction_fit
 
 
 def method_color(i: int):
@@ -48,7 +49,7 @@ def nearest_fraction(fractions: list[float], target: float = 0.5) -> float:
     return min(fractions, key=lambda x: (abs(x - target), x))
 
 
-def mean_curve(summaries: list[dict], key: str = "heldout_known_acc") -> tuple[list, list]:
+def mean_curve(summaries: list[dict], key: str = "heldout_test_acc") -> tuple[list, list]:
     """Epochs and the mean of ``key`` over the summaries' ``history`` at each epoch."""
     by_epoch: dict[int, list[float]] = {}
     for summary in summaries:
@@ -59,7 +60,8 @@ def mean_curve(summaries: list[dict], key: str = "heldout_known_acc") -> tuple[l
     return epochs, [statistics.mean(by_epoch[e]) for e in epochs]
 
 
-def plot_curves(results: list[CellResult], methods: list[str], path: Path) -> Path:
+def plot_curves(results: list[CellResult], methods: list[str], path: Path,
+                split: Split = "test") -> Path:
     """Held-out Known accuracy per epoch; each method at its unknown fraction nearest 0.5."""
     x = nearest_fraction(sorted({r.unknown_fraction for r in results}))
     fig = Figure(figsize=(6.4, 4.2))
@@ -71,22 +73,23 @@ def plot_curves(results: list[CellResult], methods: list[str], path: Path) -> Pa
             continue
         x_m = nearest_fraction(sorted({r.unknown_fraction for r in mine}))  # a pinned method
         summaries = [r.summary for r in mine if r.unknown_fraction == x_m]
-        epochs, acc = mean_curve(summaries)
+        epochs, acc = mean_curve(summaries, f"heldout_{split}_acc")
         if epochs:
             label = method if x_m == x else f"{method} (X={x_m:g})"
             ax.plot(epochs, acc, marker="o" if i < 10 else "s", ms=3, color=method_color(i), label=label)
         warmups |= {s.get("warmup_epochs", 0) for s in summaries}
     for j, w in enumerate(sorted(w for w in warmups if w)):
         ax.axvline(w - 1, color="gray", ls="--", lw=1, label="warm-up end" if j == 0 else None)
-    ax.set(xlabel="epoch", ylabel="held-out Known accuracy",
-           title=f"Held-out Known accuracy (unknown fraction {x:g}, mean over seeds)")
+    ax.set(xlabel="epoch", ylabel=f"held-out Known accuracy ({split})",
+           title=f"Held-out Known accuracy, {split} split (X={x:g}, mean over seeds)")
     ax.legend(fontsize=8)
     return save_png(fig, path)
 
 
-def plot_pareto(results: list[CellResult], methods: list[str], path: Path) -> Path:
+def plot_pareto(results: list[CellResult], methods: list[str], path: Path,
+                split: Split = "test") -> Path:
     """New-fact accuracy against hallucination rate per (method, fraction), mean ± std."""
-    rows = [cell_row(r) for r in results]
+    rows = [cell_row(r, split) for r in results]
     fractions = sorted({r["unknown_fraction"] for r in rows})
     fig = Figure(figsize=(6.4, 4.8))
     ax = fig.add_subplot()
@@ -101,22 +104,23 @@ def plot_pareto(results: list[CellResult], methods: list[str], path: Path) -> Pa
             ax.errorbar(hx, ny, xerr=hx_err, yerr=ny_err, fmt="o", color=method_color(i), capsize=3)
             label = method if len(fractions) == 1 else f"{method} (X={x:g})"
             ax.annotate(label, (hx, ny), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    ax.set(xlabel="hallucination rate (held-out Known)", ylabel="new-fact accuracy",
+    ax.set(xlabel=f"hallucination rate (held-out Known, {split})", ylabel="new-fact accuracy",
            title="New knowledge vs hallucination (mean ± std over seeds)")
     return save_png(fig, path)
 
 
-def plot_fraction(results: list[CellResult], methods: list[str], path: Path) -> Path:
+def plot_fraction(results: list[CellResult], methods: list[str], path: Path,
+                  split: Split = "test") -> Path:
     """Final held-out Known accuracy against the unknown fraction, with fitted lines."""
-    rows = [cell_row(r) for r in results]
+    rows = [cell_row(r, split) for r in results]
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.add_subplot()
     for i, method in enumerate(methods):
-        mine = [r for r in rows if r["method"] == method and r["heldout_known_acc"] is not None]
+        mine = [r for r in rows if r["method"] == method and r["heldout_acc"] is not None]
         xs = sorted({r["unknown_fraction"] for r in mine})
         if not xs:
             continue
-        stats = [_mean_std([r["heldout_known_acc"] for r in mine if r["unknown_fraction"] == x])
+        stats = [_mean_std([r["heldout_acc"] for r in mine if r["unknown_fraction"] == x])
                  for x in xs]
         fit = fraction_fit(mine)
         label = method
@@ -127,20 +131,21 @@ def plot_fraction(results: list[CellResult], methods: list[str], path: Path) -> 
             ax.plot(ends, [fit.coef[0] + fit.coef[1] * e for e in ends], color=method_color(i), lw=1)
         ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], fmt="o",
                     color=method_color(i), capsize=3, label=label)
-    ax.set(xlabel="unknown fraction X", ylabel="final held-out Known accuracy",
+    ax.set(xlabel="unknown fraction X", ylabel=f"final held-out Known accuracy ({split})",
            title="Held-out Known accuracy vs share of Unknown facts")
     ax.legend(fontsize=8)
     return save_png(fig, path)
 
 
-def write_plots(results: list[CellResult], methods: list[str], out: Path) -> list[Path]:
+def write_plots(results: list[CellResult], methods: list[str], out: Path,
+                split: Split = "test") -> list[Path]:
     """Write the plots into ``out`` and return their paths."""
     out = Path(out)
-    paths = [plot_curves(results, methods, out / "heldout_known_acc.png"),
-             plot_pareto(results, methods, out / "pareto.png")]
+    paths = [plot_curves(results, methods, out / f"heldout_{split}_acc.png", split),
+             plot_pareto(results, methods, out / "pareto.png", split)]
     per_method = [{r.unknown_fraction for r in results if r.method == m} for m in methods]
     if any(len(xs) >= 2 for xs in per_method):  # a pinned control alone draws no line
-        paths.append(plot_fraction(results, methods, out / "unknown_fraction.png"))
+        paths.append(plot_fraction(results, methods, out / "unknown_fraction.png", split))
     else:
         (out / "unknown_fraction.png").unlink(missing_ok=True)  # from an earlier, wider grid
     return paths

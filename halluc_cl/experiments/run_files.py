@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -19,8 +20,10 @@ from halluc_cl.cache import share_modes, swap_in
 from halluc_cl.data.schema import atomic_write_text
 from halluc_cl.models.zero import full_state_dict, is_partitioned
 
-SUMMARY_KEYS = ("heldout_known_acc", "new_fact_acc", "known_train_acc", "hallucination_rate",
-                "abstain_rate", "new_fact_abstain_rate", "heldout_drift")
+SUMMARY_KEYS = ("heldout_test_acc", "heldout_val_acc", "new_fact_acc", "known_train_acc",
+                "hallucination_rate", "abstain_rate", "val_hallucination_rate",
+                "val_abstain_rate", "new_fact_abstain_rate", "heldout_drift")
+SCHEMA_VERSION = 2  # 2: validation/test held-out splits, protocol, cost, config hash
 
 
 def _versions() -> dict[str, str]:
@@ -37,17 +40,48 @@ def run_dir(trainer: L.Trainer) -> Path:
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
-def build_summary(module, wall_time_s: float) -> dict:
-    """Final and peak metrics, decline, and provenance of a finished fit."""
+def git_commit() -> str | None:
+    """The commit of the checkout the package runs from (``None`` outside a git checkout)."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
+                                "halluc_cl"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out + ("+dirty" if dirty.strip() else "")
+
+
+def run_cost(module) -> dict:
+    """Tokens through the student (forward + backward) and the teacher (forward only), and
+    ``train_token_passes`` = 3 · student + teacher (a backward costs about two forwards)."""
+    student, teacher = (int(module.cost[k]) for k in ("student_tokens", "teacher_tokens"))
+    return {"student_tokens": student, "teacher_tokens": teacher,
+            "train_token_passes": 3 * student + teacher}
+
+
+def build_summary(module, wall_time_s: float, protocol: dict | None = None) -> dict:
+    """Final and peak metrics, decline, cost, protocol and provenance of a finished fit."""
     history = module.history
-    sft = [h for h in history if h["epoch"] >= module.warmup_epochs - 1]
     final = {k: history[-1][k] for k in SUMMARY_KEYS if history and k in history[-1]}
-    peak = {k: max(h[k] for h in sft if k in h) for k in SUMMARY_KEYS
-            if any(k in h for h in sft) and "rate" not in k}
+    last = history[-1] if history else {}
+    sft = [h for h in history if h["epoch"] >= module.warmup_epochs - 1]
+    # held-out peaks as the evaluation hooks define them (the test one at the val peak)
+    peak = {f"heldout_{s}_acc": last[f"heldout_{s}_peak"] for s in ("test", "val")
+            if f"heldout_{s}_peak" in last}
+    peak.update({k: max(h[k] for h in sft if k in h) for k in ("new_fact_acc", "known_train_acc")
+                 if any(k in h for h in sft)})
     return {
+        "schema_version": SCHEMA_VERSION,
         "final": final,
         "peak": peak,
-        "heldout_known_decline": history[-1].get("heldout_known_decline") if history else None,
+        "heldout_test_decline": last.get("heldout_test_decline"),
+        "heldout_val_decline": last.get("heldout_val_decline"),
+        "cost": run_cost(module),
+        "protocol": protocol or {},
         "warmup_end": next((h for h in history if h["epoch"] == module.warmup_epochs - 1), None),
         "epochs": len(history),
         "history": history,
@@ -57,6 +91,7 @@ def build_summary(module, wall_time_s: float) -> dict:
         "seed": int(os.environ.get("PL_GLOBAL_SEED", "-1")),
         "wall_time_s": round(wall_time_s, 2),
         "versions": _versions(),
+        "git_commit": git_commit(),
     }
 
 
@@ -82,8 +117,9 @@ def format_table(summary: dict) -> str:
             peak = summary["peak"].get(key)
             peak_s = f"{peak:>8.3f}" if peak is not None else f"{'-':>8}"
             lines.append(f"{key:<22}{summary['final'][key]:>8.3f}{peak_s}")
-    if summary["heldout_known_decline"] is not None:
-        lines.append(f"{'heldout_known_decline':<22}{summary['heldout_known_decline']:>8.3f}")
+    for key in ("heldout_test_decline", "heldout_val_decline"):
+        if summary.get(key) is not None:
+            lines.append(f"{key:<22}{summary[key]:>8.3f}")
     return "\n".join(lines)
 
 
@@ -103,6 +139,7 @@ class RunArtifacts(L.Callback):
         self.overwrite = overwrite
         self._t0 = 0.0
         self._earlier_rows: list[dict] = []
+        self.config_hash: str | None = None  # set by the CLI from the resolved config
 
     def keep_metrics_of(self, path: Path) -> None:
         """Keep the rows of an interrupted run's ``metrics.csv`` (the CSV logger starts the
@@ -141,7 +178,11 @@ class RunArtifacts(L.Callback):
         if not trainer.is_global_zero or not pl_module.history:
             return
         out = run_dir(trainer)
-        summary = build_summary(pl_module, time.perf_counter() - self._t0)
+        data = trainer.datamodule
+        protocol = {**(data.protocol() if hasattr(data, "protocol") else {}),
+                    "seed": int(os.environ.get("PL_GLOBAL_SEED", "-1")),
+                    "config_hash": self.config_hash}
+        summary = build_summary(pl_module, time.perf_counter() - self._t0, protocol)
         if self.save_model:
             student = pl_module.student
             if state is None and hasattr(student, "merge_and_unload"):  # LoRA: a plain merged model

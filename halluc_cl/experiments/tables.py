@@ -11,21 +11,24 @@ import csv
 import io
 import math
 import statistics
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 
-CSV_COLUMNS = ("method", "unknown_fraction", "seed", "heldout_known_acc", "heldout_known_peak",
-               "heldout_known_decline", "hallucination_rate", "abstain_rate", "new_fact_acc",
-               "new_fact_abstain_rate", "known_train_acc", "wall_time_s", "run_dir")
+Split = Literal["test", "val"]
+
+CSV_COLUMNS = ("method", "unknown_fraction", "seed", "split_seed", "split", "heldout_acc",
+               "heldout_peak", "heldout_decline", "hallucination_rate", "abstain_rate",
+               "new_fact_acc", "new_fact_abstain_rate", "known_train_acc", "relative_cost",
+               "train_token_passes", "wall_time_s", "heldout_disjoint", "config_hash", "run_dir")
 
 # (row key, markdown header, digits): the mean ± std columns of results.md
-MD_COLUMNS = (("heldout_known_decline", "held-out Known decline", 3),
+MD_COLUMNS = (("heldout_decline", "held-out Known decline", 3),
               ("hallucination_rate", "hallucination rate", 3),
               ("new_fact_acc", "new-fact acc", 3),
-              ("heldout_known_acc", "held-out Known acc (final)", 3),
+              ("heldout_acc", "held-out Known acc (final)", 3),
               ("abstain_rate", "abstain rate", 3),
-              ("new_fact_abstain_rate", "new-fact abstain rate", 3),
+              ("relative_cost", "cost (× SFT)", 2),
               ("wall_time_s", "wall time (s)", 1))
 
 
@@ -37,6 +40,7 @@ class CellResult(NamedTuple):
     seed: int
     run_dir: str
     summary: dict
+    split_seed: int | None = None
 
 
 class Fit(NamedTuple):
@@ -47,30 +51,55 @@ class Fit(NamedTuple):
     n: int
 
 
-def cell_row(result: CellResult) -> dict:
-    """The ``results.csv`` row of a cell (``None`` where the summary lacks a metric)."""
+def cell_row(result: CellResult, split: Split = "test") -> dict:
+    """The ``results.csv`` row of a cell on one held-out split (``None`` where the summary
+    lacks a metric). ``relative_cost`` is filled in by ``add_relative_cost``."""
     s = result.summary
     final, peak = s.get("final", {}), s.get("peak", {})
+    rate = "" if split == "test" else "val_"
+    protocol = s.get("protocol", {})
     return {
         "method": result.method, "unknown_fraction": result.unknown_fraction,
-        "seed": result.seed, "heldout_known_acc": final.get("heldout_known_acc"),
-        "heldout_known_peak": peak.get("heldout_known_acc"),
-        "heldout_known_decline": s.get("heldout_known_decline"),
-        "hallucination_rate": final.get("hallucination_rate"),
-        "abstain_rate": final.get("abstain_rate"), "new_fact_acc": final.get("new_fact_acc"),
+        "seed": result.seed, "split_seed": protocol.get("split_seed", result.split_seed),
+        "split": split, "heldout_acc": final.get(f"heldout_{split}_acc"),
+        "heldout_peak": peak.get(f"heldout_{split}_acc"),
+        "heldout_decline": s.get(f"heldout_{split}_decline"),
+        "hallucination_rate": final.get(f"{rate}hallucination_rate"),
+        "abstain_rate": final.get(f"{rate}abstain_rate"), "new_fact_acc": final.get("new_fact_acc"),
         "new_fact_abstain_rate": final.get("new_fact_abstain_rate"),
-        "known_train_acc": final.get("known_train_acc"), "wall_time_s": s.get("wall_time_s"),
-        "run_dir": result.run_dir,
+        "known_train_acc": final.get("known_train_acc"), "relative_cost": None,
+        "train_token_passes": s.get("cost", {}).get("train_token_passes"),
+        "wall_time_s": s.get("wall_time_s"), "heldout_disjoint": protocol.get("heldout_disjoint"),
+        "config_hash": protocol.get("config_hash"), "run_dir": result.run_dir,
     }
 
 
-def results_csv(results: list[CellResult]) -> str:
+def add_relative_cost(rows: list[dict], reference: str = "sft") -> None:
+    """Set ``relative_cost``: a cell's training token passes over the mean of the
+    ``reference`` method's cells at the same unknown fraction (left ``None`` without one)."""
+    for row in rows:
+        ref = [r["train_token_passes"] for r in rows if r["method"] == reference
+               and r["unknown_fraction"] == row["unknown_fraction"] and r["train_token_passes"]]
+        if ref and row["train_token_passes"] is not None:
+            row["relative_cost"] = row["train_token_passes"] / statistics.mean(ref)
+
+
+def table_rows(results: list[CellResult], split: Split = "test",
+               cost_reference: str = "sft") -> list[dict]:
+    """``cell_row`` of every cell with its relative cost."""
+    rows = [cell_row(r, split) for r in results]
+    add_relative_cost(rows, cost_reference)
+    return rows
+
+
+def results_csv(results: list[CellResult], split: Split = "test",
+                cost_reference: str = "sft") -> str:
     """One CSV row per cell, columns ``CSV_COLUMNS``; a missing metric is an empty field."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    for result in results:
-        writer.writerow({k: "" if v is None else v for k, v in cell_row(result).items()})
+    for row in table_rows(results, split, cost_reference):
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
     return buf.getvalue()
 
 
@@ -82,6 +111,27 @@ def mean_std(values: list[float | None], digits: int = 3) -> str:
     if len(vals) == 1:
         return f"{vals[0]:.{digits}f}"
     return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+
+
+# two-sided 97.5 % quantiles of Student's t for 1..30 degrees of freedom
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def confidence_interval(values: list[float | None], digits: int = 3) -> str:
+    """The 95 % t-interval of the mean over seeds, ``[lo, hi]``; ``–`` below two values.
+
+    >>> confidence_interval([0.1, 0.2, 0.3])
+    '[-0.048, 0.448]'
+    """
+    vals = [v for v in values if v is not None]
+    if len(vals) < 2:
+        return "–"
+    t = _T975[min(len(vals) - 1, len(_T975)) - 1] if len(vals) <= 31 else 1.96
+    half = t * statistics.stdev(vals) / math.sqrt(len(vals))
+    mean = statistics.mean(vals)
+    return f"[{mean - half:.{digits}f}, {mean + half:.{digits}f}]"
 
 
 def least_squares(features: list[list[float]], y: list[float]) -> Fit | None:
@@ -99,8 +149,8 @@ def least_squares(features: list[list[float]], y: list[float]) -> Fit | None:
 
 def fraction_fit(rows: list[dict]) -> Fit | None:
     """Final held-out Known accuracy = β0 + β·X over the given cells."""
-    pts = [(r["unknown_fraction"], r["heldout_known_acc"]) for r in rows
-           if r["heldout_known_acc"] is not None]
+    pts = [(r["unknown_fraction"], r["heldout_acc"]) for r in rows
+           if r["heldout_acc"] is not None]
     return least_squares([[x] for x, _ in pts], [a for _, a in pts]) if pts else None
 
 
@@ -118,8 +168,8 @@ def gekhman_features(row: dict) -> list[float] | None:
 
 def gekhman_fit(rows: list[dict]) -> Fit | None:
     """acc = β0 + β_kn·(1−X)·known_train_acc + β_unk·X·new_fact_acc over the given cells."""
-    pts = [(f, r["heldout_known_acc"]) for r in rows
-           if r["heldout_known_acc"] is not None and (f := gekhman_features(r)) is not None]
+    pts = [(f, r["heldout_acc"]) for r in rows
+           if r["heldout_acc"] is not None and (f := gekhman_features(r)) is not None]
     return least_squares([f for f, _ in pts], [a for _, a in pts]) if pts else None
 
 
@@ -152,23 +202,44 @@ def _fit_section(rows: list[dict], methods: list[str]) -> list[str]:
     return lines
 
 
-def results_markdown(results: list[CellResult], methods: list[str]) -> str:
-    """Mean ± std over seeds per (method, unknown fraction), methods in the order given.
+def _seed_list(group: list[dict]) -> str:
+    pairs = [(r["split_seed"], r["seed"]) for r in group]
+    if all(a == b for a, b in pairs):
+        return ",".join(str(b) for _, b in pairs)
+    return ",".join(f"{a}/{b}" for a, b in pairs)
+
+
+def results_markdown(results: list[CellResult], methods: list[str], split: Split = "test",
+                     cost_reference: str = "sft", provenance: str = "") -> str:
+    """Mean ± std over seeds per (method, unknown fraction), methods in the order given, on
+    one held-out split, with the 95 % interval of the decline.
 
     Adds the linear fits when the grid has at least three distinct unknown fractions.
     """
-    rows = [cell_row(r) for r in results]
+    rows = table_rows(results, split, cost_reference)
     fractions = sorted({r["unknown_fraction"] for r in rows})
-    header = ["method", "unknown fraction", "seeds"] + [h for _, h, _ in MD_COLUMNS]
-    lines = ["# Comparison", "", "Mean ± std over seeds (one seed: the value alone; missing: –).",
+    header = ["method", "unknown fraction", "seeds", MD_COLUMNS[0][1], "95 % interval",
+              *(h for _, h, _ in MD_COLUMNS[1:])]
+    name = "heldout_test (report)" if split == "test" else "heldout_val (selection)"
+    disjoint = sorted({str(r["heldout_disjoint"]) for r in rows})
+    lines = ["# Comparison", "",
+             f"Held-out split: {name}; held-out disjointness: {', '.join(disjoint)}. "
+             "Mean ± std over seeds (one seed: the value alone; missing: –); seeds are training "
+             "seeds, written split/training where the split seed differs. Cost: training token "
+             f"passes (3 × student + teacher tokens) over the `{cost_reference}` rows' mean.",
+             *([provenance] if provenance else []),
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in methods:
         for x in fractions:
             group = [r for r in rows if r["method"] == method and r["unknown_fraction"] == x]
             if not group:
                 continue
-            cells = [mean_std([r[k] for r in group], d) for k, _, d in MD_COLUMNS]
-            lines.append(f"| {method} | {x:g} | {len(group)} | " + " | ".join(cells) + " |")
+            key, _, digits = MD_COLUMNS[0]
+            cells = [mean_std([r[key] for r in group], digits),
+                     confidence_interval([r[key] for r in group], digits),
+                     *(mean_std([r[k] for r in group], d) for k, _, d in MD_COLUMNS[1:])]
+            lines.append(f"| {method} | {x:g} | {_seed_list(group)} | " + " | ".join(cells)
+                         + " |")
     if len(fractions) >= 3:
         lines += _fit_section(rows, methods)
     return "\n".join(lines) + "\n"

@@ -2,6 +2,12 @@
 rates against the warm-up-end reference, the held-out decline from its peak, and
 representation drift, computed at every validation (and test) epoch.
 
+Two held-out splits (``data/splits.py``): ``heldout_val`` chooses, ``heldout_test`` reports.
+The validation split's peak is its best accuracy since the end of the warm-up; the test
+split's reference ("peak") is its accuracy at the epoch where the validation split peaked, so
+no number on the test split is a maximum over test evaluations (without a validation split,
+the test split's own maximum). Decline = (peak − now) / peak for each.
+
 The module (``models/module.py``) provides the state these hooks read and write:
 ``student``, ``tokenizer``, ``max_new_tokens``, ``eval_method``, ``want_prediction_text``,
 ``drift_layer``, the torchmetrics (``accuracy``, ``hallucination``, ``abstain``,
@@ -17,8 +23,10 @@ from halluc_cl.analysis.drift import cosine_drift, last_token_states
 from halluc_cl.metrics.hallucination import relative_decline
 from halluc_cl.models.evaluation import answer_batch
 
-SPLIT_METRIC = {"heldout_known": "heldout_known_acc", "unknown_train": "new_fact_acc",
-                "known_train": "known_train_acc"}
+SPLIT_METRIC = {"heldout_test": "heldout_test_acc", "heldout_val": "heldout_val_acc",
+                "unknown_train": "new_fact_acc", "known_train": "known_train_acc"}
+# held-out split -> prefix of its hallucination / abstention rates
+HELDOUT_RATE_PREFIX = {"heldout_test": "", "heldout_val": "val_"}
 
 
 class EvaluationHooks:
@@ -37,14 +45,14 @@ class EvaluationHooks:
         self.accuracy[split].update(correct)
         if split == "unknown_train":
             self.new_fact_abstain.update(abstained)
-        if split == "heldout_known" and self.drift_layer is not None:
+        if split == "heldout_test" and self.drift_layer is not None:
             states = last_token_states(self.student, batch["input_ids"], batch["attention_mask"],
                                        self.drift_layer).cpu()
             self._eval_states.update({f.id: h for f, h in zip(facts, states)})
-        if split == "heldout_known" and self.reference:
+        if split in HELDOUT_RATE_PREFIX and self.reference:
             ref = torch.tensor([self.reference.get(f.id, False) for f in facts])
-            self.hallucination.update(ref, correct, abstained)
-            self.abstain.update(ref, correct, abstained)
+            self.hallucination[split].update(ref, correct, abstained)
+            self.abstain[split].update(ref, correct, abstained)
         self.last_predictions.extend(
             {"id": f.id, "split": split, "question": f.question, "answer": f.object,
              "prediction": a, "correct": bool(c), "abstained": bool(ab)}
@@ -61,22 +69,21 @@ class EvaluationHooks:
         metrics = self._compute_metrics()
         if fitting and self.current_epoch == self.warmup_epochs - 1:
             self.reference = {p["id"]: p["correct"] for p in self.last_predictions
-                              if p["split"] == "heldout_known"}
+                              if p["split"] in HELDOUT_RATE_PREFIX}
             self.drift_reference = dict(self._eval_states)
         ids = [i for i in self.drift_reference if i in self._eval_states]
         if ids:
             metrics["heldout_drift"] = float(cosine_drift(
                 torch.stack([self._eval_states[i] for i in ids]),
                 torch.stack([self.drift_reference[i] for i in ids])))
-        acc = metrics.get("heldout_known_acc")
-        if acc is not None and (self.current_epoch >= self.warmup_epochs - 1 or not fitting):
-            peaks = [h["heldout_known_acc"] for h in self.history
-                     if h["epoch"] >= self.warmup_epochs - 1] + [acc]
-            metrics["heldout_known_peak"] = max(peaks)
-            metrics["heldout_known_decline"] = relative_decline(max(peaks), acc)
+        if self.current_epoch >= self.warmup_epochs - 1 or not fitting:
+            metrics.update(peak_and_decline(self._since_warmup() + [metrics]))
         self.log_dict({k: float(v) for k, v in metrics.items()})
         if fitting:
             self.history.append({"epoch": self.current_epoch, **metrics})
+
+    def _since_warmup(self) -> list[dict]:
+        return [h for h in self.history if h["epoch"] >= self.warmup_epochs - 1]
 
     def on_test_epoch_end(self) -> None:
         metrics = self._compute_metrics()
@@ -87,15 +94,43 @@ class EvaluationHooks:
         for split, name in SPLIT_METRIC.items():
             if self.accuracy[split].update_count:
                 metrics[name] = float(self.accuracy[split].compute())
-        if self.hallucination.update_count:
-            metrics["hallucination_rate"] = float(self.hallucination.compute())
-            metrics["abstain_rate"] = float(self.abstain.compute())
+        for split, prefix in HELDOUT_RATE_PREFIX.items():
+            if self.hallucination[split].update_count:
+                metrics[f"{prefix}hallucination_rate"] = float(self.hallucination[split].compute())
+                metrics[f"{prefix}abstain_rate"] = float(self.abstain[split].compute())
         if self.new_fact_abstain.update_count:
             metrics["new_fact_abstain_rate"] = float(self.new_fact_abstain.compute())
         self._reset_metrics()
         return metrics
 
     def _reset_metrics(self) -> None:
-        for m in [*self.accuracy.values(), self.hallucination, self.abstain,
-                  self.new_fact_abstain]:
+        for m in [*self.accuracy.values(), *self.hallucination.values(),
+                  *self.abstain.values(), self.new_fact_abstain]:
             m.reset()
+
+
+def peak_and_decline(evaluations: list[dict]) -> dict[str, float]:
+    """Peak and relative decline of both held-out splits over ``evaluations`` (the
+    evaluations since the end of the warm-up, the latest last; module docstring).
+
+    >>> evals = [{"heldout_val_acc": 0.8, "heldout_test_acc": 0.7},
+    ...          {"heldout_val_acc": 0.9, "heldout_test_acc": 0.6},
+    ...          {"heldout_val_acc": 0.5, "heldout_test_acc": 0.3}]
+    >>> out = peak_and_decline(evals)
+    >>> out["heldout_val_peak"], out["heldout_test_peak"], out["heldout_test_decline"]
+    (0.9, 0.6, 0.5)
+    """
+    out: dict[str, float] = {}
+    val = [e["heldout_val_acc"] for e in evaluations if "heldout_val_acc" in e]
+    test = [e.get("heldout_test_acc") for e in evaluations]
+    if val and len(val) == len(evaluations):
+        best = max(range(len(val)), key=val.__getitem__)  # the first epoch at the val peak
+        out["heldout_val_peak"] = val[best]
+        out["heldout_val_decline"] = relative_decline(val[best], val[-1])
+        if test[best] is not None and test[-1] is not None:
+            out["heldout_test_peak"] = test[best]
+            out["heldout_test_decline"] = relative_decline(test[best], test[-1])
+    elif test and all(t is not None for t in test):
+        out["heldout_test_peak"] = max(test)
+        out["heldout_test_decline"] = relative_decline(max(test), test[-1])
+    return out

@@ -19,7 +19,7 @@ from halluc_cl.experiments.rng import rng_state, set_rng_state
 from halluc_cl.metrics.hallucination import AbstainRate, ExactMatchAccuracy, HallucinationRate
 from halluc_cl.models.context import check_context
 from halluc_cl.models.evaluation import EvalMethod
-from halluc_cl.models.evaluation_hooks import SPLIT_METRIC, EvaluationHooks
+from halluc_cl.models.evaluation_hooks import HELDOUT_RATE_PREFIX, SPLIT_METRIC, EvaluationHooks
 from halluc_cl.models.loading import load_causal_lm, load_tokenizer
 from halluc_cl.models.teacher import AdapterOffTeacher, SnapshotTeacher
 from halluc_cl.regularizers.base import Regularizer
@@ -88,7 +88,8 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         self.warmup_epochs, self.max_new_tokens = warmup_epochs, max_new_tokens
         self.snapshot = snapshot
         self.accuracy = nn.ModuleDict({s: ExactMatchAccuracy() for s in SPLIT_METRIC})
-        self.hallucination, self.abstain = HallucinationRate(), AbstainRate()
+        self.hallucination = nn.ModuleDict({s: HallucinationRate() for s in HELDOUT_RATE_PREFIX})
+        self.abstain = nn.ModuleDict({s: AbstainRate() for s in HELDOUT_RATE_PREFIX})
         self.new_fact_abstain = ExactMatchAccuracy()  # share of Unknown facts answered "IDK"
         self._teacher: SnapshotTeacher | AdapterOffTeacher | None = None  # not a submodule
         self.snapshot_taken = False
@@ -103,6 +104,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         self.drift_reference: dict[str, torch.Tensor] = {}  # fact id -> state at warm-up end
         self._eval_states: dict[str, torch.Tensor] = {}
         self._rng_to_restore: dict | None = None  # RNG states of a checkpoint being resumed
+        self.cost = {"student_tokens": 0, "teacher_tokens": 0}  # see ``add_cost``
 
     # --- phases -------------------------------------------------------------------------
     @property
@@ -139,12 +141,12 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
             raise ConfigError("trainer.check_val_every_n_epoch must be 1: the hallucination "
                               "reference is the evaluation at the end of the warm-up")
         wants = any(r.uses_extra_inputs for r in self.regularizers)
-        has = getattr(trainer.datamodule, "distill_per_batch", 0) > 0
+        has = getattr(trainer.datamodule, "extra_per_batch", 0) > 0
         if wants != has:
             raise ConfigError(
-                "KLSelfDistillation extra_weight > 0 needs data.distill_per_batch > 0"
-                if wants else "data.distill_per_batch > 0 but no regularizer uses extra inputs "
-                "(set extra_weight > 0)")
+                "KLSelfDistillation extra_weight > 0 and ReplayLoss need data.extra_per_batch > 0"
+                if wants else "data.extra_per_batch > 0 but no regularizer uses extra inputs "
+                "(set KLSelfDistillation extra_weight > 0, or add ReplayLoss)")
 
     def on_train_start(self) -> None:
         if self._rng_to_restore is not None:  # resumed: go on with the saved random streams
@@ -185,6 +187,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         out = self.student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                            labels=batch["labels"])
         loss = out.loss
+        self.add_cost(student=batch["attention_mask"].sum())
         logged = {"train/sft_loss": loss}
         if self.in_sft_phase and self.regularizers:
             outputs = self._plugin_outputs(batch, out)
@@ -218,13 +221,25 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
                    "sft_epoch": self.current_epoch - self.warmup_epochs + 1}
         if any(r.wants_teacher_logits for r in self.regularizers):
             outputs["teacher_logits"] = self._teacher.logits(batch)
-        if "distill_input_ids" in batch and any(r.uses_extra_inputs for r in self.regularizers):
-            extra = {"input_ids": batch["distill_input_ids"],
-                     "attention_mask": batch["distill_attention_mask"]}
+            self.add_cost(teacher=batch["attention_mask"].sum())
+        extra_users = [r for r in self.regularizers if r.uses_extra_inputs]
+        if "extra_input_ids" in batch and extra_users:
+            extra = {"input_ids": batch["extra_input_ids"],
+                     "attention_mask": batch["extra_attention_mask"]}
             outputs["extra_logits"] = self.student(**extra).logits
-            outputs["extra_teacher_logits"] = self._teacher.logits(extra)
+            self.add_cost(student=extra["attention_mask"].sum())
+            if any(r.needs_teacher for r in extra_users):
+                outputs["extra_teacher_logits"] = self._teacher.logits(extra)
+                self.add_cost(teacher=extra["attention_mask"].sum())
             outputs["extra_attention_mask"] = extra["attention_mask"]
+            outputs["extra_labels"] = batch["extra_labels"]
         return outputs
+
+    def add_cost(self, student=0, teacher=0) -> None:
+        """Count tokens through the student (forward + backward) and through the teacher
+        (forward only); ``summary.json`` reports them as the run's cost."""
+        self.cost["student_tokens"] += student
+        self.cost["teacher_tokens"] += teacher
 
     def configure_optimizers(self):
         params = [p for p in self.student.parameters() if p.requires_grad]
@@ -242,7 +257,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
             "snapshot_taken": self.snapshot_taken, "drift_reference": self.drift_reference,
             "teacher": self._teacher.state_dict() if self._teacher else None,
             "regularizers": [r.state_dict() for r in self.regularizers],
-            "rng": rng_state(),
+            "rng": rng_state(), "cost": {k: int(v) for k, v in self.cost.items()},
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -258,6 +273,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         for reg, reg_state in zip(self.regularizers, state.get("regularizers", [])):
             reg.load_state_dict(reg_state)
         self._rng_to_restore = state.get("rng")  # applied in on_train_start
+        self.cost = dict(state.get("cost", self.cost))
 
     def on_fit_start(self) -> None:
         if self._teacher is not None:

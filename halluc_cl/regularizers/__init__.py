@@ -6,5 +6,6 @@ from halluc_cl.regularizers.ewc import EWC
 from halluc_cl.regularizers.freeze import Freeze
 from halluc_cl.regularizers.l2 import L2ToAnchor
 from halluc_cl.regularizers.lora import LoRA
+from halluc_cl.regularizers.replay import ReplayLoss
 
-__all__ = ["EWC", "Freeze", "KLSelfDistillation", "L2ToAnchor", "LoRA", "Regularizer"]
+__all__ = ["EWC", "Freeze", "KLSelfDistillation", "L2ToAnchor", "LoRA", "Regularizer", "ReplayLoss"]

@@ -17,7 +17,7 @@ class Regularizer(ABC):
 
     name: str = "regularizer"
     needs_teacher: bool = False
-    uses_extra_inputs: bool = False  # wants student/teacher logits on data.distill_per_batch inputs
+    uses_extra_inputs: bool = False  # wants student (and teacher) logits on data.extra_per_batch inputs
     setup_order: int = 2  # setup/on_snapshot run in this order: 0 wraps the model, 1 freezes
 
     @property
@@ -45,8 +45,9 @@ class Regularizer(ABC):
                 ``is_unknown``).
             outputs: ``logits`` and ``loss`` of the student, ``sft_epoch`` (1 in the first
                 epoch after the warm-up), ``teacher_logits`` when ``needs_teacher``, and
-                ``extra_logits`` / ``extra_teacher_logits`` / ``extra_attention_mask`` for
-                the batch's distillation-only inputs when ``uses_extra_inputs``.
+                ``extra_logits`` / ``extra_attention_mask`` / ``extra_labels`` (and
+                ``extra_teacher_logits`` when ``needs_teacher``) for the batch's extra
+                inputs when ``uses_extra_inputs``.
         """
 
     def before_optimizer_step(self, module) -> None:

@@ -70,8 +70,13 @@ class KLSelfDistillation(Regularizer):
 
     The paper's form: λ · D(teacher ‖ student) on the SFT batch, averaged over the chosen
     token positions of the chosen examples. The extra-input form: λ_extra · D on
-    distillation-only inputs that carry no new fact (``data.distill_per_batch`` of them per
-    batch, see ``halluc_cl.data.distill_inputs``), averaged over all their positions.
+    extra inputs that carry no new fact (``data.extra_per_batch`` of them per batch, see
+    ``halluc_cl.data.extra_inputs``), averaged over all their positions.
+
+    The paper's form as a reader's note of Kaplan et al. (2026, Eq. 2) describes it
+    (second-hand; ``configs/regularizer/distill_paper.yaml``): forward KL of the full
+    next-token distribution at every non-pad position (``tokens: all``), λ = 1, τ = 0.5, to
+    the warm-up snapshot, without the τ² factor.
 
     Args:
         weight: λ of the SFT-batch form (0 turns it off).
@@ -81,7 +86,7 @@ class KLSelfDistillation(Regularizer):
             ``question`` (prompt) tokens, or ``all`` tokens.
         examples: Which SFT examples are distilled: ``all``, ``known`` or ``unknown`` ones.
         extra_weight: λ of the extra-input form (0 turns it off; > 0 needs
-            ``data.distill_per_batch`` > 0).
+            ``data.extra_per_batch`` > 0).
         ramp_epochs: Grow both weights linearly over this many SFT epochs (0 = constant).
         scale_by_temperature_squared: Multiply by τ² (Hinton et al.) to keep gradient scale
             comparable across temperatures.
@@ -133,6 +138,11 @@ class KLSelfDistillation(Regularizer):
         self.uses_extra_inputs = extra_weight > 0
         self.scale = temperature**2 if scale_by_temperature_squared else 1.0
 
+    @property
+    def wants_teacher_logits(self) -> bool:
+        """Teacher logits on the SFT batch: only for a live teacher with ``weight`` > 0."""
+        return self.needs_teacher and self.weight > 0
+
     def _ramp(self, outputs: dict) -> float:
         if not self.ramp_epochs:
             return 1.0
@@ -148,6 +158,7 @@ class KLSelfDistillation(Regularizer):
         if self.cache is None:
             return
         data = module.trainer.datamodule
+        module.add_cost(teacher=sum(len(r["input_ids"]) for _, r in data.cache_examples()))
         self.cache.build(module.student, data.cache_examples(), data.collate_train,
                          lambda batch: position_mask(batch, self.tokens))
 
@@ -179,7 +190,7 @@ class KLSelfDistillation(Regularizer):
 
     def _extra_term(self, outputs: dict) -> Tensor:
         if "extra_logits" not in outputs:
-            raise ConfigError("KLSelfDistillation extra_weight > 0 needs data.distill_per_batch > 0")
+            raise ConfigError("KLSelfDistillation extra_weight > 0 needs data.extra_per_batch > 0")
         mask = outputs["extra_attention_mask"].bool()
         div = divergence(outputs["extra_logits"], outputs["extra_teacher_logits"],
                          self.temperature, self.direction)

@@ -23,7 +23,7 @@ EXIT = {"SIGINT": 130, "SIGTERM": 143}
 CASES = {
     # mid warm-up (before the snapshot: taken at the warm-up end after the resume), then
     # mid-SFT with the teacher restored
-    "distill": ("distill.yaml", ["--data.distill_per_batch", "8"],
+    "distill": ("distill.yaml", ["--data.extra_per_batch", "8"],
                 [(0, "SIGTERM"), (4, "SIGTERM")], "printed"),
     "ewc": ("ewc.yaml", [], [(6, "SIGINT")], "last"),  # anchor + Fisher restored
     "l2": ("l2.yaml", [], [(3, "SIGTERM")], "printed"),  # the matched λ scale restored

@@ -102,7 +102,7 @@ def test_resume_loads_with_weights_only(method, tmp_path, tiny_model_dir, one_th
 
     def fit(*extra):
         main(["fit", "--config", str(ROOT / f"configs/{method}.yaml"), *TINY,
-              "--trainer.logger.init_args.save_dir", str(tmp_path), "--data.distill_per_batch",
+              "--trainer.logger.init_args.save_dir", str(tmp_path), "--data.extra_per_batch",
               "8" if method == "distill" else "0", "--artifacts.save_model", "false", *extra])
 
     fit("--trainer.max_epochs", "2")

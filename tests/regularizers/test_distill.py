@@ -357,7 +357,7 @@ def test_extra_weight_without_inputs_is_a_config_error():
     batch, outputs = _batch_and_outputs()
     for key in ("extra_logits", "extra_teacher_logits", "extra_attention_mask"):
         outputs.pop(key)
-    with pytest.raises(ConfigError, match="distill_per_batch"):
+    with pytest.raises(ConfigError, match="extra_per_batch"):
         KLSelfDistillation(weight=0.0, extra_weight=1.0).penalty(batch, outputs)
 
 
