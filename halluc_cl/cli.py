@@ -215,9 +215,21 @@ def attribution(run: str, top_k: int = 3, shuffles: int = 100, seed: int = 0,
     print(json.dumps(analyze_run(run, top_k, shuffles, seed, hidden_layer), indent=2))
 
 
+def rescore(grid: str, methods: list[str] | None = None) -> None:
+    """Re-score a compare grid's final models by generation beside their one-forward scores.
+
+    Args:
+        grid: The compare output folder.
+        methods: Methods to re-score (``null``: all).
+    """
+    from halluc_cl.analysis.rescore import rescore as run_rescore
+
+    run_rescore(grid, methods)
+
+
 COMMANDS = {"pretrain": pretrain, "compare": compare, "probe": probe}
 # halluc-cl analyze <study> ...: attribution of one run, or a mechanism study's grid
-ANALYSES = {"attribution": attribution, **dict.fromkeys(
+ANALYSES = {"attribution": attribution, "rescore": rescore, **dict.fromkeys(
     ("keys", "overlap", "capacity", "behaviour"), mechanism_study)}
 
 

@@ -114,7 +114,7 @@ CASES = {
         ["unknown_fraction must be in [0, 1], got 1.5"]),
     "infeasible-sizes": (
         lambda e: e.fit("--data.n_train", "1000"),
-        ["infeasible split", "need 516 Known facts, the source has 67"]),
+        ["infeasible split", "500 Known training facts needed (n_train=1000"]),
     "infeasible-unknown-fraction": (
         lambda e: e.fit("--data.n_train", "1000", "--data.unknown_fraction", "0.99"),
         ["infeasible unknown_fraction=0.99", "990 Unknown facts needed"]),

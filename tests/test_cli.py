@@ -23,21 +23,29 @@ def test_fit_end_to_end(config, tmp_path, tiny_model_dir, capsys):
     run = fit(config, tmp_path)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs"] == 3 and summary["warmup_epochs"] == 1
-    assert set(summary["final"]) >= {"heldout_known_acc", "new_fact_acc", "known_train_acc",
-                                     "hallucination_rate", "abstain_rate"}
-    assert 0.0 <= summary["heldout_known_decline"] <= 1.0
+    assert set(summary["final"]) >= {"heldout_test_acc", "heldout_val_acc", "new_fact_acc",
+                                     "known_train_acc", "hallucination_rate", "abstain_rate"}
+    assert 0.0 <= summary["heldout_test_decline"] <= 1.0
+    assert 0.0 <= summary["heldout_val_decline"] <= 1.0
+    protocol = summary["protocol"]
+    assert protocol["heldout_disjoint"] == "subject" and protocol["split_seed"] == 0
+    assert protocol["split_sizes"]["heldout_test"] == protocol["split_sizes"]["heldout_val"] == 16
+    assert len(protocol["config_hash"]) == 64 and summary["schema_version"] == 2
+    cost = summary["cost"]
+    assert cost["student_tokens"] > 0 and (cost["teacher_tokens"] > 0) == ("distill" in config)
     assert summary["regularizers"] == (["KLSelfDistillation"] if "distill" in config else [])
     preds = [json.loads(line) for line in (run / "predictions/epoch_2.jsonl").read_text().splitlines()]
-    assert {p["split"] for p in preds} == {"heldout_known", "known_train", "unknown_train"}
+    assert {p["split"] for p in preds} == {"heldout_test", "heldout_val", "known_train",
+                                           "unknown_train"}
     assert (run / "metrics.csv").is_file() and (run / "config.yaml").is_file()
     assert (run / "model/model.safetensors").is_file() and (run / "model/tokenizer.json").is_file()
     out = capsys.readouterr().out
-    assert "heldout_known_acc" in out and "final" in out and "peak" in out
+    assert "heldout_test_acc" in out and "final" in out and "peak" in out
 
 
 @pytest.mark.parametrize("method, plugins", [
     ("l2", ["L2ToAnchor"]), ("ewc", ["EWC"]), ("freeze_attention_only", ["Freeze"]),
-    ("lora", ["LoRA"]), ("replay", []), ("idk", []),
+    ("lora", ["LoRA"]), ("replay", []), ("replay_matched", ["ReplayLoss"]), ("idk", []),
 ])
 def test_method_configs_fit_end_to_end(method, plugins, tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM
@@ -117,7 +125,7 @@ def test_pretrain_command_uses_cache(tiny_model_dir, capsys):
 
 
 METHODS = ["distill", "l2", "ewc", "freeze_attention_only", "freeze_mlp_only", "lora", "replay",
-           "idk"]
+           "replay_matched", "idk"]
 
 
 def _merge(base: dict, overlay: dict) -> dict:
@@ -160,12 +168,12 @@ def test_validate_from_last_checkpoint_keeps_reference(method, tmp_path, tiny_mo
           "--trainer.logger.init_args.save_dir", str(tmp_path / "val"),
           "--ckpt_path", str(run / "checkpoints/last.ckpt")])
     out = capsys.readouterr().out
-    assert "hallucination_rate" in out and "heldout_known_acc" in out
+    assert "hallucination_rate" in out and "heldout_test_acc" in out
     preds = (tmp_path / f"val/{method}/version_0/predictions/epoch_0.jsonl").read_text()
     preds = preds.splitlines()
-    final = [json.loads(p) for p in preds if json.loads(p)["split"] == "heldout_known"]
+    final = [json.loads(p) for p in preds if json.loads(p)["split"] == "heldout_test"]
     acc = sum(p["correct"] for p in final) / len(final)
-    assert acc == summary["final"]["heldout_known_acc"]  # same weights, same answers
+    assert acc == summary["final"]["heldout_test_acc"]  # same weights, same answers
 
 
 def test_distill_with_extra_inputs_and_base_snapshot(tmp_path, tiny_model_dir):

@@ -51,7 +51,7 @@ from halluc_cl.data.padding import right_pad
 from halluc_cl.models.loading import is_synthetic
 from halluc_cl.models.module import FactSFTModule
 
-SPLIT = "heldout_known"
+SPLIT = "heldout_test"
 # (n_train, n_heldout): configs/sft.yaml, and configs/world/tiny.yaml for the tiny world
 SIZES = {"synthetic://tiny": (32, 16)}
 DEFAULT_SIZES = (400, 200)

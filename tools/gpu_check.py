@@ -58,7 +58,7 @@ def run(method: str, stage: int, out: Path) -> str:
     summary = json.loads((run_dir / "summary.json").read_text())
     saved = any((run_dir / "model" / f).is_file() for f in ("config.json", "adapter_config.json"))
     expected = "ok" if (method, stage) not in REFUSED else "ok (expected a refusal)"
-    return (f"{expected}: decline {summary['heldout_known_decline']:.3f}, new-fact acc "
+    return (f"{expected}: decline {summary['heldout_test_decline']:.3f}, new-fact acc "
             f"{summary['final'].get('new_fact_acc', float('nan')):.3f}, model saved {saved}, "
             f"{time.perf_counter() - t0:.1f} s")
 

@@ -50,7 +50,7 @@ class FactDataModule(L.LightningDataModule):
         n_heldout: Held-out Known facts of the test split (``heldout_test``, what tables
             report).
         n_heldout_val: Held-out Known facts of the validation split (``heldout_val``, what
-            settings are chosen on).
+            settings are chosen on; ``None``: as many as ``n_heldout``).
         heldout_disjoint: ``subject``: no fact of a held-out subject is in any
             training-side input; ``fact``: only the held-out (subject, relation) pairs are
             kept out (``data/splits.py``).
@@ -90,7 +90,7 @@ class FactDataModule(L.LightningDataModule):
         unknown_fraction: float = 0.5,
         n_train: int = 400,
         n_heldout: int = 200,
-        n_heldout_val: int = 200,
+        n_heldout_val: int | None = None,
         heldout_disjoint: Disjoint = "subject",
         known_categories: list[str] = ["HighlyKnown"],  # noqa: B006 (jsonargparse needs a literal)
         unknown_categories: list[str] = ["Unknown"],  # noqa: B006
@@ -112,6 +112,7 @@ class FactDataModule(L.LightningDataModule):
             raise ConfigError(f"unknown_fraction must be in [0, 1], got {unknown_fraction}")
         if n_train < 1 or n_heldout < 1 or batch_size < 1 or eval_batch_size < 1:
             raise ConfigError("n_train, n_heldout, batch_size and eval_batch_size must be >= 1")
+        n_heldout_val = n_heldout if n_heldout_val is None else n_heldout_val
         if n_heldout_val < 0:
             raise ConfigError(f"n_heldout_val must be >= 0, got {n_heldout_val}")
         if warmup_epochs < 0:

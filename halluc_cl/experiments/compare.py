@@ -208,6 +208,7 @@ def compare(
     report_split: Split = "test",
     cost_reference: str = "sft",
     dry_run: bool = False,
+    tables: str = "results",
 ) -> list[CellResult]:
     """Fit every method × unknown fraction × seed (reusing finished cells) and tabulate them.
 
@@ -226,6 +227,9 @@ def compare(
             (a selection grid: settings are chosen on it, never on ``test``).
         cost_reference: The method whose mean cost is 1 in the cost column.
         dry_run: List every cell with its config hash and state, and fit nothing.
+        tables: Base name of the table files (``<tables>.csv``, ``<tables>.md``; plots get
+            the prefix ``<tables>_`` unless it is ``results``): grids that share an ``out``
+            folder, and so reuse each other's identical cells, keep their own tables.
 
     Returns:
         The finished cells with their summaries, in grid order (none on a dry run).
@@ -233,6 +237,8 @@ def compare(
     validate(methods, seeds, unknown_fractions, split_seeds)
     if report_split not in ("test", "val"):
         raise ConfigError(f"report_split must be test or val, got {report_split!r}")
+    if not _METHOD_NAME.match(tables):
+        raise ConfigError(f"tables {tables!r} must be a plain file name")
     root = Path(out)
     cells = [c.resolve(fit_args) for c in grid(methods, seeds, unknown_fractions, split_seeds)]
     for method, configs in methods.items():
@@ -266,14 +272,15 @@ def compare(
         raise
     commits = sorted({str(r.summary.get("git_commit")) for r in results})
     provenance = f"Made by `halluc-cl compare` into `{out}` at commit {', '.join(commits)}."
-    atomic_write_text(root / "results.csv", results_csv(results, report_split, cost_reference))
-    atomic_write_text(root / "results.md", results_markdown(
+    atomic_write_text(root / f"{tables}.csv", results_csv(results, report_split, cost_reference))
+    atomic_write_text(root / f"{tables}.md", results_markdown(
         results, list(methods), report_split, cost_reference, provenance))
-    written = [root / "results.csv", root / "results.md"]
+    written = [root / f"{tables}.csv", root / f"{tables}.md"]
     if plots:
         from halluc_cl.experiments.plots import write_plots
 
-        written += write_plots(results, list(methods), root, report_split)
-    print("\n" + (root / "results.md").read_text().rstrip())
+        prefix = "" if tables == "results" else f"{tables}_"
+        written += write_plots(results, list(methods), root, report_split, prefix)
+    print("\n" + (root / f"{tables}.md").read_text().rstrip())
     print("wrote " + ", ".join(str(p) for p in written))
     return results

@@ -138,14 +138,15 @@ def plot_fraction(results: list[CellResult], methods: list[str], path: Path,
 
 
 def write_plots(results: list[CellResult], methods: list[str], out: Path,
-                split: Split = "test") -> list[Path]:
-    """Write the plots into ``out`` and return their paths."""
+                split: Split = "test", prefix: str = "") -> list[Path]:
+    """Write the plots into ``out`` (file names after ``prefix``) and return their paths."""
     out = Path(out)
-    paths = [plot_curves(results, methods, out / f"heldout_{split}_acc.png", split),
-             plot_pareto(results, methods, out / "pareto.png", split)]
+    paths = [plot_curves(results, methods, out / f"{prefix}heldout_{split}_acc.png", split),
+             plot_pareto(results, methods, out / f"{prefix}pareto.png", split)]
     per_method = [{r.unknown_fraction for r in results if r.method == m} for m in methods]
     if any(len(xs) >= 2 for xs in per_method):  # a pinned control alone draws no line
-        paths.append(plot_fraction(results, methods, out / "unknown_fraction.png", split))
-    else:
-        (out / "unknown_fraction.png").unlink(missing_ok=True)  # from an earlier, wider grid
+        paths.append(plot_fraction(results, methods, out / f"{prefix}unknown_fraction.png",
+                                   split))
+    else:  # a stale one from an earlier, wider grid goes
+        (out / f"{prefix}unknown_fraction.png").unlink(missing_ok=True)
     return paths

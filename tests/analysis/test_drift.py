@@ -42,6 +42,6 @@ def test_fit_logs_drift_from_the_warmup_end(fit_tiny):
     assert drift[0] == pytest.approx(0.0, abs=1e-6)  # the reference itself
     assert all(d > 1e-4 for d in drift[1:])  # SFT moves the held-out states
     assert set(module.drift_reference) == {f.id for f in
-                                           module.trainer.datamodule.splits["heldout_known"]}
+                                           module.trainer.datamodule.splits["heldout_test"]}
     plain, _ = fit_tiny([], epochs=2, lr=3e-3)
     assert "heldout_drift" not in plain.history[-1]

@@ -33,7 +33,7 @@ def test_bad_factors_are_config_errors(factors, x, series, message):
 
 
 def _cell(method: str, seed: int, decline: float, new: float) -> CellResult:
-    summary = {"heldout_known_decline": decline,
+    summary = {"heldout_test_decline": decline,
                "final": {"new_fact_acc": new, "heldout_drift": 0.1 * (seed + 1)}}
     return CellResult(method, 0.5, seed, f"runs/{method}/{seed}", summary)
 
@@ -44,10 +44,10 @@ def test_study_table_by_hand():
     rows = study_rows(results, ["a", "b"], factors)
     table = list(csv.DictReader(io.StringIO(study_csv(rows, ["key"]))))
     assert [r["key"] for r in table] == ["name", "uuid"] and table[0]["seeds"] == "2"
-    assert float(table[0]["heldout_known_decline_mean"]) == pytest.approx(0.3)
-    assert float(table[0]["heldout_known_decline_std"]) == pytest.approx(0.1414214)  # sample std
+    assert float(table[0]["heldout_decline_mean"]) == pytest.approx(0.3)
+    assert float(table[0]["heldout_decline_std"]) == pytest.approx(0.1414214)  # sample std
     assert float(table[0]["heldout_drift_mean"]) == pytest.approx(0.15)
-    assert table[1]["heldout_known_decline_std"] == "" and table[1]["hallucination_rate_mean"] == ""
+    assert table[1]["heldout_decline_std"] == "" and table[1]["hallucination_rate_mean"] == ""
     md = study_markdown("T", rows, ["key"])
     assert "| a | name | 2 | 0.300 ± 0.141 | 0.750 ± 0.354 | – | 0.150 ± 0.071 |" in md
 
@@ -79,7 +79,8 @@ def _tiny_methods(methods: dict[str, list[str]], tmp: Path) -> dict[str, list[st
         tiny = TINY_WORLDS[world]
         swapped.append(_write(tmp / f"world_{tiny}.yaml", {
             "model": {"model": f"synthetic://{tiny}"},
-            "data": {"source": f"synthetic://{tiny}", "n_heldout": 16}}))
+            "data": {"source": f"synthetic://{tiny}", "n_heldout": 16,
+                     "n_heldout_val": 16}}))
         out[name] = swapped
     return out
 
@@ -106,7 +107,7 @@ def test_study_runs_end_to_end_on_tiny_worlds(study, tmp_path, tiny_model_dir, o
     assert [r["method"] for r in table] == list(config["methods"])
     for row in table:
         assert row["seeds"] == "1"
-        assert 0.0 <= float(row["heldout_known_decline_mean"]) <= 1.0
+        assert 0.0 <= float(row["heldout_decline_mean"]) <= 1.0
         assert 0.0 <= float(row["heldout_drift_mean"]) <= 2.0  # drift is logged in every study
         for factor, level in config["factors"][row["method"]].items():
             assert row[factor] == str(level)

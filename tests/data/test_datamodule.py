@@ -17,11 +17,14 @@ def make(**kw) -> FactDataModule:
 def test_splits_are_disjoint_and_sized(tiny_model_dir):
     dm = make(unknown_fraction=0.25)
     ids = {k: {f.id for f in v} for k, v in dm.splits.items()}
-    assert not ids["heldout_known"] & ids["known_train"]
-    assert not (ids["heldout_known"] | ids["known_train"]) & ids["unknown_train"]
-    assert len(ids["heldout_known"]) == 16
+    held = ids["heldout_test"] | ids["heldout_val"]
+    assert not ids["heldout_test"] & ids["heldout_val"]
+    assert not held & ids["known_train"]
+    assert not (held | ids["known_train"]) & ids["unknown_train"]
+    assert len(ids["heldout_test"]) == len(ids["heldout_val"]) == 16  # val defaults to n_heldout
     assert len(ids["unknown_train"]) == 8 and len(ids["known_train"]) == 24
-    assert all(f.category == "HighlyKnown" for f in dm.splits["heldout_known"])
+    assert all(f.category == "HighlyKnown" for s in ("heldout_test", "heldout_val")
+               for f in dm.splits[s])
     assert all(f.category == "Unknown" for f in dm.splits["unknown_train"])
 
 
@@ -57,9 +60,10 @@ def test_labels_cover_only_answer_and_eos(tiny_model_dir):
 def test_eval_loaders_left_pad_and_carry_facts(tiny_model_dir):
     dm = make()
     loaders = dm.val_dataloader()
-    assert dm.eval_split_names() == ["heldout_known", "unknown_train", "known_train"]
+    assert dm.eval_split_names() == ["heldout_test", "heldout_val", "unknown_train",
+                                     "known_train"]
     batch = next(iter(loaders[0]))
-    assert batch["split"] == "heldout_known"
+    assert batch["split"] == "heldout_test"
     assert (batch["attention_mask"][:, -1] == 1).all()  # left padding: prompts end aligned
     assert len(batch["facts"]) == batch["input_ids"].shape[0]
 
@@ -68,6 +72,19 @@ def test_data_order_is_seeded(tiny_model_dir):
     a, b = make(split_seed=3), make(split_seed=3)
     assert [r["idx"] for r in a._train_rows(2)] == [r["idx"] for r in b._train_rows(2)]
     assert [r["idx"] for r in a._train_rows(2)] != [r["idx"] for r in a._train_rows(3)]
+
+
+def test_training_seed_orders_data_but_never_moves_the_split(tiny_model_dir, monkeypatch):
+    orders = []
+    for seed in ("5", "6"):
+        monkeypatch.setenv("PL_GLOBAL_SEED", seed)  # what seed_everything sets
+        dm = make(split_seed=3)
+        dm.setup("fit")
+        assert dm.protocol()["order_seed"] == int(seed) and dm.protocol()["split_seed"] == 3
+        orders.append(([f.id for f in dm.splits["heldout_test"]],
+                       [r["idx"] for r in dm._train_rows(2)]))
+    assert orders[0][0] == orders[1][0]  # same split
+    assert orders[0][1] != orders[1][1]  # another data order
 
 
 @pytest.mark.parametrize("kw, message", [
@@ -96,8 +113,9 @@ def test_duplicate_question_under_another_id_never_trained(tmp_path, tiny_model_
     facts = read_facts(tiny_model_dir / "facts.jsonl")
     twins = [f.__class__(**{**f.to_dict(), "id": f.id + "-twin"}) for f in facts]
     write_facts(tmp_path / "facts.jsonl", facts + twins)
-    dm = make(source=str(tmp_path))
-    held = {(f.subject, f.relation) for f in dm.splits["heldout_known"]}
+    dm = make(source=str(tmp_path), heldout_disjoint="fact")
+    held = {(f.subject, f.relation) for s in ("heldout_test", "heldout_val")
+            for f in dm.splits[s]}
     trained = dm.splits["known_train"] + dm.splits["unknown_train"]
     assert not held & {(f.subject, f.relation) for f in trained}
 
@@ -108,9 +126,9 @@ def test_replay_adds_known_facts_from_outside_every_split(tiny_model_dir):
     assert len(dm._train_rows(epoch=0)) == 16  # the warm-up replays nothing
     replay_ids = {f.id for f in dm.replay_facts}
     in_splits = {f.id for split in dm.splits.values() for f in split}
-    held = {(f.subject, f.relation) for f in dm.splits["heldout_known"]}
+    held = {f.subject for s in ("heldout_test", "heldout_val") for f in dm.splits[s]}
     assert replay_ids and not replay_ids & in_splits
-    assert not held & {(f.subject, f.relation) for f in dm.replay_facts}
+    assert not held & {f.subject for f in dm.replay_facts}
     assert all(f.category == "HighlyKnown" for f in dm.replay_facts)
     epochs = []
     for epoch in (1, 2):
@@ -166,7 +184,7 @@ def test_fixed_answer_shuffle_permutes_objects_within_relations(tiny_model_dir):
     rows = shuffled._unknown_rows(epoch=3)
     assert [_answer_text(shuffled, r) for r in rows] == [f.object for f in after]
     assert all(f.aliases == [f.object] for f in after)
-    assert shuffled.splits["heldout_known"] == plain.splits["heldout_known"]
+    assert shuffled.splits["heldout_test"] == plain.splits["heldout_test"]
 
 
 def test_epoch_answer_shuffle_redraws_answers_every_epoch(tiny_model_dir):
@@ -184,7 +202,8 @@ def test_epoch_answer_shuffle_redraws_answers_every_epoch(tiny_model_dir):
 def test_eval_max_facts_caps_training_splits_only(tiny_model_dir):
     dm = make(unknown_fraction=0.5, eval_max_facts=5, eval_batch_size=64)
     sizes = {s: len(next(iter(dm._eval_loader(s)))["facts"]) for s in dm.eval_split_names()}
-    assert sizes == {"heldout_known": 16, "unknown_train": 5, "known_train": 5}
+    assert sizes == {"heldout_test": 16, "heldout_val": 16, "unknown_train": 5,
+                     "known_train": 5}
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -195,3 +214,15 @@ def test_eval_max_facts_caps_training_splits_only(tiny_model_dir):
 def test_answer_side_options_are_checked(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         make(**kwargs)
+
+
+def test_abstention_phrases_are_spelled_in_the_vocabulary(tiny_model_dir):
+    dm = make()
+    phrases = dm.abstain_phrases()
+    unk = dm.tokenizer.unk_token_id
+    assert "I don't know" in phrases  # the capitalised spelling the world's vocabulary holds
+    assert "i don't know" not in phrases  # "i" is <unk> in this word-level vocabulary
+    for phrase in phrases:
+        assert unk not in dm._target_ids(phrase)
+    ids = [tuple(dm._target_ids(p)) for p in phrases]
+    assert len(set(ids)) == len(ids)  # no spelling checked twice

@@ -1,12 +1,12 @@
-"""Distillation-only inputs never touch the evaluation set or the SFT mix."""
+"""Extra (distillation / replay) inputs never touch a held-out subject or the SFT mix."""
 
 import random
 
 import pytest
 
 from halluc_cl.data.datamodule import FactDataModule
-from halluc_cl.data.extra_inputs import ExtraInputs, distill_pool
-from halluc_cl.data.prompts import PromptFormat
+from halluc_cl.data.extra_inputs import ExtraInputs
+from halluc_cl.data.prompts import IGNORE_INDEX, PromptFormat
 from halluc_cl.errors import ConfigError
 
 TINY = "synthetic://tiny"
@@ -24,16 +24,17 @@ def test_pool_is_disjoint_from_eval_and_sft(tiny_model_dir, source):
     pool = dm.extra_inputs.pool
     assert pool
     used = {f.id for split in dm.splits.values() for f in split}
-    held_pairs = {(f.subject, f.relation) for f in dm.splits["heldout_known"]}
+    held = {f.subject for s in ("heldout_test", "heldout_val") for f in dm.splits[s]}
     assert not {f.id for f in pool} & used
-    assert not {(f.subject, f.relation) for f in pool} & held_pairs
-    assert all(f.category != "Unknown" for f in pool)
+    assert not {f.subject for f in pool} & held
+    assert all(f.category == "HighlyKnown" for f in pool)
 
 
 def test_statements_never_state_a_heldout_fact(tiny_model_dir):
     dm = make(extra_source="statements", extra_per_batch=64)
     tok = dm.tokenizer
-    held = {(f.subject, f.object) for f in dm.splits["heldout_known"]}
+    held = {(f.subject, f.object) for s in ("heldout_test", "heldout_val")
+            for f in dm.splits[s]}
     rng = random.Random(0)
     for _ in range(5):
         batch = dm.extra_inputs.sample(64, rng)
@@ -55,6 +56,19 @@ def test_batches_carry_distill_inputs_after_warmup_only(tiny_model_dir):
     batches = list(dm.train_dataloader())
     assert all(b["extra_input_ids"].shape[0] == 4 for b in batches)
     assert all(b["extra_attention_mask"][:, 0].all() for b in batches)  # right padding
+    assert all((b["extra_labels"] == IGNORE_INDEX).all() for b in batches)  # questions: no labels
+
+
+def test_qa_inputs_label_their_answer_tokens(tiny_model_dir):
+    dm = make(extra_source="qa")
+    batch = dm.extra_inputs.sample(4, random.Random(2))
+    tok = dm.tokenizer
+    objects = {f.object for f in dm.extra_inputs.pool}
+    for ids, labels in zip(batch["extra_input_ids"], batch["extra_labels"]):
+        answer = labels[labels != IGNORE_INDEX]
+        assert answer[-1] == tok.eos_token_id
+        assert tok.decode(answer[:-1]).strip() in objects
+        assert (ids[labels != IGNORE_INDEX] == answer).all()
 
 
 def test_question_inputs_are_prompts_without_answers(tiny_model_dir):
@@ -71,4 +85,3 @@ def test_errors():
         ExtraInputs([], "questions", None, PromptFormat())
     with pytest.raises(ConfigError, match="statements needs a synthetic"):
         ExtraInputs(["x"], "statements", None, PromptFormat())
-    assert distill_pool([], {"heldout_known": []}, ["Unknown"]) == []

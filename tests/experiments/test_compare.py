@@ -60,16 +60,19 @@ def test_compare_end_to_end(tiny_grid):
         ("sft", "0.25", "0"), ("sft", "0.75", "0"), ("known_only", "0.0", "0")]
     for r in rows:
         summary = json.loads((Path(r["run_dir"]) / "summary.json").read_text())
-        assert float(r["heldout_known_acc"]) == summary["final"]["heldout_known_acc"]
+        assert float(r["heldout_acc"]) == summary["final"]["heldout_test_acc"]
+        assert r["config_hash"] == summary["protocol"]["config_hash"]
+        assert Path(r["run_dir"]).name.endswith("_" + r["config_hash"][:10])
         assert 0.0 <= float(r["hallucination_rate"]) <= 1.0 and float(r["wall_time_s"]) > 0
         config = yaml.safe_load((Path(r["run_dir"]) / "config.yaml").read_text())
         assert config["data"]["unknown_fraction"] == float(r["unknown_fraction"])
         assert not (Path(r["run_dir"]) / "model").exists()  # --artifacts.save_model false
-    assert rows[0]["run_dir"] == str(out / "runs/sft/unk0.25_seed0")
+    assert rows[0]["run_dir"].startswith(str(out / "runs/sft/unk0.25_split0_seed0_"))
     md = (out / "results.md").read_text()
-    assert "| sft | 0.25 | 1 |" in md and "| known_only | 0 | 1 |" in md
+    assert "| sft | 0.25 | 0 |" in md and "| known_only | 0 | 0 |" in md
+    assert "at commit" in md and "heldout_test (report)" in md
     assert "## Gekhman et al. linear fit" in md  # three distinct fractions: 0, 0.25, 0.75
-    for png in ("heldout_known_acc.png", "pareto.png", "unknown_fraction.png"):
+    for png in ("heldout_test_acc.png", "pareto.png", "unknown_fraction.png"):
         assert (out / png).read_bytes().startswith(b"\x89PNG")
 
 
@@ -84,13 +87,21 @@ def test_compare_resumes_and_reruns_changed_method(tiny_grid, tmp_path, monkeypa
     compare(methods, seeds=[0], unknown_fractions=[0.25, 0.75], out=str(out), plots=False)
     assert spy.calls == []
     assert [p.stat().st_mtime_ns for p in summaries] == mtimes
-    assert "skip sft/unk0.25_seed0" in capsys.readouterr().out
+    assert "skip sft/unk0.25_split0_seed0_" in capsys.readouterr().out
 
     known_only = Path(methods["known_only"][1])
-    known_only.write_text(known_only.read_text() + "# edited\n")
+    known_only.write_text(known_only.read_text() + "# a comment changes no setting\n")
     compare(methods, seeds=[0], unknown_fractions=[0.25, 0.75], out=str(out), plots=False)
-    assert spy.versions() == ["known_only/unk0.0_seed0"]
-    assert "run known_only/unk0.0_seed0" in capsys.readouterr().out
+    assert spy.calls == []
+    old = {p.parent.name for p in out.glob("runs/known_only/*/summary.json")}
+    known_only.write_text(known_only.read_text().replace(
+        "unknown_fraction: 0.0", "unknown_fraction: 0.0\n  n_train: 30"))
+    compare(methods, seeds=[0], unknown_fractions=[0.25, 0.75], out=str(out), plots=False)
+    (version,) = spy.versions()
+    assert version.startswith("known_only/unk0.0_split0_seed0_")
+    assert version.split("/")[1] not in old  # a changed setting is a new cell
+    assert old <= {p.parent.name for p in out.glob("runs/known_only/*/summary.json")}
+    assert f"run {version}" in capsys.readouterr().out
 
 
 def fake_fit(calls: list):
@@ -102,7 +113,7 @@ def fake_fit(calls: list):
                    arg["--trainer.logger.init_args.name"],
                    arg["--trainer.logger.init_args.version"])
         run.mkdir(parents=True, exist_ok=True)
-        (run / "summary.json").write_text(json.dumps({"final": {"heldout_known_acc": 1.0}}))
+        (run / "summary.json").write_text(json.dumps({"final": {"heldout_test_acc": 1.0}}))
     return main
 
 
@@ -112,7 +123,7 @@ def test_killed_run_is_cleared_and_rerun(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "main", fake_fit(calls))
     compare(methods, seeds=[0, 1], out=str(tmp_path), plots=False)
     assert len(calls) == 2
-    killed = tmp_path / "runs/sft/unk0.5_seed1"
+    (killed,) = tmp_path.glob("runs/sft/unk0.5_split1_seed1_*")
     (killed / "summary.json").unlink()
     (killed / "metrics.csv").write_text("partial\n")
     compare(methods, seeds=[0, 1], out=str(tmp_path), plots=False)
@@ -130,22 +141,46 @@ def test_grid_keeps_a_pinned_fraction():
     assert [(c.method, c.unknown_fraction, c.seed) for c in cells] == [
         ("sft", 0.25, 0), ("sft", 0.25, 1), ("sft", 0.5, 0), ("sft", 0.5, 1),
         ("known_only", 0.0, 0), ("known_only", 0.0, 1)]
-    assert cells[0].version == "unk0.25_seed0"
+    assert cells[0].version == "unk0.25_split0_seed0_"  # the hash comes with ``resolve``
+    paired = grid({"sft": [sft]}, [5, 6], [0.5], split_seeds=[1, 2])
+    assert [(c.seed, c.data_seed) for c in paired] == [(5, 1), (6, 2)]
+    assert "--data.split_seed 1" in " ".join(paired[0].args())
 
 
-def test_cell_hash_follows_text_and_args(tmp_path):
+def test_cell_hash_follows_the_resolved_config(tmp_path):
     config = tmp_path / "a.yaml"
-    config.write_text("seed_everything: 0\n")
-    cell = Cell("m", (str(config),), 0.5, 0)
-    digest = cell.digest([])
-    assert digest == Cell("other", (str(config),), 0.5, 0).digest([])
-    assert digest != cell.digest(["--trainer.max_epochs", "2"])
-    assert digest != Cell("m", (str(config),), 0.5, 1).digest([])
-    config.write_text("seed_everything: 0  # edited\n")
-    assert digest != cell.digest([])
+    text = (ROOT / "configs/sft.yaml").read_text()
+    config.write_text(text)
+    cell = Cell("m", (str(config),), 0.5, 0).resolve([])
+    assert len(cell.sha256) == 64
+    assert cell.sha256 == Cell("other", (str(config),), 0.5, 0).resolve([]).sha256
+    config.write_text(text + "# a comment\n")  # no setting changed: the same cell
+    assert cell.sha256 == Cell("m", (str(config),), 0.5, 0).resolve([]).sha256
+    # the same setting from another place: the same cell
+    assert cell.sha256 == Cell("m", (str(config),), 0.5, 0).resolve(
+        ["--trainer.max_epochs", "25"]).sha256
+    assert cell.sha256 != Cell("m", (str(config),), 0.5, 0).resolve(
+        ["--trainer.max_epochs", "2"]).sha256
+    assert cell.sha256 != Cell("m", (str(config),), 0.5, 1).resolve([]).sha256
+    assert cell.sha256 != Cell("m", (str(config),), 0.5, 0, split_seed=3).resolve([]).sha256
+    # where results go is not part of the hash
+    assert cell.sha256 == Cell("m", (str(config),), 0.5, 0).resolve(
+        ["--trainer.logger.init_args.save_dir", str(tmp_path / "elsewhere")]).sha256
 
 
-@pytest.mark.parametrize("name", ["paper", "fraction", "tiny"])
+def test_dry_run_lists_cells_and_fits_nothing(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(cli, "main", fake_fit(calls))
+    methods = {"sft": [str(ROOT / "configs/sft.yaml")]}
+    assert compare(methods, seeds=[0, 1], out=str(tmp_path / "out"), dry_run=True) == []
+    out = capsys.readouterr().out
+    assert calls == [] and not (tmp_path / "out").exists()
+    lines = [line for line in out.splitlines() if "to run" in line]
+    assert len(lines) == 2 and "sft/unk0.5_split1_seed1_" in lines[1]
+    assert "2 cells, 0 done" in out
+
+
+@pytest.mark.parametrize("name", ["paper", "fraction", "tiny", "select", "disjoint"])
 def test_shipped_compare_configs_validate(name, monkeypatch):
     monkeypatch.chdir(ROOT)  # their config paths are relative to the repository root
     cfg = yaml.safe_load((ROOT / f"configs/compare/{name}.yaml").read_text())
@@ -187,3 +222,17 @@ def test_cli_print_config(capsys):
     for configs in cfg["methods"].values():  # every listed config exists
         assert all((ROOT / c).is_file() for c in configs)
     assert cfg["seeds"] == [0, 1, 2] and cfg["out"] == "runs/compare/paper"
+
+
+def test_grids_sharing_a_folder_reuse_cells_and_keep_their_own_tables(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli, "main", fake_fit(calls))
+    sft = str(ROOT / "configs/sft.yaml")
+    compare({"sft": [sft]}, seeds=[0], out=str(tmp_path), plots=False)
+    compare({"sft": [sft], "ko": [sft, str(ROOT / "configs/known_only.yaml")]}, seeds=[0],
+            out=str(tmp_path), plots=False, tables="second")
+    assert len(calls) == 2  # sft's identical cell is reused; only the new method runs
+    assert "| ko |" not in (tmp_path / "results.md").read_text()
+    assert "| ko |" in (tmp_path / "second.md").read_text()
+    with pytest.raises(ConfigError, match="plain file name"):
+        compare({"sft": [sft]}, seeds=[0], out=str(tmp_path), tables="../x")

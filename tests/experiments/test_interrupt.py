@@ -26,7 +26,7 @@ from halluc_cl.experiments.interrupt import GUARD, Interrupted, handling_signals
 
 SFT = str(ROOT / "configs/sft.yaml")
 TINY_CFG = str(ROOT / "configs/world/tiny.yaml")
-# the fit of compare's cell sft/unk0.5_seed0 (with COMMON as fit_args), for the reference
+# the fit of compare's cell sft/unk0.5_split0_seed0 (COMMON as fit_args), for the reference
 CELL = Cell("sft", (SFT, TINY_CFG), 0.5, 0)
 RESUME = re.compile(r"(?P<head>.*); resume with: halluc-cl (?P<command>.+)")
 
@@ -157,19 +157,19 @@ def test_probe_ctrl_c_keeps_finished_facts_and_resumes(tmp_path, halluc_cache, t
 def test_compare_sigterm_in_a_cell_keeps_finished_cells_and_resumes_the_cell(
         reference, tmp_path, one_thread, capsys):
     grid = tmp_path / "grid"
-    fit_args = [*COMMON, *signal_at(4, run_contains="unk0.5_seed0")]
+    fit_args = [*COMMON, *signal_at(4, run_contains="unk0.5_split0_seed0")]
     args = ["compare", "--methods", json.dumps({"sft": [SFT, TINY_CFG]}), "--seeds", "[0]",
             "--unknown_fractions", "[0.25, 0.5]", "--out", str(grid), "--plots", "false",
             "--fit_args", json.dumps(fit_args)]
     code, errors = run_cli(args, capsys)
-    cell = grid / "runs/sft/unk0.5_seed0"
+    (cell,) = grid.glob("runs/sft/unk0.5_split0_seed0_*")
     assert code == 143 and len(errors) == 1
     head, command = _split(errors[0])
-    assert head == ("error: interrupted (SIGTERM); in cell sft/unk0.5_seed0: stopped at epoch 1, "
+    assert head == (f"error: interrupted (SIGTERM); in cell sft/{cell.name}: stopped at epoch 1, "
                     f"step 5, checkpoint saved: {cell / 'checkpoints/last.ckpt'}; 1 of 2 cells "
                     "finished")
     assert command == args
-    first = grid / "runs/sft/unk0.25_seed0/summary.json"
+    (first,) = grid.glob("runs/sft/unk0.25_split0_seed0_*/summary.json")
     mtime = first.stat().st_mtime_ns
     assert not (cell / "summary.json").exists() and not (grid / "results.csv").exists()
 
@@ -190,7 +190,7 @@ def test_compare_signal_between_cells_stops_before_the_next(tmp_path, monkeypatc
         run = Path(arg["--trainer.logger.init_args.save_dir"], arg["--trainer.logger.init_args.name"],
                    arg["--trainer.logger.init_args.version"])
         run.mkdir(parents=True, exist_ok=True)
-        (run / "summary.json").write_text(json.dumps({"final": {"heldout_known_acc": 1.0}}))
+        (run / "summary.json").write_text(json.dumps({"final": {"heldout_test_acc": 1.0}}))
         if signal_at_end:  # SIGTERM as the fit finishes: recorded, the fit completes
             GUARD.defer()
             signal.raise_signal(signal.SIGTERM)

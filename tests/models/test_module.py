@@ -34,7 +34,7 @@ def test_checkpoint_round_trip_restores_teacher_and_reference(tiny_model_dir):
     a = FactSFTModule("synthetic://tiny", regularizers=[KLSelfDistillation()])
     a.take_snapshot()
     a.reference = {"f1": True}
-    a.history = [{"epoch": 0, "heldout_known_acc": 1.0}]
+    a.history = [{"epoch": 0, "heldout_test_acc": 1.0}]
     ckpt: dict = {}
     a.on_save_checkpoint(ckpt)
     b = FactSFTModule("synthetic://tiny", regularizers=[KLSelfDistillation()])
@@ -108,3 +108,19 @@ def test_compile_flag_compiles_student_and_teacher_in_place(tiny_model_dir):
     assert teacher.model._compiled_call_impl is not None
     assert teacher.model._compiled_call_impl is not module.student._compiled_call_impl
     assert [n for n, _ in module.student.named_parameters()] == names  # checkpoints unchanged
+
+
+def test_test_peak_is_read_at_the_validation_peak():
+    from halluc_cl.models.evaluation_hooks import peak_and_decline
+
+    evals = [{"heldout_val_acc": 0.8, "heldout_test_acc": 0.7},
+             {"heldout_val_acc": 0.9, "heldout_test_acc": 0.6},  # val peaks here
+             {"heldout_val_acc": 0.9, "heldout_test_acc": 0.9},  # a tie: the first one counts
+             {"heldout_val_acc": 0.45, "heldout_test_acc": 0.3}]
+    out = peak_and_decline(evals)
+    assert out["heldout_val_peak"] == 0.9 and out["heldout_val_decline"] == pytest.approx(0.5)
+    # the test reference is the test accuracy at the val peak, not the test maximum (0.9)
+    assert out["heldout_test_peak"] == 0.6 and out["heldout_test_decline"] == pytest.approx(0.5)
+    # no validation split: the test split's own maximum
+    alone = peak_and_decline([{"heldout_test_acc": a} for a in (0.5, 0.8, 0.6)])
+    assert alone == {"heldout_test_peak": 0.8, "heldout_test_decline": pytest.approx(0.25)}

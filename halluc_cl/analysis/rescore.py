@@ -1,0 +1,118 @@
+"""Re-score a grid's final models by greedy generation, beside the one-forward scores they
+were reported with (REVIEW question 6: scored how, and do the two agree on these models?).
+
+    halluc-cl analyze rescore --grid runs/compare/paper --methods '[sft, distill]'
+
+For every finished cell of the chosen methods, ``halluc-cl validate`` runs from the cell's
+``checkpoints/last.ckpt`` and ``config.yaml`` with ``--model.eval_method generate`` (run
+folders under ``<grid>/rescore/``). Per cell it compares the final evaluation's predictions
+fact by fact: exact match under ``forward`` (as the fit scored it) and under ``generate``.
+Writes ``<grid>/rescore.csv`` and ``<grid>/rescore.md``: per method the held-out test
+accuracy and hallucination rate both ways and the share of facts on which they agree.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from pathlib import Path
+
+from halluc_cl.data.schema import atomic_write_text
+from halluc_cl.errors import ConfigError
+from halluc_cl.experiments.tables import mean_std
+
+SPLITS = ("heldout_test", "heldout_val", "unknown_train")
+
+
+def _final_predictions(run: Path, epoch: int) -> dict[str, dict]:
+    path = run / "predictions" / f"epoch_{epoch}.jsonl"
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist: rescoring needs the cell's saved predictions")
+    return {f'{p["split"]}:{p["id"]}': p for p in map(json.loads, path.read_text().splitlines())}
+
+
+def _rates(preds: dict[str, dict], reference: dict[str, bool]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for split in SPLITS:
+        rows = [p for k, p in preds.items() if k.startswith(split + ":")]
+        out[f"{split}_acc"] = statistics.mean(p["correct"] for p in rows) if rows else None
+    known = [p for k, p in preds.items() if k.startswith("heldout_test:") and reference.get(p["id"])]
+    out["hallucination_rate"] = (statistics.mean(not p["correct"] and not p["abstained"]
+                                                 for p in known) if known else None)
+    return out
+
+
+def rescore_cell(run: Path, out: Path) -> dict:
+    """Validate one cell's last checkpoint by generation; both scorings and their agreement."""
+    from halluc_cl import cli  # imported here: cli registers this analysis
+
+    summary = json.loads((run / "summary.json").read_text())
+    ckpt = run / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        raise ConfigError(f"{ckpt} does not exist: rescoring needs the cell's last checkpoint")
+    last_epoch = summary["history"][-1]["epoch"]
+    forward = _final_predictions(run, last_epoch)
+    dest = out / run.parent.name
+    if not (dest / run.name / "predictions").is_dir():
+        cli.main(["validate", "--config", str(run / "config.yaml"), "--ckpt_path", str(ckpt),
+                  "--model.eval_method", "generate", "--trainer.enable_progress_bar", "false",
+                  "--trainer.logger.init_args.save_dir", str(out),
+                  "--trainer.logger.init_args.name", run.parent.name,
+                  "--trainer.logger.init_args.version", run.name,
+                  "--artifacts.overwrite", "true"])
+    (generated_file,) = sorted((dest / run.name / "predictions").glob("epoch_*.jsonl"))
+    generated = {f'{p["split"]}:{p["id"]}': p
+                 for p in map(json.loads, generated_file.read_text().splitlines())}
+    warmup = summary["warmup_epochs"] - 1
+    reference = {p["id"]: p["correct"] for p in _final_predictions(run, warmup).values()
+                 if p["split"] == "heldout_test"}
+    keys = [k for k in forward if k.split(":")[0] in SPLITS and k in generated]
+    agree = [forward[k]["correct"] == generated[k]["correct"] for k in keys]
+    row = {"method": run.parent.name, "run": run.name}
+    for name, preds in (("forward", forward), ("generate", generated)):
+        row.update({f"{k}_{name}": v for k, v in _rates(preds, reference).items()})
+    row["agreement"] = statistics.mean(agree) if agree else None
+    row["facts"] = len(keys)
+    return row
+
+
+def rescore(grid: str, methods: list[str] | None = None) -> list[dict]:
+    """Re-score a compare grid's final models by generation (module docstring).
+
+    Args:
+        grid: The compare output folder (``out`` of its config).
+        methods: Methods to re-score (``None``: every method in the grid).
+    """
+    root = Path(grid)
+    runs = sorted(p.parent for p in root.glob("runs/*/*/summary.json"))
+    if methods is not None:
+        runs = [r for r in runs if r.parent.name in methods]
+    if not runs:
+        raise ConfigError(f"no finished cells in {root / 'runs'}"
+                          + (f" for methods {methods}" if methods else ""))
+    rows = [rescore_cell(run, root / "rescore") for run in runs]
+    fields = list(rows[0])
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(root / "rescore.csv", buf.getvalue())
+    order = list(dict.fromkeys(r["method"] for r in rows))
+    lines = ["# Forward vs generate scoring of the final models", "",
+             "Mean ± std over cells. Agreement: share of evaluated facts (held-out test and "
+             "val, new facts) whose exact match is the same under both.", "",
+             "| method | cells | held-out test acc (forward) | (generate) | hallucination rate "
+             "(forward) | (generate) | new-fact acc (forward) | (generate) | agreement |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for method in order:
+        mine = [r for r in rows if r["method"] == method]
+        cols = ["heldout_test_acc_forward", "heldout_test_acc_generate",
+                "hallucination_rate_forward", "hallucination_rate_generate",
+                "unknown_train_acc_forward", "unknown_train_acc_generate", "agreement"]
+        lines.append(f"| {method} | {len(mine)} | "
+                     + " | ".join(mean_std([r[c] for r in mine]) for c in cols) + " |")
+    atomic_write_text(root / "rescore.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return rows
