@@ -79,8 +79,8 @@ def _tiny_methods(methods: dict[str, list[str]], tmp: Path) -> dict[str, list[st
         tiny = TINY_WORLDS[world]
         swapped.append(_write(tmp / f"world_{tiny}.yaml", {
             "model": {"model": f"synthetic://{tiny}"},
-            "data": {"source": f"synthetic://{tiny}", "n_heldout": 16,
-                     "n_heldout_val": 16}}))
+            "data": {"source": f"synthetic://{tiny}", "n_heldout": 8,
+                     "n_heldout_val": 8}}))
         out[name] = swapped
     return out
 

@@ -95,7 +95,7 @@ def test_compare_resumes_and_reruns_changed_method(tiny_grid, tmp_path, monkeypa
     assert spy.calls == []
     old = {p.parent.name for p in out.glob("runs/known_only/*/summary.json")}
     known_only.write_text(known_only.read_text().replace(
-        "unknown_fraction: 0.0", "unknown_fraction: 0.0\n  n_train: 30"))
+        "unknown_fraction: 0.0", "unknown_fraction: 0.0\n  eval_batch_size: 128"))
     compare(methods, seeds=[0], unknown_fractions=[0.25, 0.75], out=str(out), plots=False)
     (version,) = spy.versions()
     assert version.startswith("known_only/unk0.0_split0_seed0_")
@@ -218,10 +218,15 @@ def test_cli_print_config(capsys):
     assert exc.value.code == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert list(cfg["methods"])[:4] == ["sft", "known_only", "distill", "distill_paper"]
-    assert {"l2", "ewc", "freeze_attention_only", "lora", "replay", "idk"} <= set(cfg["methods"])
+    assert {"l2", "ewc", "freeze_attention_only", "lora", "replay_matched", "replay_epoch",
+            "idk", "distill_paper_t2", "distill_answer"} <= set(cfg["methods"])
     for configs in cfg["methods"].values():  # every listed config exists
         assert all((ROOT / c).is_file() for c in configs)
-    assert cfg["seeds"] == [0, 1, 2] and cfg["out"] == "runs/compare/paper"
+    assert cfg["seeds"] == [100, 101, 102, 103, 104] and cfg["out"] == "runs/compare/paper"
+    assert cfg["report_split"] == "test"
+    select = yaml.safe_load((ROOT / "configs/compare/select.yaml").read_text())
+    assert not set(select["seeds"]) & set(cfg["seeds"])  # reported seeds never selected on
+    assert select["report_split"] == "val"
 
 
 def test_grids_sharing_a_folder_reuse_cells_and_keep_their_own_tables(tmp_path, monkeypatch):
