@@ -94,6 +94,7 @@ def plot_pareto(results: list[CellResult], methods: list[str], path: Path,
     fig = Figure(figsize=(6.4, 4.8))
     ax = fig.add_subplot()
     for i, method in enumerate(methods):
+        mine = {r["unknown_fraction"] for r in rows if r["method"] == method}
         for x in fractions:
             group = [r for r in rows if r["method"] == method and r["unknown_fraction"] == x
                      and r["hallucination_rate"] is not None and r["new_fact_acc"] is not None]
@@ -102,8 +103,10 @@ def plot_pareto(results: list[CellResult], methods: list[str], path: Path,
             hx, hx_err = _mean_std([r["hallucination_rate"] for r in group])
             ny, ny_err = _mean_std([r["new_fact_acc"] for r in group])
             ax.errorbar(hx, ny, xerr=hx_err, yerr=ny_err, fmt="o", color=method_color(i), capsize=3)
-            label = method if len(fractions) == 1 else f"{method} (X={x:g})"
-            ax.annotate(label, (hx, ny), textcoords="offset points", xytext=(5, 5), fontsize=8)
+            label = method if len(mine) == 1 else f"{method} (X={x:g})"
+            # labels alternate above and below their point: close points stay readable
+            ax.annotate(label, (hx, ny), textcoords="offset points", fontsize=8,
+                        xytext=(5, 5 if i % 2 == 0 else -11))
     ax.set(xlabel=f"hallucination rate (held-out Known, {split})", ylabel="new-fact accuracy",
            title="New knowledge vs hallucination (mean ± std over seeds)")
     return save_png(fig, path)

@@ -85,3 +85,22 @@ def test_split_seed_decides_the_split():
 def test_infeasible_or_malformed_specs_are_refused(kw, message):
     with pytest.raises(ConfigError, match=message):
         split_facts(facts(), spec(**kw))
+
+
+def test_subject_disjoint_on_a_real_source():
+    """geonames: a country is the subject of capital, continent and currency facts; holding
+    out one of its facts keeps all three out of training (categories as a probe writes them)."""
+    import dataclasses
+    import random
+
+    from halluc_cl.data.geonames import geonames_facts
+
+    facts = geonames_facts(["country_capital", "country_continent", "country_currency"])
+    rng = random.Random(0)
+    probed = [dataclasses.replace(f, category=rng.choice(["HighlyKnown", "Unknown"]))
+              for f in facts]
+    s = split_facts(probed, spec(n_train=40, n_heldout=20, n_heldout_val=20))
+    held = {f.subject for f in s.heldout_test + s.heldout_val}
+    assert len(held) >= 14  # each country holds at most 3 facts
+    assert not held & {f.subject for f in training_side(s)}
+    assert all(f.category == "HighlyKnown" for f in s.heldout_test + s.heldout_val)
