@@ -71,7 +71,7 @@ class HallucCLI(LightningCLI):
 
     _created: tuple[Path, ...] = ()  # the run folder and parents this command made, deepest first
     parse_only = False  # raise ParsedOnly after parsing (``resolved_config``)
-    resolved: dict = {}  # the subcommand's resolved config as plain data
+    resolved: dict | None = None  # the subcommand's resolved config as plain data
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(RunArtifacts, "artifacts")
@@ -128,7 +128,7 @@ class HallucCLI(LightningCLI):
             raise ConfigError(f"the run folder {run} is not writable")
         self._created = created
         if artifacts is not None:
-            artifacts.config_hash = config_hash(self.resolved)
+            artifacts.config_hash = config_hash(self.resolved or {})
         resuming = self.subcommand == "fit" and self.config[self.subcommand].get("ckpt_path")
         if resuming and artifacts and (run / "metrics.csv").is_file():
             artifacts.keep_metrics_of(run / "metrics.csv")  # a resume in an interrupted run's folder

@@ -101,10 +101,10 @@ def rescore(grid: str, methods: list[str] | None = None) -> list[dict]:
     atomic_write_text(root / "rescore.csv", buf.getvalue())
     order = list(dict.fromkeys(r["method"] for r in rows))
     lines = ["# Forward vs generate scoring of the final models", "",
-             "Mean ± std over cells. Agreement: share of evaluated facts (held-out test and "
-             "val, new facts) whose exact match is the same under both.", "",
-             "| method | cells | held-out test acc (forward) | (generate) | hallucination rate "
-             "(forward) | (generate) | new-fact acc (forward) | (generate) | agreement |",
+             ("Mean ± std over cells. Agreement: share of evaluated facts (held-out test and "
+              "val, new facts) whose exact match is the same under both."), "",
+             ("| method | cells | held-out test acc (forward) | (generate) | hallucination rate "
+              "(forward) | (generate) | new-fact acc (forward) | (generate) | agreement |"),
              "|---|---|---|---|---|---|---|---|---|"]
     for method in order:
         mine = [r for r in rows if r["method"] == method]

@@ -120,12 +120,14 @@ def split_facts(facts: list[Fact], spec: SplitSpec) -> Splits:
         subjects: set[str] = set()
         test = _take_by_subject(known, spec.n_heldout, subjects)
         val = _take_by_subject(known, spec.n_heldout_val, subjects)
-        touches = lambda f: f.subject in subjects  # noqa: E731
+        def touches(f: Fact) -> bool:
+            return f.subject in subjects
     else:
         test, val = known[:spec.n_heldout], known[spec.n_heldout:n_held]
         pairs = {(f.subject, f.relation) for f in test + val}
         subjects = {f.subject for f in test + val}
-        touches = lambda f: (f.subject, f.relation) in pairs  # noqa: E731
+        def touches(f: Fact) -> bool:
+            return (f.subject, f.relation) in pairs
     if len(test) < spec.n_heldout or len(val) < spec.n_heldout_val:
         raise ConfigError(
             f"infeasible split: n_heldout={spec.n_heldout} + n_heldout_val={spec.n_heldout_val} "

@@ -49,7 +49,8 @@ def git_commit() -> str | None:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
-                                "halluc_cl"], capture_output=True, text=True, timeout=10).stdout
+                                "halluc_cl"], capture_output=True, text=True, timeout=10,
+                               check=False).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     return out + ("+dirty" if dirty.strip() else "")

@@ -223,10 +223,11 @@ def results_markdown(results: list[CellResult], methods: list[str], split: Split
     name = "heldout_test (report)" if split == "test" else "heldout_val (selection)"
     disjoint = sorted({str(r["heldout_disjoint"]) for r in rows})
     lines = ["# Comparison", "",
-             f"Held-out split: {name}; held-out disjointness: {', '.join(disjoint)}. "
-             "Mean ± std over seeds (one seed: the value alone; missing: –); seeds are training "
-             "seeds, written split/training where the split seed differs. Cost: training token "
-             f"passes (3 × student + teacher tokens) over the `{cost_reference}` rows' mean.",
+             (f"Held-out split: {name}; held-out disjointness: {', '.join(disjoint)}. "
+              "Mean ± std over seeds (one seed: the value alone; missing: –); seeds are "
+              "training seeds, written split/training where the split seed differs. Cost: "
+              f"training token passes (3 × student + teacher tokens) over the "
+              f"`{cost_reference}` rows' mean."),
              *([provenance] if provenance else []),
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in methods:
