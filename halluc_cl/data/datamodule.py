@@ -168,6 +168,14 @@ class FactDataModule(L.LightningDataModule):
                                             self.prompt, world)
 
     def setup(self, stage: str) -> None:
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            # Lightning's evaluation sampler pads the fact splits (some facts would count
+            # twice) and each rank would keep only its own predictions and references
+            raise ConfigError(
+                f"evaluation on {trainer.world_size} processes is not exact yet: the "
+                "distributed sampler pads the fact splits and predictions stay per process; "
+                "run with --trainer.devices 1 --trainer.num_nodes 1")
         # the data order follows the training seed; the split seed fixes only the split
         seed = os.environ.get("PL_GLOBAL_SEED")
         self.order_seed = int(seed) if seed is not None else self.split_seed

@@ -141,6 +141,7 @@ class RunArtifacts(L.Callback):
         self._t0 = 0.0
         self._earlier_rows: list[dict] = []
         self.config_hash: str | None = None  # set by the CLI from the resolved config
+        self.run = Path(".")  # the run folder, read in ``setup``
 
     def keep_metrics_of(self, path: Path) -> None:
         """Keep the rows of an interrupted run's ``metrics.csv`` (the CSV logger starts the
@@ -158,6 +159,9 @@ class RunArtifacts(L.Callback):
             writer.metrics[:0] = before
 
     def setup(self, trainer, pl_module, stage: str) -> None:
+        # ``trainer.log_dir`` is a broadcast under DDP: read it here, on every rank, and never
+        # from a hook that only rank 0 runs (that hung two-process fits at the first epoch end)
+        self.run = run_dir(trainer)
         # one-forward evaluation generates wrong answers' text only for saved predictions
         if hasattr(pl_module, "want_prediction_text"):
             pl_module.want_prediction_text = self.save_predictions
@@ -170,7 +174,7 @@ class RunArtifacts(L.Callback):
             return
         rows = "".join(json.dumps(p) + "\n" for p in pl_module.last_predictions)
         epoch = trainer.current_epoch
-        atomic_write_text(run_dir(trainer) / "predictions" / f"epoch_{epoch}.jsonl", rows)
+        atomic_write_text(self.run / "predictions" / f"epoch_{epoch}.jsonl", rows)
 
     def on_fit_end(self, trainer, pl_module) -> None:
         state = None
@@ -178,7 +182,7 @@ class RunArtifacts(L.Callback):
             state = full_state_dict(pl_module.student)  # ZeRO-3: a collective, on every rank
         if not trainer.is_global_zero or not pl_module.history:
             return
-        out = run_dir(trainer)
+        out = self.run
         data = trainer.datamodule
         protocol = {**(data.protocol() if hasattr(data, "protocol") else {}),
                     "seed": int(os.environ.get("PL_GLOBAL_SEED", "-1")),

@@ -226,3 +226,14 @@ def test_abstention_phrases_are_spelled_in_the_vocabulary(tiny_model_dir):
         assert unk not in dm._target_ids(phrase)
     ids = [tuple(dm._target_ids(p)) for p in phrases]
     assert len(set(ids)) == len(ids)  # no spelling checked twice
+
+
+def test_several_processes_are_refused_until_evaluation_is_exact(tiny_model_dir):
+    dm = make()
+
+    class TwoProcesses:
+        world_size = 2
+
+    dm.trainer = TwoProcesses()
+    with pytest.raises(ConfigError, match="evaluation on 2 processes is not exact yet"):
+        dm.setup("fit")
