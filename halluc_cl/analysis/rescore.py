@@ -16,12 +16,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import statistics
 from pathlib import Path
+
+import torch
 
 from halluc_cl.data.schema import atomic_write_text
 from halluc_cl.errors import ConfigError
 from halluc_cl.experiments.tables import mean_std
+from halluc_cl.metrics.hallucination import HallucinationRate
 
 SPLITS = ("heldout_test", "heldout_val", "unknown_train")
 
@@ -38,9 +42,14 @@ def _rates(preds: dict[str, dict], reference: dict[str, bool]) -> dict[str, floa
     for split in SPLITS:
         rows = [p for k, p in preds.items() if k.startswith(split + ":")]
         out[f"{split}_acc"] = statistics.mean(p["correct"] for p in rows) if rows else None
-    known = [p for k, p in preds.items() if k.startswith("heldout_test:") and reference.get(p["id"])]
-    out["hallucination_rate"] = (statistics.mean(not p["correct"] and not p["abstained"]
-                                                 for p in known) if known else None)
+    test = [p for k, p in preds.items() if k.startswith("heldout_test:")]
+    rate = HallucinationRate()
+    if test:
+        rate.update(torch.tensor([reference.get(p["id"], False) for p in test]),
+                    torch.tensor([p["correct"] for p in test]),
+                    torch.tensor([p["abstained"] for p in test]))
+    value = float(rate.compute()) if test else math.nan
+    out["hallucination_rate"] = None if math.isnan(value) else value
     return out
 
 

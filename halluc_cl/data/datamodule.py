@@ -150,6 +150,7 @@ class FactDataModule(L.LightningDataModule):
         self.tokenizer = load_tokenizer(tokenizer)
         self._encoded: dict[str, Dataset] = {}
         self._eval_cache: dict[str, tuple[list, list, list]] = {}
+        self._abstain: list[str] | None = None  # abstention spellings (``abstain_phrases``)
         self.unknown_answer = unknown_answer
         self.replay_fraction = replay_fraction
         self.replay_facts = split.pool
@@ -322,6 +323,8 @@ class FactDataModule(L.LightningDataModule):
         word-level vocabulary "i don't know" would encode as ``<unk> don ' t know``, and a
         model emitting ``<unk>`` would be scored as abstaining.
         """
+        if self._abstain is not None:  # the same for every split and evaluation
+            return list(self._abstain)
         base = [*([self.unknown_answer] if self.unknown_answer else []), *IDK_ANSWERS]
         variants = dict.fromkeys(v for p in base for v in (p, p[:1].upper() + p[1:]))
         unk = self.tokenizer.unk_token_id
@@ -331,7 +334,8 @@ class FactDataModule(L.LightningDataModule):
             if ids not in seen and (unk is None or unk not in ids):
                 kept.append(phrase)
                 seen.add(ids)
-        return kept
+        self._abstain = kept
+        return list(kept)
 
     def _target_ids(self, answer: str) -> list[int]:
         return self.tokenizer(self.prompt.target(answer), add_special_tokens=False)["input_ids"]
