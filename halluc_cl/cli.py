@@ -215,16 +215,17 @@ def attribution(run: str, top_k: int = 3, shuffles: int = 100, seed: int = 0,
     print(json.dumps(analyze_run(run, top_k, shuffles, seed, hidden_layer), indent=2))
 
 
-def rescore(grid: str, methods: list[str] | None = None) -> None:
+def rescore(grid: str, methods: list[str] | None = None, tables: str = "results") -> None:
     """Re-score a compare grid's final models by generation beside their one-forward scores.
 
     Args:
         grid: The compare output folder.
-        methods: Methods to re-score (``null``: all).
+        methods: Methods to re-score (``null``: all of the table).
+        tables: The table whose cells are re-scored (``<grid>/<tables>.csv``).
     """
     from halluc_cl.analysis.rescore import rescore as run_rescore
 
-    run_rescore(grid, methods)
+    run_rescore(grid, methods, tables)
 
 
 COMMANDS = {"pretrain": pretrain, "compare": compare, "probe": probe}

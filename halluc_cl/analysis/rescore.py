@@ -3,7 +3,7 @@ were reported with (REVIEW question 6: scored how, and do the two agree on these
 
     halluc-cl analyze rescore --grid runs/compare/paper --methods '[sft, distill]'
 
-For every finished cell of the chosen methods, ``halluc-cl validate`` runs from the cell's
+For every cell of the grid's table (``results.csv``, or ``--tables``) of the chosen methods, ``halluc-cl validate`` runs from the cell's
 ``checkpoints/last.ckpt`` and ``config.yaml`` with ``--model.eval_method generate`` (run
 folders under ``<grid>/rescore/``). Per cell it compares the final evaluation's predictions
 fact by fact: exact match under ``forward`` (as the fit scored it) and under ``generate``.
@@ -87,20 +87,26 @@ def rescore_cell(run: Path, out: Path) -> dict:
     return row
 
 
-def rescore(grid: str, methods: list[str] | None = None) -> list[dict]:
-    """Re-score a compare grid's final models by generation (module docstring).
+def rescore(grid: str, methods: list[str] | None = None, tables: str = "results") -> list[dict]:
+    """Re-score the cells of one table of a compare grid by generation (module docstring).
 
     Args:
         grid: The compare output folder (``out`` of its config).
-        methods: Methods to re-score (``None``: every method in the grid).
+        methods: Methods to re-score (``None``: every method of the table).
+        tables: The table whose cells are re-scored (``<grid>/<tables>.csv``): grids that
+            share a folder keep their cells side by side, and only this table's count.
     """
     root = Path(grid)
-    runs = sorted(p.parent for p in root.glob("runs/*/*/summary.json"))
-    if methods is not None:
-        runs = [r for r in runs if r.parent.name in methods]
+    table = root / f"{tables}.csv"
+    if not table.is_file():
+        raise ConfigError(f"{table} does not exist; run the grid's compare first")
+    with table.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    runs = [Path(r["run_dir"]) for r in rows if methods is None or r["method"] in methods]
+    runs = [r if r.is_absolute() or r.exists() else root / "runs" / r.parent.name / r.name
+            for r in runs]
     if not runs:
-        raise ConfigError(f"no finished cells in {root / 'runs'}"
-                          + (f" for methods {methods}" if methods else ""))
+        raise ConfigError(f"no cells in {table}" + (f" for methods {methods}" if methods else ""))
     rows = [rescore_cell(run, root / "rescore") for run in runs]
     fields = list(rows[0])
     buf = io.StringIO()
