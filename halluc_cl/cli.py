@@ -266,6 +266,8 @@ def main(args: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning-internal deprecation
     warnings.filterwarnings("ignore", message=".*args parameter is intended.*")  # tools call main
+    # evaluation metrics are computed from every process's gathered outcomes (evaluation_hooks)
+    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed.*")
     from_argv = args is None
     args = sys.argv[1:] if from_argv else list(args)
     nested = GUARD.active  # a command run by another one (compare's cells) reports nothing

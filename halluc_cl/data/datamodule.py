@@ -170,16 +170,31 @@ class FactDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         trainer = self.trainer
-        if trainer is not None and trainer.world_size > 1:
-            # Lightning's evaluation sampler pads the fact splits (some facts would count
-            # twice) and each rank would keep only its own predictions and references
-            raise ConfigError(
-                f"evaluation on {trainer.world_size} processes is not exact yet: the "
-                "distributed sampler pads the fact splits and predictions stay per process; "
-                "run with --trainer.devices 1 --trainer.num_nodes 1")
+        self.rank, self.world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        if self.world > 1:
+            self._check_shardable()
         # the data order follows the training seed; the split seed fixes only the split
         seed = os.environ.get("PL_GLOBAL_SEED")
         self.order_seed = int(seed) if seed is not None else self.split_seed
+
+    def _check_shardable(self) -> None:
+        """Refuse a batch size that would leave a process without rows in some batch: every
+        batch of the one-process fit is split by rows among the ``world`` processes."""
+        mix = len(self.splits["known_train"]) + len(self.splits["unknown_train"])
+        epochs = {"warm-up": len(self.splits["known_train"]) if self.warmup_epochs else 0,
+                  "SFT": mix + (self.n_replay() if self.replay_fraction else 0)}
+        for phase, rows in epochs.items():
+            last = rows % self.batch_size
+            smallest = min(self.batch_size, rows) if last == 0 else last
+            if rows and smallest < self.world:
+                raise ConfigError(
+                    f"with {self.world} processes every batch needs >= {self.world} rows (each "
+                    f"process trains its share of the one-process batch), but a {phase} epoch "
+                    f"of {rows} facts in batches of {self.batch_size} has one of {smallest}; "
+                    "choose another data.batch_size")
+        if 0 < self.extra_per_batch < self.world:
+            raise ConfigError(f"data.extra_per_batch={self.extra_per_batch} is less than the "
+                              f"{self.world} processes that share each batch's extra inputs")
 
     def protocol(self) -> dict:
         """What ``summary.json`` records of the split: seeds, disjointness and sizes."""
@@ -266,12 +281,15 @@ class FactDataModule(L.LightningDataModule):
             raise ConfigError("the warm-up needs trainer.reload_dataloaders_every_n_epochs=1")
         epoch = trainer.current_epoch if trainer is not None else 0
         rows = self._train_rows(epoch)
-        batches = [self.collate_train(rows[i:i + self.batch_size])
+        # this process's rows of every batch of the one-process fit (``halluc_cl/distributed``)
+        rank, world = getattr(self, "rank", 0), getattr(self, "world", 1)
+        batches = [self.collate_train(rows[i:i + self.batch_size][rank::world])
                    for i in range(0, len(rows), self.batch_size)]
         if self.extra_inputs is not None and epoch >= self.warmup_epochs:
             rng = random.Random(self.order_seed * 104_729 + epoch)
             for batch in batches:
-                batch.update(self.extra_inputs.sample(self.extra_per_batch, rng))
+                extra = self.extra_inputs.sample(self.extra_per_batch, rng)
+                batch.update({k: v[rank::world] for k, v in extra.items()})
         return EpochBatches(batches, epoch=epoch, seed=self.order_seed * 7919 + epoch)
 
     def collate_train(self, rows: list[dict]) -> dict:
@@ -308,7 +326,7 @@ class FactDataModule(L.LightningDataModule):
         def collate(indices: list[int]) -> dict:
             ids, mask = left_pad([prompts[i] for i in indices], self.tokenizer.pad_token_id)
             return {"input_ids": ids, "attention_mask": mask, "split": split,
-                    "facts": [facts[i] for i in indices],
+                    "facts": [facts[i] for i in indices], "positions": list(indices),
                     "prompt_ids": [prompts[i] for i in indices], "abstain_phrases": phrases,
                     "candidates": [candidates[i] for i in indices]}
 

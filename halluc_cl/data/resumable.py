@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 
 class EpochBatches(DataLoader):
@@ -24,11 +24,19 @@ class EpochBatches(DataLoader):
         epoch: The epoch they belong to; a saved position only applies to the same epoch.
         seed: Seed of the loader's own generator, so that starting a pass draws nothing
             from the global torch RNG (whose state a checkpoint restores exactly).
+
+    The batches are in training order already and, under several processes, this process's
+    share of every batch (``FactDataModule.train_dataloader``). A one-replica
+    ``DistributedSampler`` (every batch, in order) tells Lightning so: with a distributed
+    strategy (DDP or DeepSpeed, even on one device) it would otherwise give the loader its own
+    ``DistributedSampler``, which shuffles the batches and deals out whole batches.
     """
 
     def __init__(self, dataset, epoch: int = 0, seed: int = 0, **kwargs) -> None:
         kwargs.setdefault("batch_size", None)
         kwargs.setdefault("generator", torch.Generator().manual_seed(seed))
+        kwargs.setdefault("sampler", DistributedSampler(dataset, num_replicas=1, rank=0,
+                                                        shuffle=False))
         super().__init__(dataset, **kwargs)
         self.epoch, self.seed = epoch, seed
         self.handed_out = 0  # batches of the current pass given to the trainer

@@ -23,6 +23,8 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from halluc_cl.distributed import any_rank
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -141,11 +143,16 @@ def last_checkpoint_path(trainer: L.Trainer) -> Path:
 class InterruptCheckpoint(L.Callback):
     """Stops a fit at the next safe point after a deferred SIGINT or SIGTERM, with a checkpoint.
 
-    Safe points are the end of a training step that is not the last of its epoch, and the end
-    of an epoch (after its evaluation, the warm-up snapshot and the epoch's own checkpoint),
-    unless it is the last epoch: then the fit finishes. The fit stops through Lightning's
-    SIGTERM path, and ``on_exception`` saves ``last.ckpt`` with the loops' progress, so that
-    ``--ckpt_path`` resumes with the next step as if nothing had happened.
+    Safe points are the end of a training step that is not the last of its epoch and ends a
+    gradient-accumulation window (the optimizer stepped: no partial gradient is lost), and the
+    end of an epoch (after its evaluation, the warm-up snapshot and the epoch's own
+    checkpoint), unless it is the last epoch: then the fit finishes. The fit stops through
+    Lightning's SIGTERM path, and ``on_exception`` saves ``last.ckpt`` with the loops'
+    progress, so that ``--ckpt_path`` resumes with the next step as if nothing had happened.
+
+    Under several processes every safe point asks all of them whether any received a signal
+    (``any_rank``), so a signal to one process stops every process at the same step, with one
+    checkpoint. This replaces Lightning's own handler, which broadcasts rank 0's flag only.
     """
 
     def __init__(self) -> None:
@@ -159,16 +166,20 @@ class InterruptCheckpoint(L.Callback):
             self._deferring = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if GUARD.pending is not None and batch_idx + 1 < trainer.num_training_batches:
+        window_done = (batch_idx + 1) % max(1, trainer.accumulate_grad_batches) == 0
+        if window_done and batch_idx + 1 < trainer.num_training_batches \
+                and any_rank(GUARD.pending is not None):
             self._stop(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         max_epochs = trainer.max_epochs
         last = max_epochs is not None and 0 <= max_epochs <= trainer.current_epoch + 1
-        if GUARD.pending is not None and not last:
+        if not last and any_rank(GUARD.pending is not None):
             self._stop(trainer)
 
     def _stop(self, trainer) -> None:
+        if GUARD.pending is None:  # another process received the signal
+            GUARD.pending = int(signal.SIGTERM)
         self._stopping = True
         connector = getattr(trainer, "_signal_connector", None)
         if connector is None or not hasattr(connector, "received_sigterm"):

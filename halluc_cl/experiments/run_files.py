@@ -57,15 +57,19 @@ def git_commit() -> str | None:
 
 
 def run_cost(module) -> dict:
-    """Tokens through the student (forward + backward) and the teacher (forward only), and
-    ``train_token_passes`` = 3 · student + teacher (a backward costs about two forwards)."""
-    student, teacher = (int(module.cost[k]) for k in ("student_tokens", "teacher_tokens"))
+    """Tokens through the student (forward + backward) and the teacher (forward only) on
+    every process, and ``train_token_passes`` = 3 · student + teacher (a backward costs
+    about two forwards). A collective under several processes: every rank calls it."""
+    cost = module.run_cost() if hasattr(module, "run_cost") else module.cost
+    student, teacher = (int(cost[k]) for k in ("student_tokens", "teacher_tokens"))
     return {"student_tokens": student, "teacher_tokens": teacher,
             "train_token_passes": 3 * student + teacher}
 
 
-def build_summary(module, wall_time_s: float, protocol: dict | None = None) -> dict:
-    """Final and peak metrics, decline, cost, protocol and provenance of a finished fit."""
+def build_summary(module, wall_time_s: float, protocol: dict | None = None,
+                  cost: dict | None = None) -> dict:
+    """Final and peak metrics, decline, cost (``run_cost`` unless given), protocol and
+    provenance of a finished fit."""
     history = module.history
     final = {k: history[-1][k] for k in SUMMARY_KEYS if history and k in history[-1]}
     last = history[-1] if history else {}
@@ -81,7 +85,7 @@ def build_summary(module, wall_time_s: float, protocol: dict | None = None) -> d
         "peak": peak,
         "heldout_test_decline": last.get("heldout_test_decline"),
         "heldout_val_decline": last.get("heldout_val_decline"),
-        "cost": run_cost(module),
+        "cost": cost if cost is not None else run_cost(module),
         "protocol": protocol or {},
         "warmup_end": next((h for h in history if h["epoch"] == module.warmup_epochs - 1), None),
         "epochs": len(history),
@@ -180,14 +184,15 @@ class RunArtifacts(L.Callback):
         state = None
         if self.save_model and is_partitioned(pl_module.student):
             state = full_state_dict(pl_module.student)  # ZeRO-3: a collective, on every rank
+        cost = run_cost(pl_module)  # summed over processes: a collective, on every rank
         if not trainer.is_global_zero or not pl_module.history:
             return
         out = self.run
         data = trainer.datamodule
         protocol = {**(data.protocol() if hasattr(data, "protocol") else {}),
                     "seed": int(os.environ.get("PL_GLOBAL_SEED", "-1")),
-                    "config_hash": self.config_hash}
-        summary = build_summary(pl_module, time.perf_counter() - self._t0, protocol)
+                    "processes": trainer.world_size, "config_hash": self.config_hash}
+        summary = build_summary(pl_module, time.perf_counter() - self._t0, protocol, cost)
         if self.save_model:
             student = pl_module.student
             if state is None and hasattr(student, "merge_and_unload"):  # LoRA: a plain merged model

@@ -14,6 +14,8 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from halluc_cl.data.prompts import IGNORE_INDEX
+from halluc_cl.distributed import any_rank, rank_and_world, total_over_ranks
 from halluc_cl.errors import ConfigError
 from halluc_cl.experiments.rng import rng_state, set_rng_state
 from halluc_cl.metrics.hallucination import AbstainRate, ExactMatchAccuracy, HallucinationRate
@@ -87,10 +89,13 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.warmup_epochs, self.max_new_tokens = warmup_epochs, max_new_tokens
         self.snapshot = snapshot
-        self.accuracy = nn.ModuleDict({s: ExactMatchAccuracy() for s in SPLIT_METRIC})
-        self.hallucination = nn.ModuleDict({s: HallucinationRate() for s in HELDOUT_RATE_PREFIX})
-        self.abstain = nn.ModuleDict({s: AbstainRate() for s in HELDOUT_RATE_PREFIX})
-        self.new_fact_abstain = ExactMatchAccuracy()  # share of Unknown facts answered "IDK"
+        # updated with every process's outcomes (``EvaluationHooks``): no second sync
+        local = {"sync_on_compute": False}
+        self.accuracy = nn.ModuleDict({s: ExactMatchAccuracy(**local) for s in SPLIT_METRIC})
+        self.hallucination = nn.ModuleDict({s: HallucinationRate(**local)
+                                            for s in HELDOUT_RATE_PREFIX})
+        self.abstain = nn.ModuleDict({s: AbstainRate(**local) for s in HELDOUT_RATE_PREFIX})
+        self.new_fact_abstain = ExactMatchAccuracy(**local)  # Unknown facts answered "IDK"
         self._teacher: SnapshotTeacher | AdapterOffTeacher | None = None  # not a submodule
         self.snapshot_taken = False
         self._plugins_ready = False  # regularizer setup runs once per module
@@ -104,7 +109,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         self.drift_reference: dict[str, torch.Tensor] = {}  # fact id -> state at warm-up end
         self._eval_states: dict[str, torch.Tensor] = {}
         self._rng_to_restore: dict | None = None  # RNG states of a checkpoint being resumed
-        self.cost = {"student_tokens": 0, "teacher_tokens": 0}  # see ``add_cost``
+        self.cost = {"student_tokens": 0, "teacher_tokens": 0}  # this process's; ``add_cost``
 
     # --- phases -------------------------------------------------------------------------
     @property
@@ -185,7 +190,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
     # --- training -----------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           labels=batch["labels"])
+                           labels=batch["labels"], **self._loss_normaliser(batch["labels"]))
         loss = out.loss
         self.add_cost(student=batch["attention_mask"].sum())
         logged = {"train/sft_loss": loss}
@@ -196,15 +201,29 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
                 if penalty is not None:
                     logged[f"reg/{reg.name}"] = penalty
                     loss = loss + penalty
-        if not torch.isfinite(loss):
+        if any_rank(not torch.isfinite(loss)):  # every process stops, or none
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.global_step}")
         if self._logs_this_step():  # step values reach the logger only on its steps anyway
             n = batch["input_ids"].shape[0]
-            self.log("train/sft_loss", logged.pop("train/sft_loss"), batch_size=n, prog_bar=True)
+            # each process's loss is its share of the global batch's (``_loss_normaliser``):
+            # their mean over processes is the one-process value
+            self.log("train/sft_loss", logged.pop("train/sft_loss"), batch_size=n, prog_bar=True,
+                     sync_dist=True)
             for name, value in logged.items():
-                self.log(name, value, batch_size=n)
-            self.log("train/loss", loss, batch_size=n)
+                self.log(name, value, batch_size=n, sync_dist=True)
+            self.log("train/loss", loss, batch_size=n, sync_dist=True)
         return loss
+
+    def _loss_normaliser(self, labels: torch.Tensor) -> dict:
+        """Arguments that make the causal-LM loss this process's share of the global batch's
+        token mean (``num_items_in_batch``: the answer tokens of all processes over their
+        number, ``halluc_cl/distributed.py``); none in a single process."""
+        _, world = rank_and_world()
+        if world == 1:
+            return {}
+        count = (labels[:, 1:] != IGNORE_INDEX).sum().to(torch.float64).reshape(1)
+        torch.distributed.all_reduce(count)
+        return {"num_items_in_batch": count / world}
 
     def on_before_optimizer_step(self, optimizer) -> None:
         if self.in_sft_phase:
@@ -235,11 +254,24 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
             outputs["extra_labels"] = batch["extra_labels"]
         return outputs
 
-    def add_cost(self, student=0, teacher=0) -> None:
+    def add_cost(self, student=0, teacher=0, every_process: bool = False) -> None:
         """Count tokens through the student (forward + backward) and through the teacher
-        (forward only); ``summary.json`` reports them as the run's cost."""
-        self.cost["student_tokens"] += student
+        (forward only); ``summary.json`` reports them as the run's cost (``run_cost``).
+
+        Args:
+            student: Tokens through the student.
+            teacher: Tokens through the teacher.
+            every_process: The pass runs on every process with the same inputs (a Fisher
+                estimate, a teacher cache): counted once, by rank 0.
+        """
+        if every_process and self.global_rank != 0:
+            return
+        self.cost["student_tokens"] += student  # a tensor stays a tensor: no device sync
         self.cost["teacher_tokens"] += teacher
+
+    def run_cost(self) -> dict[str, int]:
+        """Tokens of the whole run, every process's summed (a collective: every rank calls)."""
+        return total_over_ranks(self.cost)
 
     def configure_optimizers(self):
         params = [p for p in self.student.parameters() if p.requires_grad]
@@ -257,7 +289,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
             "snapshot_taken": self.snapshot_taken, "drift_reference": self.drift_reference,
             "teacher": self._teacher.state_dict() if self._teacher else None,
             "regularizers": [r.state_dict() for r in self.regularizers],
-            "rng": rng_state(), "cost": {k: int(v) for k, v in self.cost.items()},
+            "rng": rng_state(), "cost": self.run_cost(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -273,7 +305,9 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         for reg, reg_state in zip(self.regularizers, state.get("regularizers", [])):
             reg.load_state_dict(reg_state)
         self._rng_to_restore = state.get("rng")  # applied in on_train_start
-        self.cost = dict(state.get("cost", self.cost))
+        if "cost" in state:  # the whole run's: rank 0 carries it on, the others start at 0
+            self.cost = {k: int(v) if self.global_rank == 0 else 0
+                         for k, v in state["cost"].items()}
 
     def on_fit_start(self) -> None:
         if self._teacher is not None:

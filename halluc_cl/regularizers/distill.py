@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from halluc_cl.data.prompts import IGNORE_INDEX
+from halluc_cl.distributed import mean_over_ranks
 from halluc_cl.errors import ConfigError
 from halluc_cl.regularizers.base import Regularizer
 from halluc_cl.regularizers.teacher_cache import TeacherCache, bucketed
@@ -51,6 +52,11 @@ def log_divergence(log_s: Tensor, log_t: Tensor, direction: Direction) -> Tensor
         return _kl(log_s, log_t)
     log_m = torch.logsumexp(torch.stack([log_s, log_t]), dim=0) - torch.log(torch.tensor(2.0))
     return 0.5 * (_kl(log_t, log_m) + _kl(log_s, log_m))
+
+
+def _weighted(weight: float, mean: Tensor | None) -> Tensor | None:
+    """``weight · mean``; ``None`` (no term) where no process had a position to distil."""
+    return None if mean is None else weight * mean
 
 
 def position_mask(batch: dict, tokens: TokenSet) -> Tensor:
@@ -158,7 +164,8 @@ class KLSelfDistillation(Regularizer):
         if self.cache is None:
             return
         data = module.trainer.datamodule
-        module.add_cost(teacher=sum(len(r["input_ids"]) for _, r in data.cache_examples()))
+        module.add_cost(teacher=sum(len(r["input_ids"]) for _, r in data.cache_examples()),
+                        every_process=True)
         self.cache.build(module.student, data.cache_examples(), data.collate_train,
                          lambda batch: position_mask(batch, self.tokens))
 
@@ -169,10 +176,9 @@ class KLSelfDistillation(Regularizer):
             unknown = batch["is_unknown"].bool().to(logits.device)[rows]
             keep = unknown if self.examples == "unknown" else ~unknown
             rows, pos, index, log_t = rows[keep], pos[keep], index[keep], log_t[keep]
-        if not len(rows):
-            return None
         log_s = F.log_softmax(logits[rows, pos].float() / self.temperature, dim=-1)
-        return self.weight * log_divergence(bucketed(log_s, index), log_t, self.direction).mean()
+        return _weighted(self.weight, mean_over_ranks(
+            log_divergence(bucketed(log_s, index), log_t, self.direction)))
 
     def _batch_term(self, batch: dict, outputs: dict) -> Tensor | None:
         if self.cache is not None:
@@ -181,12 +187,10 @@ class KLSelfDistillation(Regularizer):
         if self.examples != "all":
             rows = batch["is_unknown"].bool()
             mask = mask & (rows if self.examples == "unknown" else ~rows)[:, None]
-        if not mask.any():
-            return None
         # softmax only at the distilled positions (a few answer tokens per example)
         div = divergence(outputs["logits"][:, :-1][mask], outputs["teacher_logits"][:, :-1][mask],
                          self.temperature, self.direction)
-        return self.weight * div.mean()
+        return _weighted(self.weight, mean_over_ranks(div))
 
     def _extra_term(self, outputs: dict) -> Tensor:
         if "extra_logits" not in outputs:
@@ -194,7 +198,7 @@ class KLSelfDistillation(Regularizer):
         mask = outputs["extra_attention_mask"].bool()
         div = divergence(outputs["extra_logits"], outputs["extra_teacher_logits"],
                          self.temperature, self.direction)
-        return self.extra_weight * div[mask].mean()
+        return _weighted(self.extra_weight, mean_over_ranks(div[mask]))
 
     def penalty(self, batch: dict, outputs: dict) -> Tensor | None:
         terms = []

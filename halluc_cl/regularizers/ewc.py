@@ -97,7 +97,8 @@ class EWC(QuadraticAnchor):
                    for s in datamodule.known_samples(self.fisher_samples)]
         fisher = diagonal_fisher(module.student, samples, answer_log_likelihood, self._params)
         if hasattr(module, "add_cost"):  # one forward + backward per sample
-            module.add_cost(student=sum(s["attention_mask"].sum() for s in samples))
+            module.add_cost(student=sum(s["attention_mask"].sum() for s in samples),
+                            every_process=True)
         if self.normalize:
             mean = torch.cat([f.flatten() for f in fisher.values()]).mean()
             if mean <= 0:

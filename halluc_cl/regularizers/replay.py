@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from halluc_cl.data.prompts import IGNORE_INDEX
+from halluc_cl.distributed import mean_over_ranks, rank_and_world
 from halluc_cl.errors import ConfigError
 from halluc_cl.regularizers.base import Regularizer
 
@@ -53,8 +54,13 @@ class ReplayLoss(Regularizer):
         if "extra_logits" not in outputs:
             raise ConfigError("ReplayLoss needs data.extra_per_batch > 0")
         logits, labels = outputs["extra_logits"][:, :-1], outputs["extra_labels"][:, 1:]
-        if not (labels != IGNORE_INDEX).any():
-            return None
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
-                             ignore_index=IGNORE_INDEX)
-        return self.weight * ce
+        keep = labels != IGNORE_INDEX
+        if rank_and_world()[1] == 1:
+            if not keep.any():
+                return None
+            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                 labels.reshape(-1), ignore_index=IGNORE_INDEX)
+        else:  # the token mean over every process's extra inputs (``halluc_cl/distributed``)
+            ce = mean_over_ranks(F.cross_entropy(logits[keep].float(), labels[keep],
+                                                 reduction="none"))
+        return None if ce is None else self.weight * ce

@@ -1,6 +1,7 @@
 """FactDataModule on the tiny synthetic world: splits, unknown fraction, labels, warm-up."""
 
 import pytest
+import torch
 
 from halluc_cl.data.datamodule import FactDataModule
 from halluc_cl.data.prompts import IGNORE_INDEX
@@ -228,12 +229,39 @@ def test_abstention_phrases_are_spelled_in_the_vocabulary(tiny_model_dir):
     assert len(set(ids)) == len(ids)  # no spelling checked twice
 
 
-def test_several_processes_are_refused_until_evaluation_is_exact(tiny_model_dir):
-    dm = make()
+class _Processes:
+    """The parts of a trainer the data module reads, for rank ``global_rank`` of ``world_size``."""
 
-    class TwoProcesses:
-        world_size = 2
+    reload_dataloaders_every_n_epochs = 1
+    current_epoch = 1  # an SFT epoch
 
-    dm.trainer = TwoProcesses()
-    with pytest.raises(ConfigError, match="evaluation on 2 processes is not exact yet"):
+    def __init__(self, global_rank: int, world_size: int) -> None:
+        self.global_rank, self.world_size = global_rank, world_size
+
+
+def test_processes_split_every_batch_by_rows(tiny_model_dir):
+    one = make(n_train=30, batch_size=8, extra_per_batch=4)
+    one.trainer = _Processes(0, 1)
+    one.setup("fit")
+    whole = list(one.train_dataloader())
+    shares = []
+    for rank in (0, 1):
+        dm = make(n_train=30, batch_size=8, extra_per_batch=4)
+        dm.trainer = _Processes(rank, 2)
+        dm.setup("fit")
+        shares.append(list(dm.train_dataloader()))
+    assert len(shares[0]) == len(shares[1]) == len(whole)  # as many steps as one process
+    for batch, a, b in zip(whole, *shares):
+        assert batch["keys"][0::2] == a["keys"] and batch["keys"][1::2] == b["keys"]
+        assert torch.equal(batch["extra_input_ids"][1::2], b["extra_input_ids"])
+
+
+def test_a_batch_size_that_leaves_a_process_without_rows_is_refused(tiny_model_dir):
+    dm = make(n_train=33, batch_size=8)  # the last SFT batch holds one row
+    dm.trainer = _Processes(0, 2)
+    with pytest.raises(ConfigError, match="every batch needs >= 2 rows"):
+        dm.setup("fit")
+    dm = make(extra_per_batch=1)
+    dm.trainer = _Processes(0, 2)
+    with pytest.raises(ConfigError, match="extra_per_batch=1 is less than the 2 processes"):
         dm.setup("fit")

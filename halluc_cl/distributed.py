@@ -1,0 +1,84 @@
+"""Several processes (DDP, DeepSpeed) giving the numbers of one.
+
+A fit on ``W`` processes splits every batch of the one-process fit by rows (rank ``r`` trains
+rows ``r, r + W, …``; ``data/datamodule.py``), so the data, the number of optimizer steps and
+the global batch do not depend on ``W``. DDP and DeepSpeed average the ranks' gradients, so a
+token mean must be taken over the tokens of *all* ranks (``mean_over_ranks``), not per rank:
+each rank divides its sum by ``N_global / W``. Evaluation gathers every fact's outcome
+(``gather_lists``) so that every rank computes the metrics of the whole split.
+
+Everything here is a plain ``torch.distributed`` call and a no-op in a single process; each
+function is a collective under several processes: every rank must call it, in the same order.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes (``(0, 1)`` without a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def mean_over_ranks(values: Tensor) -> Tensor | None:
+    """The mean of ``values`` over the rows of every rank, as this rank's share of it.
+
+    With one process it is ``values.mean()``. With ``W`` it is ``values.sum() · W / N``, ``N``
+    the number of values on all ranks together: DDP's gradient average of the ranks' shares
+    is then the gradient of the global mean, however unevenly the values fall on the ranks.
+
+    Returns:
+        ``None`` when no rank has a value (the one-process ``mean()`` of nothing).
+    """
+    _, world = rank_and_world()
+    if world == 1:
+        return values.mean() if values.numel() else None
+    count = torch.tensor([values.numel()], dtype=torch.float64, device=values.device)
+    dist.all_reduce(count)
+    if count.item() == 0:
+        return None
+    return values.sum() * (world / count.item())
+
+
+def total_over_ranks(counts: dict[str, int]) -> dict[str, int]:
+    """Integer counters summed over every rank."""
+    _, world = rank_and_world()
+    if world == 1:
+        return {k: int(v) for k, v in counts.items()}
+    keys = sorted(counts)
+    backend_device = _collective_device()
+    total = torch.tensor([int(counts[k]) for k in keys], dtype=torch.long, device=backend_device)
+    dist.all_reduce(total)
+    return {k: int(v) for k, v in zip(keys, total.tolist())}
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on at least one rank."""
+    _, world = rank_and_world()
+    if world == 1:
+        return flag
+    value = torch.tensor([int(flag)], dtype=torch.long, device=_collective_device())
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def gather_lists(items: list) -> list:
+    """Every rank's ``items`` (picklable), concatenated in rank order, on every rank."""
+    _, world = rank_and_world()
+    if world == 1:
+        return list(items)
+    parts: list = [None] * world
+    dist.all_gather_object(parts, items)
+    return [item for part in parts for item in part]
+
+
+def _collective_device() -> torch.device:
+    """Where a tensor of a collective must live: the GPU for NCCL, the CPU for gloo."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
