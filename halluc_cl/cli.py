@@ -29,12 +29,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from halluc_cl.analysis.studies import mechanism_study
 from halluc_cl.checkpoint_io import SafeCheckpointIO, reading_checkpoint
 from halluc_cl.data.datamodule import FactDataModule
 from halluc_cl.errors import ConfigError, HallucError, TrainingError
-from halluc_cl.experiments.compare import compare
+from halluc_cl.experiments.compare import CHILD_ENV, compare
 from halluc_cl.experiments.config_hash import config_hash
 from halluc_cl.experiments.interrupt import (
     GUARD,
@@ -277,7 +278,8 @@ def main(args: list[str] | None = None) -> None:
     except Interrupted as exc:  # SIGINT / SIGTERM: one line, exit code 128 + signal number
         if nested:
             raise
-        print(f"error: {exc.message(args)}", file=sys.stderr)
+        if not os.environ.get(CHILD_ENV):  # a grid's child fit: the grid reports the stop
+            _report(exc.message(args))
         raise SystemExit(exc.exit_code) from None
     except HallucError as exc:
         _fail(str(exc))
@@ -318,8 +320,15 @@ def _user_error(exc: BaseException) -> HallucError | None:
 
 
 def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
+    _report(message)
     raise SystemExit(2)
+
+
+def _report(message: str) -> None:
+    """Print ``error: <message>``, once: by the first process of a several-process fit (the
+    others stop with the same error)."""
+    if getattr(rank_zero_only, "rank", 0) == 0:
+        print(f"error: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

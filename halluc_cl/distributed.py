@@ -13,9 +13,28 @@ function is a collective under several processes: every rank must call it, in th
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+
+def init_from_environment() -> bool:
+    """Join the process group a launcher describes (``torchrun``: ``WORLD_SIZE``, ``RANK``,
+    ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``), for commands that run without Lightning
+    (``halluc-cl probe``): NCCL on GPUs (one per local rank), gloo on CPUs.
+
+    Returns:
+        Whether this call created the group (then the caller destroys it when done).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() \
+            or dist.is_initialized():
+        return False
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return True
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -65,6 +84,12 @@ def any_rank(flag: bool) -> bool:
     value = torch.tensor([int(flag)], dtype=torch.long, device=_collective_device())
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
+
+
+def barrier() -> None:
+    """Wait until every rank gets here."""
+    if rank_and_world()[1] > 1:
+        dist.barrier()
 
 
 def gather_lists(items: list) -> list:

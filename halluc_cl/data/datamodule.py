@@ -21,7 +21,7 @@ import datasets
 import lightning as L
 import torch
 from datasets import Dataset
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from halluc_cl.data.extra_inputs import ExtraInputs, ExtraKind
 from halluc_cl.data.padding import left_pad, right_pad
@@ -320,6 +320,14 @@ class FactDataModule(L.LightningDataModule):
         return self._eval_cache[split]
 
     def _eval_loader(self, split: str) -> DataLoader:
+        """The split's evaluation batches; under several processes, this process's share.
+
+        Batches are dealt out whole (process ``r`` takes batches ``r, r + W, …``), so each is
+        the one-process batch, padded alike: the same forward, the same numbers. The list is
+        first padded with repeated batches to a multiple of ``W``, so that every process runs
+        as many (ZeRO-3 gathers weights in every forward, a collective); the evaluation hooks
+        drop the repeats by fact.
+        """
         facts, prompts, candidates = self._eval_tokens(split)
         phrases = self.abstain_phrases()
 
@@ -330,8 +338,14 @@ class FactDataModule(L.LightningDataModule):
                     "prompt_ids": [prompts[i] for i in indices], "abstain_phrases": phrases,
                     "candidates": [candidates[i] for i in indices]}
 
-        return DataLoader(list(range(len(facts))), batch_size=self.eval_batch_size,
-                          collate_fn=collate)
+        size = self.eval_batch_size
+        batches = [list(range(i, min(i + size, len(facts)))) for i in range(0, len(facts), size)]
+        rank, world = getattr(self, "rank", 0), getattr(self, "world", 1)
+        batches += batches[:-len(batches) % world]  # a multiple of the process count
+        mine = batches[rank::world]
+        # a one-replica DistributedSampler keeps Lightning from dealing out the batches again
+        return DataLoader(mine, batch_size=None, collate_fn=collate,
+                          sampler=DistributedSampler(mine, num_replicas=1, rank=0, shuffle=False))
 
     def abstain_phrases(self) -> list[str]:
         """Answers that read as abstentions, checked by one-forward evaluation: the IDK

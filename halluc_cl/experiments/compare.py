@@ -21,21 +21,27 @@ one resumes from its ``checkpoints/last.ckpt``. Results go to ``<out>/results.cs
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
 from tqdm.auto import tqdm
 
 from halluc_cl.data.schema import atomic_write_text
-from halluc_cl.errors import ConfigError
+from halluc_cl.errors import ConfigError, TrainingError
 from halluc_cl.experiments.config_hash import config_hash
 from halluc_cl.experiments.interrupt import GUARD, Interrupted
 from halluc_cl.experiments.tables import CellResult, Split, results_csv, results_markdown
 
 _METHOD_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
+CHILD_ENV = "HALLUC_CL_CHILD"  # set for a cell's fit run as a child process: the grid reports
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,7 @@ class Cell:
     seed: int
     split_seed: int | None = None
     sha256: str = field(default="", compare=False)
+    processes: int = field(default=1, compare=False)  # of its fit (``resolve``)
 
     @property
     def data_seed(self) -> int:
@@ -81,7 +88,7 @@ class Cell:
 
         resolved = cli.resolved_config(["fit", *self.args(), *fit_args])
         return Cell(self.method, self.configs, self.unknown_fraction, self.seed,
-                    self.split_seed, config_hash(resolved))
+                    self.split_seed, config_hash(resolved), processes_of(resolved["trainer"]))
 
 
 def validate(methods: dict[str, list[str]], seeds: list[int],
@@ -173,6 +180,44 @@ def resumable(cell: Cell, out: Path) -> Path | None:
     return last if _recorded_hash(run) == cell.sha256 else None
 
 
+def processes_of(trainer: dict) -> int:
+    """How many processes a fit with this resolved ``trainer`` config starts: devices (a count,
+    a list, or ``auto``/``-1``: every visible GPU, else one) times ``num_nodes``."""
+    devices = trainer.get("devices", "auto")
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    if isinstance(devices, (list, tuple)):
+        count = len(devices)
+    elif isinstance(devices, str) and "," in devices:
+        count = len([d for d in devices.split(",") if d.strip()])
+    elif devices in ("auto", -1):
+        gpu = str(trainer.get("accelerator", "auto")) in ("auto", "gpu", "cuda")
+        count = torch.cuda.device_count() if gpu and torch.cuda.is_available() else 1
+    else:
+        count = int(devices)
+    return max(1, count) * int(trainer.get("num_nodes") or 1)
+
+
+def fit_in_subprocess(args: list[str], name: str) -> None:
+    """``halluc-cl <args>`` as a child process, for a cell of several processes: Lightning
+    starts a fit's other processes by running the command line again, which must be the fit,
+    not the whole grid. A signal to the grid is passed on to the fit, which stops at its next
+    safe point with a checkpoint (``experiments/interrupt.py``)."""
+    proc = subprocess.Popen([sys.executable, "-m", "halluc_cl.cli", *args],
+                            env={**os.environ, CHILD_ENV: "1"})
+    try:
+        code = proc.wait()
+    except Interrupted as exc:
+        proc.send_signal(exc.signum)
+        proc.wait()
+        raise
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        raise Interrupted(code - 128)
+    if code != 0:
+        raise TrainingError(f"the fit of {name} failed with exit code {code} (its error is "
+                            "printed above)")
+
+
 def run_cell(cell: Cell, out: Path, fit_args: list[str]) -> None:
     """Fit one cell in-process (resuming its interrupted fit, or from a clean folder), then
     record its hash."""
@@ -187,11 +232,15 @@ def run_cell(cell: Cell, out: Path, fit_args: list[str]) -> None:
               "split_seed": cell.data_seed, "fit_args": list(fit_args)}
     # recorded before the fit: an interrupted fit resumes only under the same settings
     atomic_write_text(run / "cell.json", json.dumps({**record, "finished": False}, indent=2) + "\n")
-    cli.main(["fit", *cell.args(),
-              "--trainer.logger.init_args.save_dir", str(out / "runs"),
-              "--trainer.logger.init_args.name", cell.method,
-              "--trainer.logger.init_args.version", cell.version, *fit_args,
-              *(["--ckpt_path", str(last)] if last else [])])
+    args = ["fit", *cell.args(),
+            "--trainer.logger.init_args.save_dir", str(out / "runs"),
+            "--trainer.logger.init_args.name", cell.method,
+            "--trainer.logger.init_args.version", cell.version, *fit_args,
+            *(["--ckpt_path", str(last)] if last else [])]
+    if cell.processes > 1:
+        fit_in_subprocess(args, cell.name)
+    else:
+        cli.main(args)
     if not (run / "summary.json").is_file():
         raise RuntimeError(f"fit of {cell.name} finished without {run / 'summary.json'}")
     atomic_write_text(run / "cell.json", json.dumps({**record, "finished": True}, indent=2) + "\n")

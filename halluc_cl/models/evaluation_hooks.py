@@ -38,8 +38,9 @@ class EvaluationHooks:
     Each step records every fact's outcome; at the end of the evaluation the outcomes of all
     processes are gathered (``halluc_cl.distributed.gather_lists``) and the metrics computed
     from that one list on every process. Per-fact outcomes, not metric sums, are gathered:
-    Lightning's evaluation sampler pads each split with repeated facts so that every process
-    runs as many batches, and only the fact's identity drops the repeats. The same list gives
+    the data module pads each split with repeated batches so that every process runs as many
+    (``FactDataModule._eval_loader``), and only the fact's identity drops the repeats. The
+    same list gives
     every process the predictions, the hallucination reference and the drift states, so the
     numbers, the checkpoints and ``summary.json`` do not depend on the number of processes.
     """

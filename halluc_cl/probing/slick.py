@@ -19,6 +19,7 @@ at the end.
 
 from __future__ import annotations
 
+import glob
 import json
 import random
 import time
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 
 from halluc_cl.data.prompts import DEFAULT_TEMPLATE, PromptFormat, few_shot_prompt
 from halluc_cl.data.schema import Fact, atomic_write_text, fact_from_dict, write_facts
+from halluc_cl.distributed import barrier, gather_lists, init_from_environment, rank_and_world
 from halluc_cl.errors import ConfigError, DataError
 from halluc_cl.experiments.interrupt import Interrupted
 from halluc_cl.metrics.matching import exact_match
@@ -144,35 +146,56 @@ class SliCKProbe:
                                "p_correct": sum(greedy) / len(greedy)}))
         return out
 
-    def run(self, facts: list[Fact], out: Path, facts_per_batch: int = 8) -> dict:
-        """Probe ``facts`` into ``out`` (resuming ``<out>.partial.jsonl``); returns stats."""
+    def run(self, facts: list[Fact], out: Path, facts_per_batch: int = 8) -> dict | None:
+        """Probe ``facts`` into ``out``, resuming the partial files of an interrupted probe;
+        returns the stats (``None`` on processes other than the first).
+
+        Under several processes (``torchrun``) the batches of ``facts_per_batch`` facts are
+        dealt out whole (process ``r`` takes batches ``r, r + W, …``): each batch is the
+        one-process batch, sampled from the same seed, so the categories are those of one
+        process. Each process appends to its own ``<out>.partial.rank<r>.jsonl`` (one process:
+        ``<out>.partial.jsonl``); a resumed probe reads them all, with any process count.
+        """
         out = Path(out)
-        partial = out.with_name(out.name + ".partial.jsonl")
-        done = read_partial(partial)
+        rank, world = rank_and_world()
+        partial = out.with_name(out.name + (f".partial.rank{rank}.jsonl" if world > 1
+                                            else ".partial.jsonl"))
+        done: dict[str, Fact] = {}
+        for path in sorted(out.parent.glob(glob.escape(out.name) + ".partial*.jsonl")):
+            done.update(read_partial(path))
         if partial.is_file() and partial.read_bytes()[-1:] not in (b"", b"\n"):
-            write_facts(partial, done.values())  # drop a killed run's torn last line
+            write_facts(partial, read_partial(partial).values())  # drop a torn last line
         todo = [f for f in facts if f.id not in done]
+        batches = [todo[i:i + facts_per_batch] for i in range(0, len(todo), facts_per_batch)]
+        barrier()  # every process has read the partial files before any appends to its own
         partial.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
+        new: list[Fact] = []
         try:
             with partial.open("a", encoding="utf-8") as sink, \
                     tqdm(total=len(facts), initial=len(facts) - len(todo), desc="probe",
-                         unit="fact") as bar:
-                for start in range(0, len(todo), facts_per_batch):
-                    for fact in self.probe_batch(todo[start:start + facts_per_batch]):
+                         unit="fact", disable=rank != 0) as bar:
+                for batch in batches[rank::world]:
+                    for fact in self.probe_batch(batch):
                         sink.write(json.dumps(fact.to_dict()) + "\n")
-                        done[fact.id] = fact
+                        new.append(fact)
                     sink.flush()
-                    bar.update(min(facts_per_batch, len(todo) - start))
+                    bar.update(len(batch) * world)
         except Interrupted as exc:  # SIGINT / SIGTERM: the finished facts are in the partial file
-            exc.details.append(f"{len(done)} of {len(facts)} facts probed, kept in {partial}")
+            exc.details.append(f"{len(done) + len(new)} of {len(facts)} facts probed, kept in "
+                               f"{partial}")
             raise
+        done.update({f.id: f for f in gather_lists(new)})
+        if rank != 0:
+            return None
         seconds = time.perf_counter() - t0
         probed = [done[f.id] for f in facts]
         write_facts(out, probed)
-        partial.unlink()
+        for path in out.parent.glob(glob.escape(out.name) + ".partial*.jsonl"):
+            path.unlink()
         stats = {"facts": len(probed), "probed_now": len(todo), "seconds": round(seconds, 2),
                  "facts_per_s": round(len(todo) / seconds, 3) if todo and seconds else None,
+                 "processes": world,
                  "categories": dict(Counter(f.category for f in probed))}
         atomic_write_text(out.with_name(out.name + ".stats.json"),
                           json.dumps(stats, indent=2) + "\n")
@@ -222,12 +245,18 @@ def probe(
 
     facts, exemplars = exemplar_pool(load_source(source), seed=seed)
     facts = facts[:limit] if limit is not None else facts
-    lm = load_causal_lm(model, dtype)
-    if torch.cuda.is_available():
-        lm = lm.cuda()
-    prober = SliCKProbe(lm, load_tokenizer(model), exemplars, n_prompts, k_shot, n_samples,
-                        temperature, top_k, max_new_tokens, batch_prompts, seed,
-                        PromptFormat(template=template))
-    stats = prober.run(facts, Path(out), facts_per_batch)
-    print(json.dumps(stats, indent=2))
-    print(f"probed facts: {out}")
+    created = init_from_environment()  # under torchrun: one share of the batches per process
+    try:
+        lm = load_causal_lm(model, dtype)
+        if torch.cuda.is_available():
+            lm = lm.cuda()
+        prober = SliCKProbe(lm, load_tokenizer(model), exemplars, n_prompts, k_shot, n_samples,
+                            temperature, top_k, max_new_tokens, batch_prompts, seed,
+                            PromptFormat(template=template))
+        stats = prober.run(facts, Path(out), facts_per_batch)
+    finally:
+        if created:
+            torch.distributed.destroy_process_group()
+    if stats is not None:
+        print(json.dumps(stats, indent=2))
+        print(f"probed facts: {out}")
