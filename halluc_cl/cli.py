@@ -33,6 +33,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 from halluc_cl.analysis.studies import mechanism_study
 from halluc_cl.checkpoint_io import SafeCheckpointIO, reading_checkpoint
 from halluc_cl.data.datamodule import FactDataModule
+from halluc_cl.data.text import read_text
 from halluc_cl.errors import ConfigError, HallucError, TrainingError
 from halluc_cl.experiments.compare import compare
 from halluc_cl.experiments.config_hash import config_hash
@@ -171,6 +172,20 @@ class HallucCLI(LightningCLI):
                 break
 
 
+def check_config_files(args: list[str]) -> None:
+    """Read every ``--config`` file of ``args`` as UTF-8 first, so a byte that is not UTF-8
+    is an error naming its line (jsonargparse would fail with a ``UnicodeDecodeError``)."""
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            path = args[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        else:
+            continue
+        if Path(path).is_file():
+            read_text(path)
+
+
 def resolved_config(args: list[str]) -> dict:
     """The resolved config of ``halluc-cl <args>`` (a Trainer verb), parsed but not run:
     nothing is instantiated, built or written."""
@@ -245,6 +260,7 @@ def _run_function(name: str, fn, args: list[str]) -> None:
 
 
 def _run(args: list[str], from_argv: bool) -> None:
+    check_config_files(args)
     if args and args[0] in COMMANDS:
         _run_function(args[0], COMMANDS[args[0]], args[1:])
         return

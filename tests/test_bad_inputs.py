@@ -77,6 +77,21 @@ def _long_answers(env: Env) -> str:
     return env.jsonl("long.jsonl", facts)
 
 
+def _latin1_facts(env: Env) -> str:
+    """Tiny facts whose second line was saved as Latin-1, not UTF-8."""
+    first, second = env.tiny_facts()[:2]
+    second["question"] = second["question"].replace("?", "(café)?")
+    lines = [json.dumps(first), json.dumps(second, ensure_ascii=False)]
+    return env.file("latin1.jsonl", "\n".join(lines).encode("latin-1") + b"\n")
+
+
+def _merged(env: Env, name: str, **changed) -> str:
+    """Tiny facts with a copy of the first one (another id, ``changed``) on line 2, as when
+    two fact files are merged."""
+    facts = env.tiny_facts()
+    return env.jsonl(name, [facts[0], {**facts[0], "id": "b-w0-e0", **changed}, *facts[1:]])
+
+
 def _finished_run(env: Env) -> None:
     """Another run's results in ``out/sft/version_0`` (another config, another summary)."""
     run = env.out / "sft" / "version_0"
@@ -98,6 +113,25 @@ CASES = {
     "duplicate-fact-ids": (
         lambda e: e.fit("--data.source", e.jsonl("dup.jsonl", [e.tiny_facts()[0]] * 2)),
         ["dup.jsonl:2:", "duplicate id 'w0-e0-birth_city' (first on line 1)"]),
+    "fact-file-not-utf8": (
+        lambda e: e.fit("--data.source", _latin1_facts(e)),
+        ["latin1.jsonl:2:", "not UTF-8 text (byte 0xe9 at column", "save the file as UTF-8"]),
+    "whitespace-only-question": (
+        lambda e: e.fit("--data.source", e.jsonl("blank.jsonl", [
+            e.tiny_facts()[0], {**e.tiny_facts()[1], "question": "  "}])),
+        ["blank.jsonl:2:", "missing or empty required field(s): question"]),
+    "blank-alias": (
+        lambda e: e.fit("--data.source", e.jsonl("alias.jsonl", [
+            {**e.tiny_facts()[0], "aliases": [e.tiny_facts()[0]["object"], " "]}])),
+        ["alias.jsonl:1:", "missing or empty required field(s): aliases[1]"]),
+    "contradicting-facts": (
+        lambda e: e.fit("--data.source", _merged(e, "merged.jsonl", object="Nowhere",
+                                                 aliases=["Nowhere"])),
+        ["merged.jsonl:2:", "fact 'b-w0-e0' contradicts fact 'w0-e0-birth_city' (line 1)",
+         "is 'Nowhere' here"]),
+    "repeated-fact": (
+        lambda e: e.fit("--data.source", _merged(e, "repeated.jsonl")),
+        ["repeated.jsonl:2:", "fact 'b-w0-e0' repeats fact 'w0-e0-birth_city' (line 1)"]),
     "empty-fact-file": (
         lambda e: e.fit("--data.source", e.file("empty.jsonl", "\n")),
         ["empty.jsonl: no facts"]),
@@ -214,6 +248,10 @@ CASES = {
     "unknown-cli-option": (
         lambda e: e.fit("--data.unknown_fracton", "0.3"),
         ["unrecognized arguments: --data.unknown_fracton"]),
+    "config-file-not-utf8": (
+        lambda e: e.fit("--config", e.file("latin1.yaml", "trainer:\n  max_epochs: 3  # café\n"
+                                           .encode("latin-1"))),
+        ["latin1.yaml:2:", "not UTF-8 text (byte 0xe9 at column 23)"]),
     "yaml-key-typo": (
         lambda e: e.fit("--config", e.file("typo.yaml", "model:\n  regularisers: []\n")),
         ["regularisers"]),

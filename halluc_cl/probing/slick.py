@@ -74,14 +74,15 @@ def fact_prompts(fact: Fact, pool: dict[str, list[Fact]], n_prompts: int, k: int
 
 
 def read_partial(path: Path) -> dict[str, Fact]:
-    """Facts already probed (a torn last line from a killed run is ignored)."""
+    """Facts already probed. A line that is not a fact is ignored (probed again): the torn
+    last line of a killed run, which may end inside a multi-byte UTF-8 character."""
     done: dict[str, Fact] = {}
     if not path.is_file():
         return done
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for i, line in enumerate(path.read_bytes().split(b"\n"), 1):
         try:
-            fact = fact_from_dict(json.loads(line), f"{path}:{i}")
-        except (json.JSONDecodeError, DataError):
+            fact = fact_from_dict(json.loads(line.decode("utf-8-sig")), f"{path}:{i}")
+        except (UnicodeDecodeError, json.JSONDecodeError, DataError):
             continue
         done[fact.id] = fact
     return done

@@ -12,7 +12,13 @@ import torch
 from halluc_cl.data.prompts import PromptFormat
 from halluc_cl.data.schema import Fact, read_facts
 from halluc_cl.errors import ConfigError
-from halluc_cl.probing.slick import SliCKProbe, categorize, choose_exemplars, fact_prompts
+from halluc_cl.probing.slick import (
+    SliCKProbe,
+    categorize,
+    choose_exemplars,
+    fact_prompts,
+    read_partial,
+)
 
 T, F = True, False
 
@@ -128,3 +134,15 @@ def test_interrupted_probe_resumes_and_keeps_finished_facts(tiny, tmp_path, monk
     probe.run(todo, out, facts_per_batch=4)
     assert [i for c in calls for i in c] == [f.id for f in todo[4:]]  # first batch kept
     assert out.read_text() == full.read_text()  # same answers as an uninterrupted probe
+
+
+def test_partial_file_torn_inside_a_utf8_character(tmp_path):
+    """A probe killed mid-write can cut the last line inside a multi-byte character: that
+    line is probed again, the finished ones are kept."""
+    done = Fact("f1", "Beyoncé", "r", "Jay-Z", "Who is Beyoncé married to?", category="Unknown")
+    torn = json.dumps(_fact(2).to_dict(), ensure_ascii=False).replace("O2", "Café").encode()
+    path = tmp_path / "out.jsonl.partial.jsonl"
+    path.write_bytes(json.dumps(done.to_dict(), ensure_ascii=False).encode() + b"\n"
+                     + torn[:torn.index("é".encode()) + 1])
+    assert read_partial(path) == {"f1": done}
+
