@@ -152,6 +152,13 @@ CASES = {
     "infeasible-unknown-fraction": (
         lambda e: e.fit("--data.n_train", "1000", "--data.unknown_fraction", "0.99"),
         ["infeasible unknown_fraction=0.99", "990 Unknown facts needed"]),
+    "warm-up-fills-the-fit": (
+        lambda e: e.fit("--trainer.max_epochs", "1"),
+        ["trainer.max_epochs=1 ends the fit within the warm-up (model.warmup_epochs=1)",
+         "set trainer.max_epochs above 1"]),
+    "max-steps-within-the-warm-up": (
+        lambda e: e.fit("--trainer.max_epochs", "-1", "--trainer.max_steps", "1"),
+        ["trainer.max_steps=1 ends the fit within the warm-up", "takes 1 optimizer step(s)"]),
     "different-worlds": (
         lambda e: e.fit("--model.model", "synthetic://default"),
         ["name different synthetic worlds"]),
@@ -331,10 +338,10 @@ def test_read_only_output_folder(env, capsys):
 
 def test_overwrite_flag_writes_over_a_finished_run(env, capsys):
     _finished_run(env)
-    main(env.fit("--trainer.logger.init_args.version", "0", "--trainer.max_epochs", "1",
+    main(env.fit("--trainer.logger.init_args.version", "0", "--trainer.max_epochs", "2",
                  "--artifacts.overwrite", "true", "--artifacts.save_model", "false"))
     summary = json.loads((env.out / "sft/version_0/summary.json").read_text())
-    assert summary["model"] == "synthetic://tiny" and summary["epochs"] == 1
+    assert summary["model"] == "synthetic://tiny" and summary["epochs"] == 2
 
 
 def test_tokenizer_without_pad_token_uses_eos(env):
