@@ -7,6 +7,7 @@ hold exactly what it held (same bytes, same mtime), except where a case says oth
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -320,6 +321,60 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(env, capsys):
     assert not (run / "summary.json").exists() and not (run / "model").exists()
     after = _files(env.out)
     assert {k: after[k] for k in before} == before
+
+
+FULL_DISK = "No space left on device (nothing earlier was written over)"
+
+
+@pytest.mark.parametrize(("pattern", "after", "failed", "last_epoch"), [
+    ("*.ckpt", 2, "checkpoints/epoch=1-step=3.ckpt", 0),  # after the warm-up's two saves
+    ("epoch_1.jsonl", 0, "predictions/epoch_1.jsonl", 0),
+    ("summary.json", 0, "summary.json", 1),
+])
+def test_full_disk_is_one_error_line_and_keeps_earlier_results(env, capsys, full_disk, pattern,
+                                                               after, failed, last_epoch):
+    """The disk fills up during the SFT epoch: the write that fails is named, the files
+    written before it are unchanged, and no temporary file or summary is left."""
+    disk = full_disk(pattern, after)
+    line = _error_line(capsys, env.fit("--trainer.max_epochs", "2",
+                                       "--artifacts.save_model", "false"))
+    run = env.out / "sft" / "version_0"
+    assert line == f"error: cannot write {run / failed}: {FULL_DISK}"
+    assert len(disk.failed) == 1 and not Path(disk.failed[0]).exists()
+    folder = (run / failed).parent
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == disk.before[0]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == last_epoch
+    assert (run / "predictions" / "epoch_0.jsonl").is_file()
+    assert not (run / "summary.json").exists() and not list(run.rglob("*.tmp"))
+
+
+def test_full_disk_while_saving_the_model_folder(env, capsys, monkeypatch):
+    from transformers import PreTrainedModel
+
+    def full(self, folder, **kwargs):
+        (Path(folder) / "model.safetensors").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", full)
+    line = _error_line(capsys, env.fit("--trainer.max_epochs", "2"))
+    run = env.out / "sft" / "version_0"
+    assert line == f"error: cannot write {run / 'model'}: {FULL_DISK}"
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
+    assert not (run / "model").exists() and not (run / "summary.json").exists()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_full_disk_under_lightnings_own_writers(env, capsys, monkeypatch):
+    """metrics.csv is written by Lightning's CSV logger, not by halluc-cl's atomic writes."""
+    from lightning.fabric.loggers.csv_logs import _ExperimentWriter
+
+    def full(self):
+        raise OSError(errno.ENOSPC, "No space left on device", self.metrics_file_path)
+
+    monkeypatch.setattr(_ExperimentWriter, "save", full)
+    line = _error_line(capsys, env.fit("--trainer.max_epochs", "2"))
+    assert line == (f"error: cannot write {env.out / 'sft/version_0/metrics.csv'}: No space "
+                    "left on device")
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes anywhere")

@@ -30,7 +30,13 @@ import torch
 from tqdm.auto import tqdm
 
 from halluc_cl.data.prompts import DEFAULT_TEMPLATE, PromptFormat, few_shot_prompt
-from halluc_cl.data.schema import Fact, atomic_write_text, fact_from_dict, write_facts
+from halluc_cl.data.schema import (
+    Fact,
+    append_facts,
+    atomic_write_text,
+    fact_from_dict,
+    write_facts,
+)
 from halluc_cl.errors import ConfigError, DataError
 from halluc_cl.experiments.interrupt import Interrupted
 from halluc_cl.metrics.matching import exact_match
@@ -156,14 +162,12 @@ class SliCKProbe:
         partial.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         try:
-            with partial.open("a", encoding="utf-8") as sink, \
-                    tqdm(total=len(facts), initial=len(facts) - len(todo), desc="probe",
-                         unit="fact") as bar:
+            with tqdm(total=len(facts), initial=len(facts) - len(todo), desc="probe",
+                      unit="fact") as bar:
                 for start in range(0, len(todo), facts_per_batch):
-                    for fact in self.probe_batch(todo[start:start + facts_per_batch]):
-                        sink.write(json.dumps(fact.to_dict()) + "\n")
-                        done[fact.id] = fact
-                    sink.flush()
+                    probed = self.probe_batch(todo[start:start + facts_per_batch])
+                    append_facts(partial, probed)
+                    done.update((f.id, f) for f in probed)
                     bar.update(min(facts_per_batch, len(todo) - start))
         except Interrupted as exc:  # SIGINT / SIGTERM: the finished facts are in the partial file
             exc.details.append(f"{len(done)} of {len(facts)} facts probed, kept in {partial}")
@@ -171,7 +175,7 @@ class SliCKProbe:
         seconds = time.perf_counter() - t0
         probed = [done[f.id] for f in facts]
         write_facts(out, probed)
-        partial.unlink()
+        partial.unlink(missing_ok=True)
         stats = {"facts": len(probed), "probed_now": len(todo), "seconds": round(seconds, 2),
                  "facts_per_s": round(len(todo) / seconds, 3) if todo and seconds else None,
                  "categories": dict(Counter(f.category for f in probed))}

@@ -16,7 +16,7 @@ from halluc_cl.data.schema import (
     read_facts,
     write_facts,
 )
-from halluc_cl.errors import DataError
+from halluc_cl.errors import DataError, WriteError
 
 
 def _record(i: int, **extra) -> dict:
@@ -239,6 +239,18 @@ def test_atomic_write_failure_cleans_up_and_keeps_old(tmp_path):
         atomic_write_bytes(path, "not bytes")  # write() of a binary file rejects str
     assert path.read_text(encoding="utf-8") == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_atomic_write_on_a_full_disk_names_the_file(tmp_path, full_disk):
+    path = tmp_path / "summary.json"
+    atomic_write_text(path, "old")
+    disk = full_disk("summary.json")
+    with pytest.raises(WriteError, match=rf"^cannot write {_esc(path)}: No space left on device "
+                                         r"\(nothing earlier was written over\)$"):
+        atomic_write_text(path, "new" * 10_000)
+    assert len(disk.failed) == 1
+    assert path.read_text(encoding="utf-8") == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
