@@ -5,7 +5,8 @@ A checkpoint is written to a hidden temporary file in its own folder, flushed to
 (``fsync``) and renamed over the old file (``os.replace``, atomic on POSIX), and the folder
 entry is synced too. A process killed at any moment, even by SIGKILL, leaves the previous
 checkpoint or the new one, never a torn file. The temporary file of a killed writer is
-removed by the next save into the same folder.
+removed by the next save into the same folder. A write that fails (a full disk) is a
+``WriteError`` naming the checkpoint; the previous one is kept.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from halluc_cl.data.prompts import PromptFormat
-from halluc_cl.data.schema import current_umask
+from halluc_cl.data.schema import current_umask, writing
 from halluc_cl.errors import ModelLoadError
 
 
@@ -66,22 +67,28 @@ def _remove_stale_temps(path: Path) -> None:
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename it into place."""
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename it into place.
+
+    Raises:
+        WriteError: the write failed (a full disk, say); ``path`` is as it was and the
+            temporary file is removed.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path, os.getpid()),
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; follow the umask
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path, os.getpid()),
+                                   suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(obj, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; follow the umask
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     with suppress(OSError):  # the rename itself survives a crash once the folder is synced
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:

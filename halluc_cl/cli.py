@@ -34,7 +34,9 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from halluc_cl.analysis.studies import mechanism_study
 from halluc_cl.checkpoint_io import SafeCheckpointIO, reading_checkpoint
 from halluc_cl.data.datamodule import FactDataModule
-from halluc_cl.errors import ConfigError, HallucError, TrainingError
+from halluc_cl.data.schema import RESOURCE_ERRNOS
+from halluc_cl.data.text import read_text
+from halluc_cl.errors import ConfigError, HallucError, TrainingError, WriteError
 from halluc_cl.experiments.compare import CHILD_ENV, compare
 from halluc_cl.experiments.config_hash import config_hash
 from halluc_cl.experiments.interrupt import (
@@ -154,6 +156,12 @@ class HallucCLI(LightningCLI):
         except HallucError:
             self._remove_created_run_dir()
             raise
+        except OSError as exc:  # a full disk under Lightning's own writers (metrics.csv)
+            error = failed_write(exc, run_dir(self.trainer))
+            if error is None:
+                raise
+            self._remove_created_run_dir()
+            raise error from None
         except (SIGTERMException, Interrupted) as exc:  # SIGTERMException is a SystemExit
             interrupted = trainer_interruption(exc, self.trainer, subcommand == "fit")
             if not interrupted.resume:
@@ -170,6 +178,42 @@ class HallucCLI(LightningCLI):
                 parent.rmdir()
             except OSError:
                 break
+
+
+def failed_write(exc: BaseException, folder: Path | None = None) -> WriteError | None:
+    """The ``WriteError`` behind ``exc``, or one for an ``OSError`` of a full disk or quota.
+
+    A failed checkpoint write ends the fit, and the logger's last save can fail on the same
+    full disk while Lightning shuts down: the first error is kept, not the second.
+
+    Args:
+        exc: The error.
+        folder: Where the command writes, named when the error does not name its file.
+    """
+    seen, chain = set(), exc
+    while chain is not None and id(chain) not in seen:
+        if isinstance(chain, WriteError):
+            return chain
+        seen.add(id(chain))
+        chain = chain.__context__
+    if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
+        target = exc.filename or (f"into {folder}" if folder else "a result file")
+        return WriteError(f"cannot write {target}: {exc.strerror}")
+    return None
+
+
+def check_config_files(args: list[str]) -> None:
+    """Read every ``--config`` file of ``args`` as UTF-8 first, so a byte that is not UTF-8
+    is an error naming its line (jsonargparse would fail with a ``UnicodeDecodeError``)."""
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            path = args[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        else:
+            continue
+        if Path(path).is_file():
+            read_text(path)
 
 
 def resolved_config(args: list[str]) -> dict:
@@ -246,6 +290,7 @@ def _run_function(name: str, fn, args: list[str]) -> None:
 
 
 def _run(args: list[str], from_argv: bool) -> None:
+    check_config_files(args)
     if args and args[0] in COMMANDS:
         _run_function(args[0], COMMANDS[args[0]], args[1:])
         return
@@ -285,6 +330,11 @@ def main(args: list[str] | None = None) -> None:
         _fail(str(exc))
     except MisconfigurationException as exc:  # Lightning's own config errors
         _fail(" ".join(str(exc).split()))
+    except OSError as exc:  # a full disk outside the run files' own writers
+        error = failed_write(exc)
+        if error is None:
+            raise
+        _fail(str(error))
     except Exception as exc:  # argument errors from jsonargparse
         cause = _user_error(exc)
         if cause is not None:  # e.g. a plugin's ConfigError that jsonargparse wrapped

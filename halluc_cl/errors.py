@@ -19,3 +19,7 @@ class ModelLoadError(HallucError):
 
 class TrainingError(HallucError):
     """Training that cannot go on, such as a non-finite loss."""
+
+
+class WriteError(HallucError):
+    """A result file that cannot be written, such as on a full disk; earlier files are kept."""

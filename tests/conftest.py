@@ -1,6 +1,10 @@
 """Test settings: offline, and one shared cache so the tiny base model is built once per session."""
 
+import fnmatch
 import os
+import stat
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -72,3 +76,55 @@ def fit_tiny(tiny_model_dir, one_thread, tmp_path):
         return module, trainer
 
     return run
+
+
+class FullDisk:
+    """Temporary files of atomic writes (``atomic_write_bytes``, checkpoints) whose target
+    matches ``pattern`` (a glob of the file name) are opened on ``/dev/full``, so that their
+    writes fail with a real ``ENOSPC``; the first ``after`` of them are written normally.
+
+    Attributes:
+        failed: The temporary files whose writes were made to fail.
+        before: The files of the folder of each failed write, just before it (name -> bytes).
+    """
+
+    def __init__(self, pattern: str, after: int = 0) -> None:
+        self.pattern, self.after = pattern, after
+        self.failed: list[str] = []
+        self.before: list[dict[str, bytes]] = []
+
+    def __getattr__(self, name: str):
+        return getattr(tempfile, name)
+
+    def mkstemp(self, *, dir, prefix, suffix):
+        fail = False
+        if fnmatch.fnmatch(prefix, f".{self.pattern}.*"):  # the temporary file of a match
+            fail, self.after = self.after == 0, max(self.after - 1, 0)
+        if fail:
+            self.before.append({p.name: p.read_bytes() for p in Path(dir).iterdir()
+                                if p.is_file()})
+        fd, tmp = tempfile.mkstemp(dir=dir, prefix=prefix, suffix=suffix)
+        if fail:
+            os.close(fd)
+            fd = os.open("/dev/full", os.O_WRONLY)
+            self.failed.append(tmp)
+        return fd, tmp
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """``full_disk(pattern, after=0) -> FullDisk``: from now on, writes of files matching
+    ``pattern`` fail as on a full disk (see ``FullDisk``)."""
+    if not os.path.exists("/dev/full") or not stat.S_ISCHR(os.stat("/dev/full").st_mode):
+        pytest.skip("needs the /dev/full device")
+
+    def install(pattern: str, after: int = 0) -> FullDisk:
+        from halluc_cl import checkpoint_io
+        from halluc_cl.data import schema
+
+        disk = FullDisk(pattern, after)
+        for module in (schema, checkpoint_io):
+            monkeypatch.setattr(module, "tempfile", disk)
+        return disk
+
+    return install

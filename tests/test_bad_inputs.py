@@ -7,6 +7,7 @@ hold exactly what it held (same bytes, same mtime), except where a case says oth
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -77,6 +78,21 @@ def _long_answers(env: Env) -> str:
     return env.jsonl("long.jsonl", facts)
 
 
+def _latin1_facts(env: Env) -> str:
+    """Tiny facts whose second line was saved as Latin-1, not UTF-8."""
+    first, second = env.tiny_facts()[:2]
+    second["question"] = second["question"].replace("?", "(café)?")
+    lines = [json.dumps(first), json.dumps(second, ensure_ascii=False)]
+    return env.file("latin1.jsonl", "\n".join(lines).encode("latin-1") + b"\n")
+
+
+def _merged(env: Env, name: str, **changed) -> str:
+    """Tiny facts with a copy of the first one (another id, ``changed``) on line 2, as when
+    two fact files are merged."""
+    facts = env.tiny_facts()
+    return env.jsonl(name, [facts[0], {**facts[0], "id": "b-w0-e0", **changed}, *facts[1:]])
+
+
 def _finished_run(env: Env) -> None:
     """Another run's results in ``out/sft/version_0`` (another config, another summary)."""
     run = env.out / "sft" / "version_0"
@@ -98,6 +114,25 @@ CASES = {
     "duplicate-fact-ids": (
         lambda e: e.fit("--data.source", e.jsonl("dup.jsonl", [e.tiny_facts()[0]] * 2)),
         ["dup.jsonl:2:", "duplicate id 'w0-e0-birth_city' (first on line 1)"]),
+    "fact-file-not-utf8": (
+        lambda e: e.fit("--data.source", _latin1_facts(e)),
+        ["latin1.jsonl:2:", "not UTF-8 text (byte 0xe9 at column", "save the file as UTF-8"]),
+    "whitespace-only-question": (
+        lambda e: e.fit("--data.source", e.jsonl("blank.jsonl", [
+            e.tiny_facts()[0], {**e.tiny_facts()[1], "question": "  "}])),
+        ["blank.jsonl:2:", "missing or empty required field(s): question"]),
+    "blank-alias": (
+        lambda e: e.fit("--data.source", e.jsonl("alias.jsonl", [
+            {**e.tiny_facts()[0], "aliases": [e.tiny_facts()[0]["object"], " "]}])),
+        ["alias.jsonl:1:", "missing or empty required field(s): aliases[1]"]),
+    "contradicting-facts": (
+        lambda e: e.fit("--data.source", _merged(e, "merged.jsonl", object="Nowhere",
+                                                 aliases=["Nowhere"])),
+        ["merged.jsonl:2:", "fact 'b-w0-e0' contradicts fact 'w0-e0-birth_city' (line 1)",
+         "is 'Nowhere' here"]),
+    "repeated-fact": (
+        lambda e: e.fit("--data.source", _merged(e, "repeated.jsonl")),
+        ["repeated.jsonl:2:", "fact 'b-w0-e0' repeats fact 'w0-e0-birth_city' (line 1)"]),
     "empty-fact-file": (
         lambda e: e.fit("--data.source", e.file("empty.jsonl", "\n")),
         ["empty.jsonl: no facts"]),
@@ -118,6 +153,13 @@ CASES = {
     "infeasible-unknown-fraction": (
         lambda e: e.fit("--data.n_train", "1000", "--data.unknown_fraction", "0.99"),
         ["infeasible unknown_fraction=0.99", "990 Unknown facts needed"]),
+    "warm-up-fills-the-fit": (
+        lambda e: e.fit("--trainer.max_epochs", "1"),
+        ["trainer.max_epochs=1 ends the fit within the warm-up (model.warmup_epochs=1)",
+         "set trainer.max_epochs above 1"]),
+    "max-steps-within-the-warm-up": (
+        lambda e: e.fit("--trainer.max_epochs", "-1", "--trainer.max_steps", "1"),
+        ["trainer.max_steps=1 ends the fit within the warm-up", "takes 1 optimizer step(s)"]),
     "different-worlds": (
         lambda e: e.fit("--model.model", "synthetic://default"),
         ["name different synthetic worlds"]),
@@ -214,6 +256,10 @@ CASES = {
     "unknown-cli-option": (
         lambda e: e.fit("--data.unknown_fracton", "0.3"),
         ["unrecognized arguments: --data.unknown_fracton"]),
+    "config-file-not-utf8": (
+        lambda e: e.fit("--config", e.file("latin1.yaml", "trainer:\n  max_epochs: 3  # café\n"
+                                           .encode("latin-1"))),
+        ["latin1.yaml:2:", "not UTF-8 text (byte 0xe9 at column 23)"]),
     "yaml-key-typo": (
         lambda e: e.fit("--config", e.file("typo.yaml", "model:\n  regularisers: []\n")),
         ["regularisers"]),
@@ -277,6 +323,60 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(env, capsys):
     assert {k: after[k] for k in before} == before
 
 
+FULL_DISK = "No space left on device (nothing earlier was written over)"
+
+
+@pytest.mark.parametrize(("pattern", "after", "failed", "last_epoch"), [
+    ("*.ckpt", 2, "checkpoints/epoch=1-step=3.ckpt", 0),  # after the warm-up's two saves
+    ("epoch_1.jsonl", 0, "predictions/epoch_1.jsonl", 0),
+    ("summary.json", 0, "summary.json", 1),
+])
+def test_full_disk_is_one_error_line_and_keeps_earlier_results(env, capsys, full_disk, pattern,
+                                                               after, failed, last_epoch):
+    """The disk fills up during the SFT epoch: the write that fails is named, the files
+    written before it are unchanged, and no temporary file or summary is left."""
+    disk = full_disk(pattern, after)
+    line = _error_line(capsys, env.fit("--trainer.max_epochs", "2",
+                                       "--artifacts.save_model", "false"))
+    run = env.out / "sft" / "version_0"
+    assert line == f"error: cannot write {run / failed}: {FULL_DISK}"
+    assert len(disk.failed) == 1 and not Path(disk.failed[0]).exists()
+    folder = (run / failed).parent
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == disk.before[0]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == last_epoch
+    assert (run / "predictions" / "epoch_0.jsonl").is_file()
+    assert not (run / "summary.json").exists() and not list(run.rglob("*.tmp"))
+
+
+def test_full_disk_while_saving_the_model_folder(env, capsys, monkeypatch):
+    from transformers import PreTrainedModel
+
+    def full(self, folder, **kwargs):
+        (Path(folder) / "model.safetensors").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", full)
+    line = _error_line(capsys, env.fit("--trainer.max_epochs", "2"))
+    run = env.out / "sft" / "version_0"
+    assert line == f"error: cannot write {run / 'model'}: {FULL_DISK}"
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
+    assert not (run / "model").exists() and not (run / "summary.json").exists()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_full_disk_under_lightnings_own_writers(env, capsys, monkeypatch):
+    """metrics.csv is written by Lightning's CSV logger, not by halluc-cl's atomic writes."""
+    from lightning.fabric.loggers.csv_logs import _ExperimentWriter
+
+    def full(self):
+        raise OSError(errno.ENOSPC, "No space left on device", self.metrics_file_path)
+
+    monkeypatch.setattr(_ExperimentWriter, "save", full)
+    line = _error_line(capsys, env.fit("--trainer.max_epochs", "2"))
+    assert line == (f"error: cannot write {env.out / 'sft/version_0/metrics.csv'}: No space "
+                    "left on device")
+
+
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes anywhere")
 def test_read_only_output_folder(env, capsys):
     read_only = env.out / "read_only"
@@ -293,10 +393,10 @@ def test_read_only_output_folder(env, capsys):
 
 def test_overwrite_flag_writes_over_a_finished_run(env, capsys):
     _finished_run(env)
-    main(env.fit("--trainer.logger.init_args.version", "0", "--trainer.max_epochs", "1",
+    main(env.fit("--trainer.logger.init_args.version", "0", "--trainer.max_epochs", "2",
                  "--artifacts.overwrite", "true", "--artifacts.save_model", "false"))
     summary = json.loads((env.out / "sft/version_0/summary.json").read_text())
-    assert summary["model"] == "synthetic://tiny" and summary["epochs"] == 1
+    assert summary["model"] == "synthetic://tiny" and summary["epochs"] == 2
 
 
 def test_tokenizer_without_pad_token_uses_eos(env):

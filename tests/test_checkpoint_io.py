@@ -1,17 +1,21 @@
 """Checkpoint writes survive SIGKILL: a writer killed at random moments while it saves
 checkpoints in a loop never leaves a torn or missing ``last.ckpt``, only the previous
-checkpoint or the new one; the next save clears the killed writer's temporary file."""
+checkpoint or the new one; the next save clears the killed writer's temporary file. A write
+that fails (a full disk) is a ``WriteError`` naming the file, and keeps the previous one."""
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import time
 
+import pytest
 import torch
 
 from halluc_cl.checkpoint_io import SafeCheckpointIO
+from halluc_cl.errors import WriteError
 
 N = 1_000_000  # 4 MB per checkpoint: a save takes long enough to be hit
 
@@ -58,3 +62,53 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path, full_disk):
+    io, path = SafeCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint(_checkpoint(1), path)
+    before = path.read_bytes()
+    disk = full_disk("last.ckpt")
+    with pytest.raises(WriteError, match=rf"^cannot write {re.escape(str(path))}: No space left "
+                                         r"on device \(nothing earlier was written over\)$"):
+        io.save_checkpoint(_checkpoint(2), path)
+    assert len(disk.failed) == 1 and not os.path.exists(disk.failed[0])
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+@pytest.mark.parametrize(("error", "message"), [
+    (RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed "
+                  "writing file data/0: file write failed"),
+     ("PytorchStreamWriter failed writing file data/0: file write failed (is the disk full? "
+      "nothing earlier was written over)")),
+    (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"),
+     "unexpected pos 704 vs 598 (is the disk full? nothing earlier was written over)"),
+])
+def test_torch_write_failure_is_a_write_error(tmp_path, monkeypatch, error, message):
+    """torch.save reports some failed writes as a RuntimeError of its stream writer."""
+    io, path = SafeCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1}, path)
+
+    def failing_save(obj, fh):
+        fh.write(b"PK\x03\x04 half a checkpoint")
+        raise error
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(WriteError) as caught:
+        io.save_checkpoint({"step": 2}, path)
+    assert str(caught.value) == f"cannot write {path}: {message}"
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_other_save_errors_are_not_write_errors(tmp_path, monkeypatch):
+    """A bug (here an object torch cannot pickle) stays a bug: it is not reported as a
+    failed write."""
+    def failing_save(obj, fh):
+        raise RuntimeError("cannot pickle 'generator' object")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        SafeCheckpointIO().save_checkpoint({"step": 1}, tmp_path / "last.ckpt")
+    assert list(tmp_path.iterdir()) == []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import random
 from typing import Literal
@@ -261,6 +262,10 @@ class FactDataModule(L.LightningDataModule):
                 rows += [dict(replay[i], unknown=False, key=f"replay:{i}") for i in picked]
         random.Random(self.order_seed * 7919 + epoch).shuffle(rows)
         return rows
+
+    def warmup_batches(self) -> int:
+        """Training batches of one warm-up epoch (the Known training facts only)."""
+        return math.ceil(len(self.splits["known_train"]) / self.batch_size)
 
     def cache_examples(self) -> list[tuple[str, dict]]:
         """Every example an SFT epoch can serve, by the ``keys`` its batches carry (the

@@ -26,7 +26,8 @@ import json
 import re
 from pathlib import Path
 
-from halluc_cl.data.schema import Fact
+from halluc_cl.data.schema import ENTITY_QUESTIONS_ID, Fact
+from halluc_cl.data.text import read_text, text_lines
 from halluc_cl.errors import ConfigError, DataError
 
 SPLITS = ("train", "dev", "test")
@@ -73,7 +74,6 @@ RELATION_PRESETS: dict[str, tuple[str, ...]] = {
 }
 
 _FILE_RE = re.compile(r"^(P\d+)(?:\.(train|dev|test))?\.(json|jsonl)$")
-_ID_RE = re.compile(r"^eq-(P\d+)-(train|dev|test)-\d+$")
 
 
 def _template_regex(template: str) -> re.Pattern:
@@ -86,7 +86,7 @@ _TEMPLATE_RES = {rel: _template_regex(t) for rel, t in TEMPLATES.items()}
 
 def split_of(fact: Fact) -> str | None:
     """The EntityQuestions split recorded in a fact's id, or None for other facts."""
-    m = _ID_RE.match(fact.id)
+    m = ENTITY_QUESTIONS_ID.match(fact.id)
     return m.group(2) if m else None
 
 
@@ -138,11 +138,11 @@ def _relation_files(root: Path, split: str) -> dict[str, Path]:
 
 
 def _load_records(path: Path) -> list[tuple[str, object]]:
-    """(where, record) pairs of a ``.json`` list or a ``.jsonl`` file."""
-    text = path.read_text(encoding="utf-8")
+    """(where, record) pairs of a ``.json`` list or a ``.jsonl`` file (UTF-8, with or without
+    a byte-order mark)."""
     if path.suffix == ".jsonl":
         out = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
+        for lineno, line in text_lines(path):
             if line.strip():
                 try:
                     out.append((f"{path}:{lineno}", json.loads(line)))
@@ -150,7 +150,7 @@ def _load_records(path: Path) -> list[tuple[str, object]]:
                     raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
         return out
     try:
-        data = json.loads(text)
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(data, list):
@@ -184,6 +184,8 @@ def read_relation_file(path: str | Path, relation: str, split: str) -> list[Fact
         if m is None:
             raise DataError(f"{where}: question {question!r} does not match the {relation} "
                             f"template {TEMPLATES[relation]!r}")
+        if not m.group("subject").strip():
+            raise DataError(f"{where}: question {question!r} has an empty subject")
         facts.append(Fact(
             id=f"eq-{relation}-{split}-{index}", subject=m.group("subject").strip(),
             relation=relation, object=answers[0], question=question.strip(),

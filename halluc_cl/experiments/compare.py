@@ -35,6 +35,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from halluc_cl.data.schema import atomic_write_text
+from halluc_cl.data.text import read_text
 from halluc_cl.errors import ConfigError, TrainingError
 from halluc_cl.experiments.config_hash import config_hash
 from halluc_cl.experiments.interrupt import GUARD, Interrupted
@@ -131,7 +132,7 @@ def pinned_fraction(configs: list[str]) -> float | None:
     pinned = None
     for path in configs[1:]:
         try:
-            cfg = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            cfg = yaml.safe_load(read_text(path)) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path!r} is not valid YAML: {exc}") from None
         data = cfg.get("data") if isinstance(cfg, dict) else None

@@ -17,7 +17,7 @@ from pathlib import Path
 import lightning as L
 
 from halluc_cl.cache import share_modes, swap_in
-from halluc_cl.data.schema import atomic_write_text
+from halluc_cl.data.schema import atomic_write_text, writing
 from halluc_cl.models.zero import full_state_dict, is_partitioned
 
 SUMMARY_KEYS = ("heldout_test_acc", "heldout_val_acc", "new_fact_acc", "known_train_acc",
@@ -103,15 +103,21 @@ def build_summary(module, wall_time_s: float, protocol: dict | None = None,
 def save_model_folder(model, tokenizer, dest: Path, state_dict: dict | None = None) -> None:
     """``save_pretrained`` of model (with ``state_dict`` if given) and tokenizer into a
     temporary folder beside ``dest``, renamed into place: a killed save leaves no
-    half-written ``dest``."""
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
-    try:
-        model.save_pretrained(tmp, **({} if state_dict is None else {"state_dict": state_dict}))
-        tokenizer.save_pretrained(tmp)
-        share_modes(tmp)
-        swap_in(tmp, dest)  # --artifacts.overwrite: the old folder goes after the swap
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    half-written ``dest``.
+
+    Raises:
+        WriteError: the save failed (a full disk, say); ``dest`` is as it was and the
+            temporary folder is removed.
+    """
+    with writing(dest):
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+        try:
+            model.save_pretrained(tmp, **({} if state_dict is None else {"state_dict": state_dict}))
+            tokenizer.save_pretrained(tmp)
+            share_modes(tmp)
+            swap_in(tmp, dest)  # --artifacts.overwrite: the old folder goes after the swap
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def format_table(summary: dict) -> str:

@@ -7,6 +7,7 @@ answers of that moment become the reference of ``hallucination_rate``.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import lightning as L
@@ -35,7 +36,8 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         regularizers: Plugins (``class_path``/``init_args``) that compose in order.
         optimizer: Optimizer factory, e.g. ``torch.optim.AdamW`` with ``lr``.
         scheduler: Optional LR scheduler factory (stepped per epoch).
-        warmup_epochs: Leading Known-only epochs; must match ``data.warmup_epochs`` (linked).
+        warmup_epochs: Leading Known-only epochs; must match ``data.warmup_epochs`` (linked)
+            and be fewer than ``trainer.max_epochs``.
         snapshot: When the teacher/anchor snapshot is taken: at the end of the ``warmup``
             or from the ``base`` model before any training.
         dtype: Weight dtype of the loaded model: ``float32`` or ``bfloat16``.
@@ -142,6 +144,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
 
     def _check_fit_config(self) -> None:
         trainer = self.trainer
+        self._check_schedule()
         if trainer.check_val_every_n_epoch not in (None, 1):
             raise ConfigError("trainer.check_val_every_n_epoch must be 1: the hallucination "
                               "reference is the evaluation at the end of the warm-up")
@@ -152,6 +155,36 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
                 "KLSelfDistillation extra_weight > 0 and ReplayLoss need data.extra_per_batch > 0"
                 if wants else "data.extra_per_batch > 0 but no regularizer uses extra inputs "
                 "(set KLSelfDistillation extra_weight > 0, or add ReplayLoss)")
+
+    def _check_schedule(self) -> None:
+        """Refuse a fit that ends within the warm-up: it would train on no new fact and write
+        a summary of the warm-up alone. ``trainer.max_epochs`` of -1 (or ``None`` with
+        ``max_steps``) is unlimited; ``max_steps`` must then reach past the warm-up's steps."""
+        trainer, warmup = self.trainer, self.warmup_epochs
+        max_epochs = trainer.max_epochs
+        if max_epochs is not None and 0 <= max_epochs <= warmup:
+            raise ConfigError(
+                f"trainer.max_epochs={max_epochs} ends the fit within the warm-up "
+                f"(model.warmup_epochs={warmup}): no SFT epoch would run, and a warm-up alone "
+                f"is not a fit result; set trainer.max_epochs above {warmup}")
+        steps = self._warmup_steps()
+        if steps is not None and 0 <= trainer.max_steps <= steps:
+            raise ConfigError(
+                f"trainer.max_steps={trainer.max_steps} ends the fit within the warm-up "
+                f"(model.warmup_epochs={warmup} takes {steps} optimizer step(s)): no SFT step "
+                f"would run; set trainer.max_steps above {steps}, or to -1")
+
+    def _warmup_steps(self) -> int | None:
+        """Optimizer steps of the whole warm-up, as the trainer will count them (after
+        ``limit_train_batches`` and ``accumulate_grad_batches``); ``None`` for a datamodule
+        that does not say how many batches a warm-up epoch has."""
+        trainer = self.trainer
+        data = getattr(trainer, "datamodule", None)
+        if not hasattr(data, "warmup_batches"):
+            return None
+        batches, limit = data.warmup_batches(), trainer.limit_train_batches
+        batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+        return self.warmup_epochs * math.ceil(batches / trainer.accumulate_grad_batches)
 
     def on_train_start(self) -> None:
         if self._rng_to_restore is not None:  # resumed: go on with the saved random streams

@@ -31,7 +31,13 @@ import torch
 from tqdm.auto import tqdm
 
 from halluc_cl.data.prompts import DEFAULT_TEMPLATE, PromptFormat, few_shot_prompt
-from halluc_cl.data.schema import Fact, atomic_write_text, fact_from_dict, write_facts
+from halluc_cl.data.schema import (
+    Fact,
+    append_facts,
+    atomic_write_text,
+    fact_from_dict,
+    write_facts,
+)
 from halluc_cl.distributed import barrier, gather_lists, init_from_environment, rank_and_world
 from halluc_cl.errors import ConfigError, DataError
 from halluc_cl.experiments.interrupt import Interrupted
@@ -76,14 +82,15 @@ def fact_prompts(fact: Fact, pool: dict[str, list[Fact]], n_prompts: int, k: int
 
 
 def read_partial(path: Path) -> dict[str, Fact]:
-    """Facts already probed (a torn last line from a killed run is ignored)."""
+    """Facts already probed. A line that is not a fact is ignored (probed again): the torn
+    last line of a killed run, which may end inside a multi-byte UTF-8 character."""
     done: dict[str, Fact] = {}
     if not path.is_file():
         return done
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for i, line in enumerate(path.read_bytes().split(b"\n"), 1):
         try:
-            fact = fact_from_dict(json.loads(line), f"{path}:{i}")
-        except (json.JSONDecodeError, DataError):
+            fact = fact_from_dict(json.loads(line.decode("utf-8-sig")), f"{path}:{i}")
+        except (UnicodeDecodeError, json.JSONDecodeError, DataError):
             continue
         done[fact.id] = fact
     return done
@@ -172,14 +179,12 @@ class SliCKProbe:
         t0 = time.perf_counter()
         new: list[Fact] = []
         try:
-            with partial.open("a", encoding="utf-8") as sink, \
-                    tqdm(total=len(facts), initial=len(facts) - len(todo), desc="probe",
-                         unit="fact", disable=rank != 0) as bar:
+            with tqdm(total=len(facts), initial=len(facts) - len(todo), desc="probe",
+                      unit="fact", disable=rank != 0) as bar:
                 for batch in batches[rank::world]:
-                    for fact in self.probe_batch(batch):
-                        sink.write(json.dumps(fact.to_dict()) + "\n")
-                        new.append(fact)
-                    sink.flush()
+                    probed = self.probe_batch(batch)
+                    append_facts(partial, probed)
+                    new += probed
                     bar.update(len(batch) * world)
         except Interrupted as exc:  # SIGINT / SIGTERM: the finished facts are in the partial file
             exc.details.append(f"{len(done) + len(new)} of {len(facts)} facts probed, kept in "
@@ -192,7 +197,7 @@ class SliCKProbe:
         probed = [done[f.id] for f in facts]
         write_facts(out, probed)
         for path in out.parent.glob(glob.escape(out.name) + ".partial*.jsonl"):
-            path.unlink()
+            path.unlink(missing_ok=True)
         stats = {"facts": len(probed), "probed_now": len(todo), "seconds": round(seconds, 2),
                  "facts_per_s": round(len(todo) / seconds, 3) if todo and seconds else None,
                  "processes": world,

@@ -158,3 +158,54 @@ def test_relation_without_template(tmp_path):
 def test_copy_of_fixture_reads_the_same(tmp_path):
     shutil.copytree(FIXTURE, tmp_path / "dataset")
     assert read_entity_questions(tmp_path) == read_entity_questions(FIXTURE)
+
+
+def test_byte_order_mark_is_accepted(tmp_path):
+    """Files saved by Windows editors start with a UTF-8 byte-order mark."""
+    record = {"question": "Which country is Odalätsi located in?", "answers": ["Estonia"]}
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "P17.dev.json").write_bytes(bom + json.dumps([record]).encode())
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "P17.test.jsonl").write_bytes(bom + json.dumps(record).encode() + b"\n")
+    splits = read_entity_questions(tmp_path, splits=("dev", "test"))
+    assert [f.subject for s in ("dev", "test") for f in splits[s]] == ["Odalätsi"] * 2
+
+
+@pytest.mark.parametrize("name", ["P17.dev.json", "P17.dev.jsonl"])
+def test_bytes_that_are_not_utf8_name_the_line(tmp_path, name):
+    path = tmp_path / "dev" / name
+    path.parent.mkdir()
+    good = json.dumps({"question": "Which country is X located in?", "answers": ["Y"]})
+    bad = '{"question": "Which country is Vouillé located in?", "answers": ["France"]}'
+    text = f"[{good},\n{bad}]" if name.endswith(".json") else f"{good}\n{bad}\n"
+    path.write_bytes(text.encode("latin-1"))
+    column = bad.index("é") + 1
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))}:2: not UTF-8 text \(byte 0xe9 "
+                                        rf"at column {column}\)"):
+        read_entity_questions(tmp_path)
+
+
+def test_question_with_a_blank_subject(tmp_path):
+    path = _write(tmp_path / "train" / "P17.train.json",
+                  [{"question": "Which country is   located in?", "answers": ["Mali"]}])
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))}: record 0: question "
+                                        "'Which country is   located in\\?' has an empty subject"):
+        read_entity_questions(tmp_path)
+
+
+def test_question_in_two_splits_with_other_answers_is_kept(tmp_path):
+    """The dataset may ask one subject's question again in another split with another answer
+    (another entity of that name); such records are kept, also in a probe's output file."""
+    from halluc_cl.data.schema import read_facts, write_facts
+
+    shutil.copytree(FIXTURE, tmp_path / "dataset")
+    test_file = tmp_path / "dataset" / "test" / "P26.test.json"
+    records = json.loads(test_file.read_text(encoding="utf-8"))
+    _write(test_file, [*records, {"question": "Who is John Lennon married to?",
+                                  "answers": ["Cynthia Lennon"]}])
+    facts = [f for s in read_entity_questions(tmp_path).values() for f in s]
+    lennon = [(f.id, f.object) for f in facts if f.subject == "John Lennon"]
+    assert lennon == [("eq-P26-dev-0", "Yoko Ono"), ("eq-P26-test-3", "Cynthia Lennon")]
+    write_facts(tmp_path / "probed.jsonl", facts)
+    assert read_facts(tmp_path / "probed.jsonl") == facts

@@ -93,3 +93,12 @@ def test_in_sentence():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         geonames_facts(**kwargs)
+
+
+def test_a_probe_output_of_all_geonames_facts_reads_back(tmp_path):
+    """One record per question: the widest source passes ``read_facts``' checks."""
+    from halluc_cl.data.schema import read_facts, write_facts
+
+    every = geonames_facts(min_population=15_000)
+    write_facts(tmp_path / "geo.jsonl", every)
+    assert read_facts(tmp_path / "geo.jsonl") == every

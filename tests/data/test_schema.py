@@ -16,7 +16,7 @@ from halluc_cl.data.schema import (
     read_facts,
     write_facts,
 )
-from halluc_cl.errors import DataError
+from halluc_cl.errors import DataError, WriteError
 
 
 def _record(i: int, **extra) -> dict:
@@ -103,6 +103,95 @@ def test_empty_and_non_string_required_fields(tmp_path):
         read_facts(path)
 
 
+def test_byte_order_mark_is_accepted(tmp_path):
+    """A UTF-8 file as Windows editors save it: a byte-order mark before the first record."""
+    path = tmp_path / "facts.jsonl"
+    lines = [json.dumps(_record(1, subject="Ünïcode")), json.dumps(_record(2))]
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode("utf-8") + b"\r\n")
+    assert [(f.id, f.subject) for f in read_facts(path)] == [("f1", "Ünïcode"), ("f2", "S2")]
+
+
+def test_bytes_that_are_not_utf8_name_the_line(tmp_path):
+    path = tmp_path / "facts.jsonl"
+    latin1 = json.dumps(_record(2, object="Café"), ensure_ascii=False).encode("latin-1")
+    path.write_bytes(json.dumps(_record(1)).encode() + b"\n" + latin1 + b"\n")
+    column = latin1.index(b"\xe9") + 1
+    msg = rf"{_esc(path)}:2: not UTF-8 text \(byte 0xe9 at column {column}\); save the file as UTF-8"
+    with pytest.raises(DataError, match=msg):
+        read_facts(path)
+
+
+@pytest.mark.parametrize("field", ["id", "subject", "relation", "object", "question"])
+def test_whitespace_only_required_field(tmp_path, field):
+    path = tmp_path / "facts.jsonl"
+    _write_lines(path, [json.dumps(_record(1)), json.dumps(_record(2, **{field: " \t "}))])
+    msg = rf"{_esc(path)}:2: missing or empty required field\(s\): {field}$"
+    with pytest.raises(DataError, match=msg):
+        read_facts(path)
+
+
+@pytest.mark.parametrize(("extra", "field"), [
+    ({"aliases": ["O1", " "]}, r"aliases\[1\]"),
+    ({"category": ""}, "category"),
+])
+def test_blank_alias_or_category(tmp_path, extra, field):
+    path = tmp_path / "facts.jsonl"
+    _write_lines(path, [json.dumps(_record(1, **extra))])
+    with pytest.raises(DataError, match=rf":1: missing or empty required field\(s\): {field}$"):
+        read_facts(path)
+
+
+def test_fact_refuses_blank_fields():
+    with pytest.raises(DataError, match=r"fact 'x': missing or empty required field\(s\): "
+                                        r"subject, aliases\[0\]"):
+        Fact("x", "  ", "r", "Obj", "Q ?", aliases=[""])
+
+
+def test_contradicting_facts_name_both_lines(tmp_path):
+    """A merged file that gives one (subject, relation) two answers: which is true?"""
+    path = tmp_path / "facts.jsonl"
+    clash = _record(7, id="other-f1", subject=" s1 ", object="Elsewhere")  # case and spaces
+    _write_lines(path, [json.dumps(_record(1)), json.dumps(_record(2)), json.dumps(clash)])
+    msg = (rf"{_esc(path)}:3: fact 'other-f1' contradicts fact 'f1' \(line 1\): \(' s1 ', "
+           r"'birth_city'\) is 'Elsewhere' here and 'O1' there; keep the right one")
+    with pytest.raises(DataError, match=msg):
+        read_facts(path)
+
+
+@pytest.mark.parametrize("second", [
+    _record(1, id="again"),  # the same fact under another id
+    _record(1, id="again", object="The O1!"),  # the same answer, spelled otherwise
+    _record(1, id="again", object="Olympus", aliases=["Olympus", "O1"]),  # an alias of it
+])
+def test_repeated_fact_is_refused(tmp_path, second):
+    """The same question with a compatible answer would be trained on and scored twice."""
+    path = tmp_path / "facts.jsonl"
+    _write_lines(path, [json.dumps(_record(1)), json.dumps(second)])
+    msg = (rf"{_esc(path)}:2: fact 'again' repeats fact 'f1' \(line 1\): both ask \('S1', "
+           r"'birth_city'\); keep one record and list every accepted answer in its aliases")
+    with pytest.raises(DataError, match=msg):
+        read_facts(path)
+
+
+def test_other_relation_of_one_subject_is_no_repeat(tmp_path):
+    path = tmp_path / "facts.jsonl"
+    _write_lines(path, [json.dumps(_record(1)), json.dumps(_record(1, id="f1e",
+                                                                    relation="employer"))])
+    assert [f.id for f in read_facts(path)] == ["f1", "f1e"]
+
+
+def test_entity_questions_records_may_share_a_question(tmp_path):
+    """EntityQuestions asks an ambiguous name's question once per entity, in one split or
+    several: its records (``eq-`` ids, e.g. a probe's output) are not checked."""
+    path = tmp_path / "facts.jsonl"
+    ask = {"subject": "John Smith", "relation": "P19", "question": "Where was John Smith born?"}
+    records = [{"id": "eq-P19-train-0", "object": "Leeds", **ask},
+               {"id": "eq-P19-train-1", "object": "Ohio", **ask},
+               {"id": "eq-P19-test-0", "object": "Perth", **ask}]
+    _write_lines(path, [json.dumps(r) for r in records])
+    assert [f.object for f in read_facts(path)] == ["Leeds", "Ohio", "Perth"]
+
+
 def test_bad_aliases(tmp_path):
     path = tmp_path / "facts.jsonl"
     _write_lines(path, [json.dumps(_record(1, aliases=["ok", 3]))])
@@ -150,6 +239,18 @@ def test_atomic_write_failure_cleans_up_and_keeps_old(tmp_path):
         atomic_write_bytes(path, "not bytes")  # write() of a binary file rejects str
     assert path.read_text(encoding="utf-8") == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_atomic_write_on_a_full_disk_names_the_file(tmp_path, full_disk):
+    path = tmp_path / "summary.json"
+    atomic_write_text(path, "old")
+    disk = full_disk("summary.json")
+    with pytest.raises(WriteError, match=rf"^cannot write {_esc(path)}: No space left on device "
+                                         r"\(nothing earlier was written over\)$"):
+        atomic_write_text(path, "new" * 10_000)
+    assert len(disk.failed) == 1
+    assert path.read_text(encoding="utf-8") == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")

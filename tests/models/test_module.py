@@ -124,3 +124,36 @@ def test_test_peak_is_read_at_the_validation_peak():
     # no validation split: the test split's own maximum
     alone = peak_and_decline([{"heldout_test_acc": a} for a in (0.5, 0.8, 0.6)])
     assert alone == {"heldout_test_peak": 0.8, "heldout_test_decline": pytest.approx(0.25)}
+
+
+@pytest.mark.parametrize(("max_epochs", "max_steps", "limit", "accumulate", "refused"), [
+    (2, -1, 1.0, 1, (r"trainer.max_epochs=2 ends the fit within the warm-up \(model.warmup_"
+                    r"epochs=2\): no SFT epoch would run")),
+    (0, -1, 1.0, 1, "trainer.max_epochs=0 ends the fit within the warm-up"),
+    (3, -1, 1.0, 1, None),
+    (-1, -1, 1.0, 1, None),  # unlimited
+    (-1, 4, 1.0, 1, r"trainer.max_steps=4 .* takes 4 optimizer step\(s\)"),
+    (-1, 5, 1.0, 1, None),
+    (10, 4, 1.0, 1, "trainer.max_steps=4"),  # whichever ends the fit first
+    (-1, 2, 1.0, 2, r"takes 2 optimizer step\(s\)"),  # 2 batches per optimizer step
+    (-1, 3, 1.0, 2, None),
+    (-1, 2, 1, 1, r"takes 2 optimizer step\(s\)"),  # limit_train_batches=1: 1 batch an epoch
+    (-1, 3, 0.5, 1, None),
+])
+def test_schedule_that_ends_within_the_warm_up_is_refused(tiny_model_dir, max_epochs, max_steps,
+                                                          limit, accumulate, refused):
+    """A fit must train past the warm-up (here 2 epochs of 2 batches): a warm-up alone is not
+    a result."""
+    from types import SimpleNamespace
+
+    from halluc_cl.errors import ConfigError
+
+    module = FactSFTModule("synthetic://tiny", warmup_epochs=2)
+    module._trainer = SimpleNamespace(
+        max_epochs=max_epochs, max_steps=max_steps, limit_train_batches=limit,
+        accumulate_grad_batches=accumulate, datamodule=SimpleNamespace(warmup_batches=lambda: 2))
+    if refused is None:
+        module._check_schedule()
+    else:
+        with pytest.raises(ConfigError, match=refused):
+            module._check_schedule()

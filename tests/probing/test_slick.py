@@ -4,15 +4,23 @@ sampling that agrees with ``generate``, and resumption."""
 from __future__ import annotations
 
 import json
+import os
 import random
+import stat
 
 import pytest
 import torch
 
 from halluc_cl.data.prompts import PromptFormat
 from halluc_cl.data.schema import Fact, read_facts
-from halluc_cl.errors import ConfigError
-from halluc_cl.probing.slick import SliCKProbe, categorize, choose_exemplars, fact_prompts
+from halluc_cl.errors import ConfigError, WriteError
+from halluc_cl.probing.slick import (
+    SliCKProbe,
+    categorize,
+    choose_exemplars,
+    fact_prompts,
+    read_partial,
+)
 
 T, F = True, False
 
@@ -128,3 +136,30 @@ def test_interrupted_probe_resumes_and_keeps_finished_facts(tiny, tmp_path, monk
     probe.run(todo, out, facts_per_batch=4)
     assert [i for c in calls for i in c] == [f.id for f in todo[4:]]  # first batch kept
     assert out.read_text() == full.read_text()  # same answers as an uninterrupted probe
+
+
+def test_partial_file_torn_inside_a_utf8_character(tmp_path):
+    """A probe killed mid-write can cut the last line inside a multi-byte character: that
+    line is probed again, the finished ones are kept."""
+    done = Fact("f1", "Beyoncé", "r", "Jay-Z", "Who is Beyoncé married to?", category="Unknown")
+    torn = json.dumps(_fact(2).to_dict(), ensure_ascii=False).replace("O2", "Café").encode()
+    path = tmp_path / "out.jsonl.partial.jsonl"
+    path.write_bytes(json.dumps(done.to_dict(), ensure_ascii=False).encode() + b"\n"
+                     + torn[:torn.index("é".encode()) + 1])
+    assert read_partial(path) == {"f1": done}
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full")
+                    or not stat.S_ISCHR(os.stat("/dev/full").st_mode), reason="needs /dev/full")
+def test_full_disk_while_probing_names_the_partial_file(tmp_path, monkeypatch):
+    """The partial file is appended to after every batch; on a full disk (here the file is
+    /dev/full) that is one error naming it, and no result file appears."""
+    probe = SliCKProbe(None, None, exemplars=[])
+    monkeypatch.setattr(probe, "probe_batch", lambda batch: [
+        Fact(**{**f.to_dict(), "category": "Unknown", "p_correct": 0.0}) for f in batch])
+    out = tmp_path / "p.jsonl"
+    partial = tmp_path / "p.jsonl.partial.jsonl"
+    partial.symlink_to("/dev/full")
+    with pytest.raises(WriteError, match=rf"^cannot write {partial}: No space left on device"):
+        probe.run([_fact(i) for i in range(4)], out, facts_per_batch=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl.partial.jsonl"]
