@@ -27,11 +27,14 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import yaml
+from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from halluc_cl.data.schema import atomic_write_text
@@ -247,6 +250,39 @@ def run_cell(cell: Cell, out: Path, fit_args: list[str]) -> None:
     atomic_write_text(run / "cell.json", json.dumps({**record, "finished": True}, indent=2) + "\n")
 
 
+def parse_shard(shard: str | None) -> tuple[int, int]:
+    """``"i/n"`` as ``(i, n)``; ``None`` is the whole grid, ``(0, 1)``."""
+    if shard is None:
+        return 0, 1
+    try:
+        index, count = (int(x) for x in str(shard).split("/"))
+    except ValueError:
+        index = count = -1
+    if not 0 <= index < count:
+        raise ConfigError(f"shard must be i/n with 0 <= i < n (e.g. 0/4), got {shard!r}")
+    return index, count
+
+
+@contextmanager
+def cell_lock(cell: Cell, out: Path) -> Iterator[bool]:
+    """Hold ``<out>/runs/<method>/.<version>.lock`` while the cell is fitted, so that two
+    commands on one output folder (two shards, or a rerun beside a running grid) never fit,
+    resume or delete the same cell at once. Yields ``False``, without waiting, when another
+    process holds it."""
+    run = cell.run_dir(out)
+    run.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(run.parent / f".{run.name}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
 def compare(
     methods: dict[str, list[str]],
     seeds: list[int] = [0, 1, 2],  # noqa: B006 (jsonargparse needs a literal)
@@ -259,6 +295,7 @@ def compare(
     cost_reference: str = "sft",
     dry_run: bool = False,
     tables: str = "results",
+    shard: str | None = None,
 ) -> list[CellResult]:
     """Fit every method × unknown fraction × seed (reusing finished cells) and tabulate them.
 
@@ -280,6 +317,9 @@ def compare(
         tables: Base name of the table files (``<tables>.csv``, ``<tables>.md``; plots get
             the prefix ``<tables>_`` unless it is ``results``): grids that share an ``out``
             folder, and so reuse each other's identical cells, keep their own tables.
+        shard: ``i/n``: run only the cells ``i, i + n, …`` of the grid (``0 <= i < n``), e.g.
+            ``$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`` in a Slurm array. The tables are
+            written by whichever command finds every cell finished.
 
     Returns:
         The finished cells with their summaries, in grid order (none on a dry run).
@@ -290,29 +330,33 @@ def compare(
     if not _METHOD_NAME.match(tables):
         raise ConfigError(f"tables {tables!r} must be a plain file name")
     root = Path(out)
+    index, count = parse_shard(shard)
     cells = [c.resolve(fit_args) for c in grid(methods, seeds, unknown_fractions, split_seeds)]
+    mine = cells[index::count]
     for method, configs in methods.items():
         if (pinned := pinned_fraction(configs)) is not None:
             print(f"{method}: its configs set data.unknown_fraction {pinned:g}; "
                   "the grid's fractions do not apply to it")
     if dry_run:
-        for c in cells:
+        for c in mine:
             state = "done" if is_done(c, root) else "resume" if resumable(c, root) else "to run"
             print(f"{c.sha256[:16]}  {state:<7} {c.name}  {' '.join(c.args())}")
-        print(f"{len(cells)} cells, {sum(is_done(c, root) for c in cells)} done")
+        print(f"{len(mine)} cells, {sum(is_done(c, root) for c in mine)} done")
         return []
-    results, cell = [], None
+    busy, cell = [], None
     try:
-        for cell in tqdm(cells, desc="compare", unit="cell"):
+        for cell in tqdm(mine, desc="compare", unit="cell"):
             GUARD.check()  # a signal that came as the previous cell's fit was finishing
-            done = is_done(cell, root)
-            tqdm.write(f"{'skip' if done else 'resume' if resumable(cell, root) else 'run'}"
-                       f" {cell.name}")
-            if not done:
-                run_cell(cell, root, fit_args)
-            summary = json.loads((cell.run_dir(root) / "summary.json").read_text())
-            results.append(CellResult(cell.method, cell.unknown_fraction, cell.seed,
-                                      str(cell.run_dir(root)), summary, cell.data_seed))
+            with cell_lock(cell, root) as locked:
+                if not locked:  # another command is fitting it
+                    tqdm.write(f"busy {cell.name} (another command is fitting it)")
+                    busy.append(cell)
+                    continue
+                done = is_done(cell, root)
+                tqdm.write(f"{'skip' if done else 'resume' if resumable(cell, root) else 'run'}"
+                           f" {cell.name}")
+                if not done:
+                    run_cell(cell, root, fit_args)
     except Interrupted as exc:  # SIGINT / SIGTERM: finished cells stay; rerun to go on
         if cell is not None and exc.details:  # inside a cell's fit, which resumes next time
             exc.details = [f"in cell {cell.name}: {', '.join(exc.details)}"]
@@ -320,6 +364,15 @@ def compare(
         exc.details.append(f"{finished} of {len(cells)} cells finished")
         exc.resume = {}  # the same compare command
         raise
+    unfinished = [c for c in cells if not is_done(c, root)]
+    if unfinished:
+        print(f"{len(cells) - len(unfinished)} of {len(cells)} cells finished ({len(busy)} being "
+              "fitted by another command); the tables are written when every cell is: run "
+              "this command again (without --shard) once the others are done")
+        return []
+    results = [CellResult(c.method, c.unknown_fraction, c.seed, str(c.run_dir(root)),
+                          json.loads((c.run_dir(root) / "summary.json").read_text()), c.data_seed)
+               for c in cells]
     commits = sorted({str(r.summary.get("git_commit")) for r in results})
     provenance = f"Made by `halluc-cl compare` into `{out}` at commit {', '.join(commits)}."
     atomic_write_text(root / f"{tables}.csv", results_csv(results, report_split, cost_reference))

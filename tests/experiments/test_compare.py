@@ -241,3 +241,39 @@ def test_grids_sharing_a_folder_reuse_cells_and_keep_their_own_tables(tmp_path, 
     assert "| ko |" in (tmp_path / "second.md").read_text()
     with pytest.raises(ConfigError, match="plain file name"):
         compare({"sft": [sft]}, seeds=[0], out=str(tmp_path), tables="../x")
+
+
+def test_shards_split_the_grid_and_the_last_writes_the_tables(tmp_path, monkeypatch, capsys):
+    methods = {"sft": [str(ROOT / "configs/sft.yaml")]}
+    calls = []
+    monkeypatch.setattr(cli, "main", fake_fit(calls))
+    kwargs = {"seeds": [0, 1, 2], "out": str(tmp_path), "plots": False}
+    assert compare(methods, shard="1/2", **kwargs) == []  # seed 1 only
+    assert [c[c.index("--seed_everything") + 1] for c in calls] == ["1"]
+    assert not (tmp_path / "results.csv").exists()
+    assert "1 of 3 cells finished" in capsys.readouterr().out
+    results = compare(methods, shard="0/2", **kwargs)  # seeds 0 and 2: the grid is complete
+    assert [c[c.index("--seed_everything") + 1] for c in calls] == ["1", "0", "2"]
+    assert [r.seed for r in results] == [0, 1, 2] and (tmp_path / "results.csv").is_file()
+    for bad in ("2/2", "1", "a/b", "-1/2"):
+        with pytest.raises(ConfigError, match="shard must be i/n"):
+            compare(methods, shard=bad, **kwargs)
+
+
+def test_a_cell_locked_by_another_command_is_left_alone(tmp_path, monkeypatch, capsys):
+    from filelock import FileLock
+
+    methods = {"sft": [str(ROOT / "configs/sft.yaml")]}
+    calls = []
+    monkeypatch.setattr(cli, "main", fake_fit(calls))
+    kwargs = {"seeds": [0, 1], "out": str(tmp_path), "plots": False}
+    cell = grid(methods, [1], [0.5])[0].resolve([])
+    run = cell.run_dir(tmp_path)
+    run.mkdir(parents=True)
+    (run / "metrics.csv").write_text("being written\n")  # another command's fit in progress
+    with FileLock(run.parent / f".{run.name}.lock"):
+        assert compare(methods, **kwargs) == []
+    assert len(calls) == 1 and (run / "metrics.csv").read_text() == "being written\n"
+    assert f"busy {cell.name}" in capsys.readouterr().out
+    compare(methods, **kwargs)  # released: the cell is fitted now
+    assert len(calls) == 2 and (tmp_path / "results.csv").is_file()
