@@ -233,3 +233,21 @@ def test_resume_command_replaces_both_option_forms():
                                  "--trainer.logger.init_args.version": "3"}) == \
         ("halluc-cl fit --config 'a b.yaml' --ckpt_path x.ckpt "
          "--trainer.logger.init_args.version 3")
+
+
+def test_a_stop_waits_for_the_end_of_a_gradient_accumulation_window(tmp_path, tiny_model_dir,
+                                                                    one_thread, capsys):
+    """With two batches per optimizer step, SIGTERM at the first batch of step 2 (epoch 1's
+    third of four batches) stops after the fourth, which completes the step, not after the
+    third (its gradient would be lost); the resumed fit equals an uninterrupted one."""
+    args = ["fit", *CELL.args(), *COMMON, "--trainer.accumulate_grad_batches", "2"]
+    reference = tmp_path / "reference"
+    assert run_cli([*args, "--trainer.logger.init_args.save_dir", str(reference)], capsys)[0] == 0
+    out = tmp_path / "stopped"
+    stopped = [*args, "--trainer.logger.init_args.save_dir", str(out)]
+    code, errors = run_cli([*stopped, *signal_at(2)], capsys)
+    assert code == 143 and len(errors) == 1
+    head, command = _split(errors[0])
+    assert "stopped at epoch 2, step 3;" in head  # not "epoch 1, step 2": mid-window
+    assert run_cli(command, capsys)[0] == 0
+    assert_same_run(out / "sft" / "version_0", reference / "sft" / "version_0")
