@@ -1,10 +1,11 @@
 """Two processes (DDP over gloo, on CPU) give the numbers of one.
 
-The real CLI runs as subprocesses: a one-process fit; the same fit on two processes started by
-Lightning (a ``compare`` cell), and by ``torchrun`` (what a multi-node launch sets up, on one
-node); a two-process fit stopped by SIGTERM to one process, then resumed; ``probe`` under
-``torchrun``. The held-out splits have odd sizes and the evaluation batch is small, so the
-two processes run several evaluation batches per split and one is repeated to even them out.
+The real CLI: a one-process fit (in this process); the same fit on two processes started by
+Lightning, as a ``compare`` cell, and under ``torchrun`` (the environment a multi-node launch
+sets up, on one node); a two-process fit stopped by SIGTERM to one of its processes and
+resumed by the printed command; ``probe`` under ``torchrun``. The held-out splits have odd
+sizes and the evaluation batch is small, so the two processes run several evaluation batches
+per split and one is repeated to even them out.
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ import os
 import shlex
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import yaml
+import torch
+
+from halluc_cl.cli import main
+from halluc_cl.experiments.compare import compare
+from halluc_cl.probing.slick import probe
 
 ROOT = Path(__file__).resolve().parents[2]
 HELPERS = ROOT / "tests" / "experiments"  # interrupt_helpers.SignalAt
@@ -27,8 +33,8 @@ CONFIGS = [str(ROOT / "configs/distill.yaml"), str(ROOT / "configs/world/tiny.ya
 SETTINGS = ["--data.n_heldout", "15", "--data.n_heldout_val", "13", "--data.eval_batch_size", "4",
             "--model.drift_layer", "-1", "--trainer.max_epochs", "3",
             "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
-            "--trainer.enable_model_summary", "false", "--trainer.accelerator", "cpu",
-            "--trainer.strategy", "ddp"]
+            "--trainer.enable_model_summary", "false", "--trainer.accelerator", "cpu"]
+TWO = ["--trainer.devices", "2", "--trainer.strategy", "ddp"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 
 
@@ -46,10 +52,25 @@ def run_cli(args: list[str], cwd: Path, launcher: list[str] | None = None,
     return proc
 
 
-def fit_args(out: Path, devices: int, *extra: str) -> list[str]:
+def fit_args(out: Path, *extra: str) -> list[str]:
     return ["fit", *(a for c in CONFIGS for a in ("--config", c)), *SETTINGS,
-            "--trainer.devices", str(devices), "--trainer.logger.init_args.save_dir", str(out),
-            *extra]
+            "--trainer.logger.init_args.save_dir", str(out), *extra]
+
+
+@contextmanager
+def one_thread():
+    """One thread here and in every process started meanwhile."""
+    threads, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if env is None:
+            os.environ.pop("OMP_NUM_THREADS")
+        else:
+            os.environ["OMP_NUM_THREADS"] = env
 
 
 def comparable(run: Path) -> dict:
@@ -87,7 +108,8 @@ def metric_rows(run: Path) -> list[dict]:
 def one(tmp_path_factory, halluc_cache, tiny_model_dir) -> Path:
     """The distillation fit on one process."""
     out = tmp_path_factory.mktemp("one")
-    run_cli(fit_args(out, 1), out)
+    with one_thread():
+        main(fit_args(out))
     return out / "distill" / "version_0"
 
 
@@ -96,14 +118,12 @@ def two(tmp_path_factory, halluc_cache, tiny_model_dir) -> dict[str, Path]:
     """The same fit on two processes: a ``compare`` cell (Lightning starts the processes) and
     under ``torchrun``."""
     grid = tmp_path_factory.mktemp("compare")
-    (grid / "grid.yaml").write_text(yaml.safe_dump({
-        "methods": {"distill": CONFIGS}, "seeds": [0], "unknown_fractions": [0.5],
-        "out": str(grid / "out"), "plots": False,
-        "fit_args": [*SETTINGS, "--trainer.devices", "2"]}))
-    run_cli(["compare", "--config", str(grid / "grid.yaml")], grid)
+    with one_thread():
+        compare({"distill": CONFIGS}, seeds=[0], out=str(grid), plots=False,
+                fit_args=[*SETTINGS, *TWO])
     torchrun = tmp_path_factory.mktemp("torchrun")
-    run_cli(fit_args(torchrun, 2), torchrun, launcher=TORCHRUN)
-    return {"compare": next((grid / "out" / "runs" / "distill").iterdir()),
+    run_cli(fit_args(torchrun, *TWO), torchrun, launcher=TORCHRUN)
+    return {"compare": next((grid / "runs" / "distill").iterdir()),
             "torchrun": torchrun / "distill" / "version_0"}
 
 
@@ -135,13 +155,13 @@ def test_two_processes_log_the_losses_of_one(one, two):
                 assert a[key] == b[key], key
 
 
-def test_sigterm_to_one_process_stops_both_with_one_checkpoint_and_resumes(
-        one, tmp_path, halluc_cache):
+def test_sigterm_to_one_process_stops_both_with_one_checkpoint_and_resumes(one, tmp_path,
+                                                                          halluc_cache):
     """SIGTERM reaches only rank 1 at step 3 (the first of epoch 2's two): both processes
     stop after it with one checkpoint and one error line; the printed command resumes to the
     one-process result."""
     signal_at = {"class_path": "interrupt_helpers.SignalAt", "init_args": {"step": 3, "rank": 1}}
-    proc = run_cli(fit_args(tmp_path, 2, "--trainer.callbacks", json.dumps([signal_at])),
+    proc = run_cli(fit_args(tmp_path, *TWO, "--trainer.callbacks", json.dumps([signal_at])),
                    tmp_path, check=False)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 143 and "Traceback" not in proc.stderr, proc.stderr[-4000:]
@@ -163,10 +183,12 @@ def test_sigterm_to_one_process_stops_both_with_one_checkpoint_and_resumes(
 
 def test_probe_under_torchrun_writes_the_categories_of_one_process(tmp_path, halluc_cache,
                                                                    tiny_model_dir):
-    args = ["probe", "--model", "synthetic://tiny", "--source", "synthetic://tiny",
-            "--n_prompts", "2", "--n_samples", "2", "--facts_per_batch", "4", "--limit", "60"]
-    run_cli([*args, "--out", "one.jsonl"], tmp_path)
-    run_cli([*args, "--out", "two.jsonl"], tmp_path, launcher=TORCHRUN)
+    args = {"model": "synthetic://tiny", "source": "synthetic://tiny", "n_prompts": 2,
+            "n_samples": 2, "facts_per_batch": 4, "limit": 60}
+    with one_thread():
+        probe(**args, out=str(tmp_path / "one.jsonl"))
+    run_cli(["probe", *(x for k, v in args.items() for x in (f"--{k}", str(v))),
+             "--out", "two.jsonl"], tmp_path, launcher=TORCHRUN)
     assert (tmp_path / "two.jsonl").read_text() == (tmp_path / "one.jsonl").read_text()
     assert json.loads((tmp_path / "two.jsonl.stats.json").read_text())["processes"] == 2
     assert not list(tmp_path.glob("*.partial*"))
