@@ -1,6 +1,7 @@
 """The ``halluc-cl`` command.
 
     halluc-cl fit --config configs/distill.yaml          # train, evaluate, write the run folder
+    halluc-cl fit --config distill                       # the same shipped config, from any folder
     halluc-cl validate --config configs/sft.yaml --ckpt_path <ckpt>
     halluc-cl pretrain --world default                   # build the synthetic base model now
     halluc-cl compare --config configs/compare/paper.yaml  # methods x fractions x seeds, tables
@@ -8,15 +9,20 @@
     halluc-cl analyze attribution --run runs/sft/version_0       # flips vs similar new facts
     halluc-cl analyze keys --config configs/analysis/keys.yaml   # a mechanism study (H1-H3)
     halluc-cl fit --config configs/distill.yaml --print_config
+    halluc-cl --help                                     # every command, one line each
+    halluc-cl --version
 
 Trainer verbs go to LightningCLI; other subcommands are typed functions run by jsonargparse.
-User errors print one ``error: ...`` line and exit with code 2. SIGINT (Ctrl-C) and SIGTERM
-print one ``error: interrupted (...) ...; resume with: ...`` line and exit with 128 + the
-signal number (130, 143); a fit first saves a checkpoint to resume from (docs/reliability.md).
+A ``--config`` value is a file or the name of a shipped config (``config_files.py``), for
+every command. User errors print one ``error: ...`` line and exit with code 2. SIGINT
+(Ctrl-C) and SIGTERM print one ``error: interrupted (...) ...; resume with: ...`` line and
+exit with 128 + the signal number (130, 143); a fit first saves a checkpoint to resume from
+(docs/reliability.md).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import sys
@@ -31,13 +37,15 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+import halluc_cl
 from halluc_cl.analysis.studies import mechanism_study
 from halluc_cl.checkpoint_io import SafeCheckpointIO, reading_checkpoint
+from halluc_cl.config_files import SHIPPED, config_args, setting_folder
 from halluc_cl.data.datamodule import FactDataModule
 from halluc_cl.data.schema import RESOURCE_ERRNOS
 from halluc_cl.data.text import read_text
 from halluc_cl.errors import ConfigError, HallucError, TrainingError, WriteError
-from halluc_cl.experiments.compare import CHILD_ENV, compare
+from halluc_cl.experiments.compare import CHILD_ENV, compare, resolve_methods
 from halluc_cl.experiments.config_hash import config_hash
 from halluc_cl.experiments.interrupt import (
     GUARD,
@@ -52,11 +60,21 @@ from halluc_cl.models.module import FactSFTModule
 from halluc_cl.probing.slick import probe
 
 TRAINER_DEFAULTS = {
+    "max_epochs": 25,  # as the shipped configs: 1 warm-up + 24 SFT epochs (not Lightning's 1000)
     "reload_dataloaders_every_n_epochs": 1,  # the warm-up phase serves Known facts only
     "num_sanity_val_steps": 0,
     "log_every_n_steps": 10,
     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
                "init_args": {"save_dir": "runs", "name": "fit"}},
+}
+
+
+# Trainer verbs (LightningCLI subcommands) -> their line in ``halluc-cl --help``
+VERBS = {
+    "fit": "Warm up, then fine-tune with the regularizers, evaluating every epoch; write the "
+           "run folder.",
+    "validate": "Evaluate a model or checkpoint (--ckpt_path) on every split.",
+    "test": "Evaluate a model or checkpoint (--ckpt_path) once, logging test/<metric>.",
 }
 
 
@@ -75,6 +93,11 @@ class HallucCLI(LightningCLI):
     _created: tuple[Path, ...] = ()  # the run folder and parents this command made, deepest first
     parse_only = False  # raise ParsedOnly after parsing (``resolved_config``)
     resolved: dict | None = None  # the subcommand's resolved config as plain data
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """LightningCLI's subcommands that halluc-cl runs (``VERBS``)."""
+        return {k: v for k, v in LightningCLI.subcommands().items() if k in VERBS}
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(RunArtifacts, "artifacts")
@@ -221,7 +244,7 @@ def resolved_config(args: list[str]) -> dict:
     nothing is instantiated, built or written."""
     cli = type("ParseOnlyCLI", (HallucCLI,), {"parse_only": True})
     try:
-        cli(FactSFTModule, FactDataModule, args=args, seed_everything_default=0,
+        cli(FactSFTModule, FactDataModule, args=config_args(args), seed_everything_default=0,
             trainer_defaults=TRAINER_DEFAULTS, parser_kwargs={"exit_on_error": False})
     except ParsedOnly as parsed:
         return parsed.resolved
@@ -274,6 +297,8 @@ def rescore(grid: str, methods: list[str] | None = None, tables: str = "results"
 
 
 COMMANDS = {"pretrain": pretrain, "compare": compare, "probe": probe}
+# commands whose ``methods`` map names to config files, read relative to the YAML listing them
+GRIDS = (compare, mechanism_study)
 # halluc-cl analyze <study> ...: attribution of one run, or a mechanism study's grid
 ANALYSES = {"attribution": attribution, "rescore": rescore, **dict.fromkeys(
     ("keys", "overlap", "capacity", "behaviour"), mechanism_study)}
@@ -286,22 +311,70 @@ def _run_function(name: str, fn, args: list[str]) -> None:
     parser.add_argument("--config", action="config")
     cfg = parser.parse_args(args)
     cfg.pop("config", None)
-    fn(**cfg.as_dict())
+    kwargs = cfg.as_dict()
+    if fn in GRIDS:  # a grid's configs: relative to the YAML that lists them
+        kwargs["methods"] = resolve_methods(kwargs["methods"], setting_folder(args, "methods"))
+    fn(**kwargs)
 
 
-def _run(args: list[str], from_argv: bool) -> None:
+def _summary(fn) -> str:
+    """The first sentence of a command function's docstring, on one line."""
+    return " ".join(fn.__doc__.split("\n\n")[0].split()).replace("``", "`")
+
+
+def _study_summary(name: str, fn) -> str:
+    """A study's line: the title of its shipped config ``analysis/<name>.yaml`` if it has one."""
+    path = SHIPPED / "analysis" / f"{name}.yaml"
+    config = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if isinstance(config, dict) and config.get("title"):
+        return f"{config['title']} (--config analysis/{name})"
+    return _summary(fn)
+
+
+def usage() -> str:
+    """``halluc-cl --help``: every command of ``VERBS``, ``COMMANDS`` and ``ANALYSES``."""
+    rows = [*VERBS.items(), *((name, _summary(fn)) for name, fn in COMMANDS.items()),
+            *((f"analyze {name}", _study_summary(name, fn)) for name, fn in ANALYSES.items())]
+    width = max(len(name) for name, _ in rows) + 2
+    lines = ["usage: halluc-cl <command> [--config FILE|NAME ...] [options]",
+             "       halluc-cl <command> --help     every option of a command, documented",
+             "       halluc-cl --version", "", halluc_cl.__doc__.strip(), "", "commands:"]
+    lines += [f"  {name:<{width}}{text}" for name, text in rows]
+    lines += ["", ("A --config value is a file or the name of a shipped config (distill, sft, "
+                   "world/tiny, compare/paper, ...; see the README).")]
+    return "\n".join(lines)
+
+
+def version() -> str:
+    """The installed package's version (``halluc_cl.__version__`` when it is not installed)."""
+    try:
+        return importlib.metadata.version("halluc-cl")
+    except importlib.metadata.PackageNotFoundError:
+        return halluc_cl.__version__
+
+
+def _run(args: list[str]) -> None:
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return
+    if args[0] == "--version":
+        print(f"halluc-cl {version()}")
+        return
+    args = config_args(args)
     check_config_files(args)
-    if args and args[0] in COMMANDS:
+    if args[0] in COMMANDS:
         _run_function(args[0], COMMANDS[args[0]], args[1:])
         return
-    if args and args[0] == "analyze":
+    if args[0] == "analyze":
         if len(args) < 2 or args[1] not in ANALYSES:
             raise ConfigError(f"halluc-cl analyze needs a study: one of {sorted(ANALYSES)}")
         _run_function(f"analyze {args[1]}", ANALYSES[args[1]], args[2:])
         return
+    if args[0] not in VERBS and not args[0].startswith("-"):
+        raise ConfigError(f"unknown command {args[0]!r}; the commands are "
+                          f"{', '.join([*VERBS, *COMMANDS, 'analyze'])} (halluc-cl --help)")
     HallucCLI(
-        FactSFTModule, FactDataModule, args=None if from_argv else args,
-        seed_everything_default=0,
+        FactSFTModule, FactDataModule, args=args, seed_everything_default=0,
         trainer_defaults=TRAINER_DEFAULTS, parser_kwargs={"exit_on_error": False},
         save_config_kwargs={"overwrite": True},
     )
@@ -314,12 +387,11 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=".*args parameter is intended.*")  # tools call main
     # evaluation metrics are computed from every process's gathered outcomes (evaluation_hooks)
     warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed.*")
-    from_argv = args is None
-    args = sys.argv[1:] if from_argv else list(args)
+    args = sys.argv[1:] if args is None else list(args)
     nested = GUARD.active  # a command run by another one (compare's cells) reports nothing
     try:
         with handling_signals():
-            _run(args, from_argv)
+            _run(args)
     except Interrupted as exc:  # SIGINT / SIGTERM: one line, exit code 128 + signal number
         if nested:
             raise

@@ -239,6 +239,9 @@ CASES = {
     "weights-only-false": (
         lambda e: e.fit("--weights_only", "false"),
         ["--weights_only false is not supported"]),
+    "unknown-config": (
+        lambda e: e.fit("--config", "distlil"),
+        ["config 'distlil' is neither a file nor a shipped config", "configs/distlil.yaml)"]),
     "compare-unknown-method-config": (
         lambda e: ["compare", "--methods", json.dumps({"a": [str(e.tmp / "nope.yaml")]}),
                    "--out", str(e.out / "cmp")],
@@ -250,6 +253,9 @@ CASES = {
         lambda e: ["probe", "--model", "synthetic://tiny", "--source", str(e.tmp / "nope.jsonl"),
                    "--out", str(e.out / "probe.jsonl")],
         ["fact file not found", "nope.jsonl"]),
+    "unknown-command": (
+        lambda e: ["fitt", "--config", "sft"],
+        ["unknown command 'fitt'", "fit, validate, test", "halluc-cl --help"]),
     "analyze-unknown-study": (
         lambda e: ["analyze", "nope", "--run", str(e.out)],
         ["halluc-cl analyze needs a study", "attribution"]),

@@ -202,3 +202,42 @@ def test_extra_weight_without_distill_inputs_fails_before_training(tmp_path, tin
                                 "--data.extra_per_batch", "0",
                                 "--trainer.logger.init_args.save_dir", str(tmp_path)])
     assert "extra_per_batch" in line
+
+
+@pytest.mark.parametrize("args", [[], ["-h"], ["--help"]])
+def test_help_lists_every_command_once(args, capsys):
+    from halluc_cl.cli import ANALYSES, COMMANDS, VERBS
+
+    main(args)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("usage: halluc-cl <command>")
+    names = [*VERBS, *COMMANDS, *(f"analyze {study}" for study in ANALYSES)]
+    assert {"fit", "validate", "test", "pretrain", "probe", "compare", "analyze keys"} <= set(names)
+    for name in names:  # one line each, with a description
+        (line,) = [x for x in lines if x.startswith(f"  {name} ")]
+        assert len(line.split()) > len(name.split()) + 2
+
+
+@pytest.mark.parametrize("command", ["predict", "fitt"])
+def test_unknown_command_names_the_commands(command, capsys):
+    from halluc_cl.cli import COMMANDS
+
+    line = _error_line(capsys, [command, "--config", "sft"])
+    assert line == (f"error: unknown command {command!r}; the commands are fit, validate, test, "
+                    f"{', '.join(COMMANDS)}, analyze (halluc-cl --help)")
+
+
+def test_version(capsys):
+    import importlib.metadata
+
+    main(["--version"])
+    assert capsys.readouterr().out == f"halluc-cl {importlib.metadata.version('halluc-cl')}\n"
+
+
+def test_bare_fit_trains_as_long_as_the_shipped_configs():
+    import yaml
+
+    from halluc_cl.cli import resolved_config
+
+    shipped = yaml.safe_load((ROOT / "configs/sft.yaml").read_text())["trainer"]["max_epochs"]
+    assert resolved_config(["fit"])["trainer"]["max_epochs"] == shipped == 25  # not 1000

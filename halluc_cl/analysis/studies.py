@@ -153,7 +153,8 @@ def mechanism_study(
     """Run a mechanism study's grid and write ``study.csv``, ``study.md`` and ``study.png``.
 
     Args:
-        methods: Method name -> config files given together to ``halluc-cl fit``.
+        methods: Method name -> config files given together to ``halluc-cl fit`` (as for
+            ``compare``: paths, or shipped config names such as ``world/default_uuid``).
         factors: Method name -> its level of each factor, e.g. ``{"key": "uuid"}``.
         x: The factor on the plot's x axis.
         series: The factor drawn as separate lines (``None``: one line).

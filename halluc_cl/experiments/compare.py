@@ -1,8 +1,13 @@
 """The comparison grid: fit every method × unknown fraction × seed, then tables and plots.
 
     halluc-cl compare --config configs/compare/paper.yaml
-    halluc-cl compare --config configs/compare/paper.yaml --dry_run true   # list the cells
+    halluc-cl compare --config compare/paper --dry_run true    # list the cells, from any folder
     halluc-cl compare --config configs/compare/tiny.yaml --seeds '[0, 1]'   # a CPU smoke run
+
+A method lists config files, each a path relative to the compare YAML that lists it (to the
+working directory for ``compare(...)`` called from Python) or the name of a shipped config
+(``config_files.py``: ``sft``, ``world/tiny``). ``out`` is an output location and stays
+relative to the working directory.
 
 A cell is one ``halluc-cl fit`` of one method (its config files given together, as repeated
 ``--config``) with one unknown fraction X, one training seed (``seed_everything``: data order,
@@ -37,6 +42,7 @@ import yaml
 from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
+from halluc_cl.config_files import find, looked_for, shown
 from halluc_cl.data.schema import atomic_write_text
 from halluc_cl.data.text import read_text
 from halluc_cl.errors import ConfigError, TrainingError
@@ -95,9 +101,31 @@ class Cell:
                     self.split_seed, config_hash(resolved), processes_of(resolved["trainer"]))
 
 
+def resolve_methods(methods: dict[str, list[str]],
+                    base: str | Path | None = None) -> dict[str, list[str]]:
+    """Each method's configs as file paths: ``base / <entry>`` if that is a file (``base``: the
+    folder of the YAML that lists them; the working directory when ``None``), else the shipped
+    config the entry names (``config_files.find``).
+
+    Raises:
+        ConfigError: An entry is neither; the message lists where it was looked for.
+    """
+    resolved = {}
+    for name, configs in methods.items():
+        resolved[name] = []
+        for entry in configs:
+            path = find(entry, base)
+            if path is None:
+                raise ConfigError(f"config file {entry!r} of method {name!r} does not exist "
+                                  f"(looked for {looked_for(entry, base)})")
+            resolved[name].append(shown(path))
+    return resolved
+
+
 def validate(methods: dict[str, list[str]], seeds: list[int],
              unknown_fractions: list[float], split_seeds: list[int] | None = None) -> None:
-    """Raise ``ConfigError`` for an empty or malformed grid before any fit starts."""
+    """Raise ``ConfigError`` for an empty or malformed grid before any fit starts (a config
+    that cannot be found: ``resolve_methods``)."""
     if not methods:
         raise ConfigError("compare needs at least one method in `methods`")
     for name, configs in methods.items():
@@ -106,10 +134,6 @@ def validate(methods: dict[str, list[str]], seeds: list[int],
                               "(letters, digits, '_', '-', '.', '+')")
         if not configs:
             raise ConfigError(f"method {name!r} lists no config files")
-        for path in configs:
-            if not Path(path).is_file():
-                raise ConfigError(f"config file {path!r} of method {name!r} does not exist "
-                                  f"(paths are relative to the working directory {Path.cwd()})")
     if not seeds:
         raise ConfigError("compare needs at least one seed in `seeds`")
     if len(set(seeds)) != len(seeds):
@@ -300,12 +324,14 @@ def compare(
     """Fit every method × unknown fraction × seed (reusing finished cells) and tabulate them.
 
     Args:
-        methods: Method name -> config files given together to ``halluc-cl fit``, in order
-            (paths relative to the working directory). Table rows follow this order.
+        methods: Method name -> config files given together to ``halluc-cl fit``, in order:
+            paths (relative to the working directory here; ``halluc-cl compare`` reads those
+            of a YAML relative to that YAML) or shipped config names such as ``sft``. Table
+            rows follow this order.
         seeds: Training seeds (``seed_everything``).
         unknown_fractions: Values of ``data.unknown_fraction`` (each in [0, 1]).
-        out: Output folder: ``runs/`` (one run folder per cell), ``results.csv``,
-            ``results.md`` and the plots.
+        out: Output folder, relative to the working directory: ``runs/`` (one run folder per
+            cell), ``results.csv``, ``results.md`` and the plots.
         fit_args: Extra arguments appended to every fit, e.g. ``["--trainer.max_epochs", "5"]``.
         plots: Write the PNG plots.
         split_seeds: ``data.split_seed`` of each training seed, paired one to one (``None``:
@@ -325,6 +351,7 @@ def compare(
         The finished cells with their summaries, in grid order (none on a dry run).
     """
     validate(methods, seeds, unknown_fractions, split_seeds)
+    methods = resolve_methods(methods)
     if report_split not in ("test", "val"):
         raise ConfigError(f"report_split must be test or val, got {report_split!r}")
     if not _METHOD_NAME.match(tables):

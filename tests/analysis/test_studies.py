@@ -12,6 +12,7 @@ import yaml
 
 from halluc_cl.analysis.studies import check_factors, study_csv, study_markdown, study_rows
 from halluc_cl.cli import main
+from halluc_cl.config_files import find
 from halluc_cl.errors import ConfigError
 from halluc_cl.experiments.tables import CellResult
 
@@ -66,16 +67,17 @@ def _tiny_methods(methods: dict[str, list[str]], tmp: Path) -> dict[str, list[st
     out = {}
     for name, configs in methods.items():
         world, swapped = None, []
-        for path in configs:
-            stem = Path(path).stem
-            if path.startswith("configs/world/"):
+        for entry in configs:
+            path = find(entry, ROOT / "configs/analysis")  # relative to the study's YAML
+            stem = path.stem
+            if path.parent.name == "world":
                 world = stem
             elif stem in TINY_COUNTS:
                 n = TINY_COUNTS[stem]
                 swapped.append(_write(tmp / f"{stem}.yaml", {"data": {
                     "n_train": n + 8, "unknown_fraction": n / (n + 8), "eval_max_facts": 16}}))
             else:
-                swapped.append(str(ROOT / path))
+                swapped.append(str(path))
         tiny = TINY_WORLDS[world]
         swapped.append(_write(tmp / f"world_{tiny}.yaml", {
             "model": {"model": f"synthetic://{tiny}"},

@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from halluc_cl import cli
+from halluc_cl.config_files import find
 from halluc_cl.errors import ConfigError
-from halluc_cl.experiments.compare import Cell, compare, grid, validate
+from halluc_cl.experiments.compare import Cell, compare, grid, resolve_methods, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ("sft.yaml", "known_only.yaml", "world/tiny.yaml")
@@ -181,10 +182,13 @@ def test_dry_run_lists_cells_and_fits_nothing(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("name", ["paper", "fraction", "tiny", "select", "disjoint"])
-def test_shipped_compare_configs_validate(name, monkeypatch):
-    monkeypatch.chdir(ROOT)  # their config paths are relative to the repository root
-    cfg = yaml.safe_load((ROOT / f"configs/compare/{name}.yaml").read_text())
+def test_shipped_compare_configs_validate(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # entries are relative to the YAML or shipped names, not to cwd
+    path = ROOT / f"configs/compare/{name}.yaml"
+    cfg = yaml.safe_load(path.read_text())
     validate(cfg["methods"], cfg["seeds"], cfg["unknown_fractions"])
+    resolved = resolve_methods(cfg["methods"], path.parent)
+    assert all(Path(c).is_file() for configs in resolved.values() for c in configs)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -221,7 +225,7 @@ def test_cli_print_config(capsys):
     assert {"l2", "ewc", "freeze_attention_only", "lora", "replay_matched", "replay_epoch",
             "idk", "distill_paper_t2", "distill_answer"} <= set(cfg["methods"])
     for configs in cfg["methods"].values():  # every listed config exists
-        assert all((ROOT / c).is_file() for c in configs)
+        assert all(find(c, ROOT / "configs/compare") for c in configs)
     assert cfg["seeds"] == [100, 101, 102, 103, 104] and cfg["out"] == "runs/compare/paper"
     assert cfg["report_split"] == "test"
     select = yaml.safe_load((ROOT / "configs/compare/select.yaml").read_text())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
@@ -89,3 +92,22 @@ def test_gguf_specs_are_recognised(tmp_path):
     assert gguf_file("~/m.GGUF").name == "m.GGUF"
     (tmp_path / "weights.bin").write_bytes(b"")
     assert gguf_file(f"gguf://{tmp_path}/weights.bin") == tmp_path / "weights.bin"
+
+
+def test_gguf_without_its_extra_is_one_error_line(tmp_path, monkeypatch, capsys):
+    from halluc_cl.cli import main
+
+    monkeypatch.setitem(sys.modules, "gguf", None)  # gguf is an extra: `import gguf` fails
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(60))
+    with pytest.raises(ModelLoadError, match=r'pip install "halluc-cl\[gguf\]"'):
+        load_causal_lm(str(model))
+    facts = tmp_path / "facts.jsonl"
+    facts.write_text(json.dumps({"id": "f1", "subject": "A", "relation": "r", "object": "B",
+                                 "question": "A?"}) + "\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", "sft", "--model.model", str(model), "--data.source", str(facts),
+              "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and err[-1].startswith("error: ")
+    assert 'needs the gguf package' in err[-1] and 'pip install "halluc-cl[gguf]"' in err[-1]
