@@ -1,6 +1,8 @@
-"""Test settings: offline, and one shared cache so the tiny base model is built once per session."""
+"""Test settings: offline, one shared cache so the tiny base model is built once per session,
+and every ``summary.json`` the suite writes checked against ``SUMMARY_SCHEMA``."""
 
 import fnmatch
+import json
 import os
 import stat
 import tempfile
@@ -128,3 +130,73 @@ def full_disk(monkeypatch):
         return disk
 
     return install
+
+
+_CHECKED: set[Path] = set()  # tests' tmp_path folders whose summaries are checked already
+
+
+def invalid_summaries(root: Path) -> list[str]:
+    """One line per way a ``summary.json`` under ``root`` departs from ``SUMMARY_SCHEMA``."""
+    from halluc_cl.experiments.summary_schema import summary_errors
+
+    problems = []
+    for path in sorted(Path(root).rglob("summary.json")):
+        if _CHECKED.intersection(path.parents):
+            continue
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            problems.append(f"{path}: not JSON ({exc})")
+            continue
+        problems += [f"{path}: {error}" for error in summary_errors(summary)]
+    return problems
+
+
+def _fail_on(problems: list[str]) -> None:
+    if problems:
+        pytest.fail("summary.json departs from SUMMARY_SCHEMA (change build_summary, the schema "
+                    "and SCHEMA_VERSION together):\n" + "\n".join(problems[:20]), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _summaries_follow_the_schema(request):
+    """After each test, check the summaries in its ``tmp_path`` (if it has one)."""
+    tmp = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if tmp is not None:
+        problems = invalid_summaries(tmp)
+        _CHECKED.add(Path(tmp))
+        _fail_on(problems)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _all_summaries_follow_the_schema(tmp_path_factory):
+    """At the end of the session, check every summary under the session's temporary folder,
+    including those of module-scoped fixtures (``tmp_path_factory``)."""
+    yield
+    _fail_on(invalid_summaries(tmp_path_factory.getbasetemp()))
+
+
+@pytest.fixture
+def summary_stub():
+    """``summary_stub(**fields) -> dict``: a schema-valid ``summary.json`` of a 3-epoch fit,
+    with ``fields`` replacing its own, for tests that stand in for a fit."""
+    from halluc_cl.experiments.run_files import SCHEMA_VERSION
+
+    def make(**fields) -> dict:
+        evaluation = {"heldout_test_acc": 1.0, "heldout_val_acc": 1.0, "new_fact_acc": 1.0,
+                      "known_train_acc": 1.0}
+        summary = {
+            "schema_version": SCHEMA_VERSION, "final": dict(evaluation),
+            "peak": dict(evaluation), "heldout_test_decline": 0.0, "heldout_val_decline": 0.0,
+            "cost": {"student_tokens": 1, "teacher_tokens": 0, "train_token_passes": 3},
+            "protocol": {"seed": 0, "config_hash": None}, "warmup_end": {"epoch": 0, **evaluation},
+            "epochs": 3, "history": [{"epoch": e, **evaluation} for e in range(3)],
+            "warmup_epochs": 1, "model": "synthetic://tiny", "regularizers": [], "seed": 0,
+            "wall_time_s": 1.0, "versions": {k: "0" for k in ("halluc-cl", "torch", "lightning",
+                                                               "transformers")},
+            "git_commit": None,
+        }
+        return {**summary, **fields}
+
+    return make

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class Env:
 
     tmp: Path
     tiny: Path
+    summary: Callable[..., dict]  # the ``summary_stub`` fixture
 
     @property
     def out(self) -> Path:
@@ -97,7 +99,7 @@ def _finished_run(env: Env) -> None:
     """Another run's results in ``out/sft/version_0`` (another config, another summary)."""
     run = env.out / "sft" / "version_0"
     run.mkdir(parents=True)
-    (run / "summary.json").write_text(json.dumps({"model": "synthetic://default", "epochs": 25}))
+    (run / "summary.json").write_text(json.dumps(env.summary(model="synthetic://default")))
     (run / "config.yaml").write_text("model:\n  model: synthetic://default\n")
 
 
@@ -290,9 +292,9 @@ def _error_line(capsys, argv: list[str]) -> str:
 
 
 @pytest.fixture
-def env(tmp_path, tiny_model_dir, monkeypatch, one_thread) -> Env:
+def env(tmp_path, tiny_model_dir, monkeypatch, one_thread, summary_stub) -> Env:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    e = Env(tmp_path, Path(tiny_model_dir))
+    e = Env(tmp_path, Path(tiny_model_dir), summary_stub)
     e.out.mkdir()
     (e.out / "sentinel.txt").write_text("do not touch\n")
     return e

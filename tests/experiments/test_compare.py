@@ -105,8 +105,8 @@ def test_compare_resumes_and_reruns_changed_method(tiny_grid, tmp_path, monkeypa
     assert f"run {version}" in capsys.readouterr().out
 
 
-def fake_fit(calls: list):
-    """Stands in for ``cli.main``: writes a summary.json where the fit would."""
+def fake_fit(calls: list, summary: dict):
+    """Stands in for ``cli.main``: writes ``summary`` as summary.json where the fit would."""
     def main(args):
         calls.append(args)
         arg = {k: v for k, v in itertools.pairwise(args) if k.startswith("--trainer.logger")}
@@ -114,14 +114,14 @@ def fake_fit(calls: list):
                    arg["--trainer.logger.init_args.name"],
                    arg["--trainer.logger.init_args.version"])
         run.mkdir(parents=True, exist_ok=True)
-        (run / "summary.json").write_text(json.dumps({"final": {"heldout_test_acc": 1.0}}))
+        (run / "summary.json").write_text(json.dumps(summary))
     return main
 
 
-def test_killed_run_is_cleared_and_rerun(tmp_path, monkeypatch):
+def test_killed_run_is_cleared_and_rerun(tmp_path, monkeypatch, summary_stub):
     methods = {"sft": [str(ROOT / "configs/sft.yaml")]}
     calls = []
-    monkeypatch.setattr(cli, "main", fake_fit(calls))
+    monkeypatch.setattr(cli, "main", fake_fit(calls, summary_stub()))
     compare(methods, seeds=[0, 1], out=str(tmp_path), plots=False)
     assert len(calls) == 2
     (killed,) = tmp_path.glob("runs/sft/unk0.5_split1_seed1_*")
@@ -169,9 +169,9 @@ def test_cell_hash_follows_the_resolved_config(tmp_path):
         ["--trainer.logger.init_args.save_dir", str(tmp_path / "elsewhere")]).sha256
 
 
-def test_dry_run_lists_cells_and_fits_nothing(tmp_path, monkeypatch, capsys):
+def test_dry_run_lists_cells_and_fits_nothing(tmp_path, monkeypatch, capsys, summary_stub):
     calls = []
-    monkeypatch.setattr(cli, "main", fake_fit(calls))
+    monkeypatch.setattr(cli, "main", fake_fit(calls, summary_stub()))
     methods = {"sft": [str(ROOT / "configs/sft.yaml")]}
     assert compare(methods, seeds=[0, 1], out=str(tmp_path / "out"), dry_run=True) == []
     out = capsys.readouterr().out
@@ -233,9 +233,10 @@ def test_cli_print_config(capsys):
     assert select["report_split"] == "val"
 
 
-def test_grids_sharing_a_folder_reuse_cells_and_keep_their_own_tables(tmp_path, monkeypatch):
+def test_grids_sharing_a_folder_reuse_cells_and_keep_their_own_tables(tmp_path, monkeypatch,
+                                                                         summary_stub):
     calls = []
-    monkeypatch.setattr(cli, "main", fake_fit(calls))
+    monkeypatch.setattr(cli, "main", fake_fit(calls, summary_stub()))
     sft = str(ROOT / "configs/sft.yaml")
     compare({"sft": [sft]}, seeds=[0], out=str(tmp_path), plots=False)
     compare({"sft": [sft], "ko": [sft, str(ROOT / "configs/known_only.yaml")]}, seeds=[0],
@@ -247,10 +248,11 @@ def test_grids_sharing_a_folder_reuse_cells_and_keep_their_own_tables(tmp_path, 
         compare({"sft": [sft]}, seeds=[0], out=str(tmp_path), tables="../x")
 
 
-def test_shards_split_the_grid_and_the_last_writes_the_tables(tmp_path, monkeypatch, capsys):
+def test_shards_split_the_grid_and_the_last_writes_the_tables(tmp_path, monkeypatch, capsys,
+                                                             summary_stub):
     methods = {"sft": [str(ROOT / "configs/sft.yaml")]}
     calls = []
-    monkeypatch.setattr(cli, "main", fake_fit(calls))
+    monkeypatch.setattr(cli, "main", fake_fit(calls, summary_stub()))
     kwargs = {"seeds": [0, 1, 2], "out": str(tmp_path), "plots": False}
     assert compare(methods, shard="1/2", **kwargs) == []  # seed 1 only
     assert [c[c.index("--seed_everything") + 1] for c in calls] == ["1"]
@@ -264,12 +266,13 @@ def test_shards_split_the_grid_and_the_last_writes_the_tables(tmp_path, monkeypa
             compare(methods, shard=bad, **kwargs)
 
 
-def test_a_cell_locked_by_another_command_is_left_alone(tmp_path, monkeypatch, capsys):
+def test_a_cell_locked_by_another_command_is_left_alone(tmp_path, monkeypatch, capsys,
+                                                      summary_stub):
     from filelock import FileLock
 
     methods = {"sft": [str(ROOT / "configs/sft.yaml")]}
     calls = []
-    monkeypatch.setattr(cli, "main", fake_fit(calls))
+    monkeypatch.setattr(cli, "main", fake_fit(calls, summary_stub()))
     kwargs = {"seeds": [0, 1], "out": str(tmp_path), "plots": False}
     cell = grid(methods, [1], [0.5])[0].resolve([])
     run = cell.run_dir(tmp_path)
