@@ -22,6 +22,7 @@ exit with 128 + the signal number (130, 143); a fit first saves a checkpoint to 
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import os
 import shutil
@@ -33,6 +34,7 @@ import yaml
 from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -54,7 +56,14 @@ from halluc_cl.experiments.interrupt import (
     handling_signals,
     trainer_interruption,
 )
-from halluc_cl.experiments.run_files import RunArtifacts, run_dir
+from halluc_cl.experiments.run_files import (
+    FOLDER_LOGGERS,
+    RunArtifacts,
+    SaveRunConfig,
+    artifacts_of,
+    run_dir,
+    version_name,
+)
 from halluc_cl.models.loading import is_synthetic, synthetic_world_name
 from halluc_cl.models.module import FactSFTModule
 from halluc_cl.probing.slick import probe
@@ -94,6 +103,10 @@ class HallucCLI(LightningCLI):
     parse_only = False  # raise ParsedOnly after parsing (``resolved_config``)
     resolved: dict | None = None  # the subcommand's resolved config as plain data
 
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("save_config_callback", SaveRunConfig)  # config.yaml in the run folder
+        super().__init__(*args, **kwargs)
+
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         """LightningCLI's subcommands that halluc-cl runs (``VERBS``)."""
@@ -116,6 +129,7 @@ class HallucCLI(LightningCLI):
         if cfg.get("weights_only") is False:
             raise ConfigError("--weights_only false is not supported: halluc-cl loads checkpoints "
                               "with weights_only=True only (no pickled code runs)")
+        _link_loggers(cfg)
         full = yaml.safe_load(self.parser.dump(self.config, skip_validation=True))
         self.resolved = full.get(self.subcommand, full) if self.subcommand else full
         if self.parse_only:
@@ -135,16 +149,16 @@ class HallucCLI(LightningCLI):
 
     def _prepare_run_dir(self) -> None:
         """Refuse a run folder holding a finished run (unless ``artifacts.overwrite``) or one
-        that cannot be written, before anything is written."""
+        that cannot be written, before anything is written; point the checkpoints there."""
         trainer = self.trainer
-        if not trainer.is_global_zero:
+        artifacts = artifacts_of(trainer)
+        if not trainer.is_global_zero or artifacts is None:
             return
-        run = run_dir(trainer)
-        artifacts = next((c for c in trainer.callbacks if isinstance(c, RunArtifacts)), None)
-        if (run / "summary.json").exists() and not (artifacts and artifacts.overwrite):
+        run = artifacts.run_folder(trainer)  # rank 0 chooses; RunArtifacts.setup shares it
+        if (run / "summary.json").exists() and not artifacts.overwrite:
             raise ConfigError(f"{run} already holds a finished run (summary.json); choose another "
-                              "trainer.logger.init_args.version, or pass --artifacts.overwrite "
-                              "true to write over it")
+                              "--artifacts.version, or pass --artifacts.overwrite true to write "
+                              "over it")
         created = tuple(d for d in (run, *run.parents) if not d.exists())
         try:
             run.mkdir(parents=True, exist_ok=True)
@@ -153,15 +167,26 @@ class HallucCLI(LightningCLI):
         if not os.access(run, os.W_OK | os.X_OK):
             raise ConfigError(f"the run folder {run} is not writable")
         self._created = created
-        if artifacts is not None:
-            artifacts.config_hash = config_hash(self.resolved or {})
+        artifacts.point_checkpoints(trainer, run)  # before Lightning looks for --ckpt_path last
+        artifacts.config_hash = config_hash(self.resolved or {})
         resuming = self.subcommand == "fit" and self.config[self.subcommand].get("ckpt_path")
-        if resuming and artifacts and (run / "metrics.csv").is_file():
+        if resuming and (run / "metrics.csv").is_file():
             artifacts.keep_metrics_of(run / "metrics.csv")  # a resume in an interrupted run's folder
 
     before_fit = before_validate = before_test = _prepare_run_dir
 
     def _run_subcommand(self, subcommand: str) -> None:
+        failed = True
+        try:
+            self._run_trainer_verb(subcommand)
+            failed = False
+        finally:  # a W&B run ends with its command (compare runs several fits in one process)
+            if any(isinstance(lg, WandbLogger) for lg in self.trainer.loggers):
+                import wandb
+
+                wandb.finish(exit_code=int(failed))
+
+    def _run_trainer_verb(self, subcommand: str) -> None:
         try:
             with warnings.catch_warnings():
                 if subcommand == "fit" and self.config[subcommand].get("ckpt_path"):
@@ -237,6 +262,34 @@ def check_config_files(args: list[str]) -> None:
             continue
         if Path(path).is_file():
             read_text(path)
+
+
+def _link_loggers(cfg) -> None:
+    """Point the loggers at the run folder that ``artifacts.root/name/version`` set: CSV and
+    TensorBoard loggers write into it, and a W&B run is named ``<name>/<version>`` when both
+    are set (compare's cells). Unset parts stay with the loggers (``RunArtifacts``)."""
+    art = cfg.get("artifacts") or {}
+    parts = {"save_dir": art.get("root"), "name": art.get("name"), "version": art.get("version")}
+    loggers = cfg.get("trainer", {}).get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        init = getattr(logger, "init_args", None)
+        cls = _logger_class(getattr(logger, "class_path", None))
+        if init is None or cls is None:
+            continue
+        if issubclass(cls, FOLDER_LOGGERS):
+            for key, value in parts.items():
+                if value is not None:
+                    init[key] = value
+        elif issubclass(cls, WandbLogger) and None not in (parts["name"], parts["version"]):
+            init["name"] = f"{parts['name']}/{version_name(parts['version'])}"
+
+
+def _logger_class(class_path: str | None) -> type | None:
+    module, _, name = (class_path or "").rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name) if module else None
+    except (ImportError, AttributeError):
+        return None
 
 
 def resolved_config(args: list[str]) -> dict:

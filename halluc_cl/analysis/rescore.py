@@ -67,9 +67,8 @@ def rescore_cell(run: Path, out: Path) -> dict:
     if not (dest / run.name / "predictions").is_dir():
         cli.main(["validate", "--config", str(run / "config.yaml"), "--ckpt_path", str(ckpt),
                   "--model.eval_method", "generate", "--trainer.enable_progress_bar", "false",
-                  "--trainer.logger.init_args.save_dir", str(out),
-                  "--trainer.logger.init_args.name", run.parent.name,
-                  "--trainer.logger.init_args.version", run.name,
+                  "--artifacts.root", str(out), "--artifacts.name", run.parent.name,
+                  "--artifacts.version", run.name,
                   "--artifacts.overwrite", "true"])
     (generated_file,) = sorted((dest / run.name / "predictions").glob("epoch_*.jsonl"))
     generated = {f'{p["split"]}:{p["id"]}': p

@@ -82,6 +82,13 @@ class Cell:
     def run_dir(self, out: Path) -> Path:
         return out / "runs" / self.method / self.version
 
+    def folder_args(self, out: Path) -> list[str]:
+        """The ``fit`` arguments that put this cell's run in ``run_dir(out)``, whatever the
+        logger (CSV and TensorBoard loggers write there too; a W&B run is named
+        ``<method>/<version>``)."""
+        return ["--artifacts.root", str(out / "runs"), "--artifacts.name", self.method,
+                "--artifacts.version", self.version]
+
     def settings(self) -> list[str]:
         """The ``fit`` arguments of this cell after its ``--config`` files (folder aside)."""
         return ["--seed_everything", str(self.seed), "--data.split_seed", str(self.data_seed),
@@ -260,10 +267,7 @@ def run_cell(cell: Cell, out: Path, fit_args: list[str]) -> None:
               "split_seed": cell.data_seed, "fit_args": list(fit_args)}
     # recorded before the fit: an interrupted fit resumes only under the same settings
     atomic_write_text(run / "cell.json", json.dumps({**record, "finished": False}, indent=2) + "\n")
-    args = ["fit", *cell.args(),
-            "--trainer.logger.init_args.save_dir", str(out / "runs"),
-            "--trainer.logger.init_args.name", cell.method,
-            "--trainer.logger.init_args.version", cell.version, *fit_args,
+    args = ["fit", *cell.args(), *cell.folder_args(out), *fit_args,
             *(["--ckpt_path", str(last)] if last else [])]
     if cell.processes > 1:
         fit_in_subprocess(args, cell.name)

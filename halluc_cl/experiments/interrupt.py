@@ -228,7 +228,9 @@ def trainer_interruption(exc: BaseException, trainer: L.Trainer, fitting: bool) 
     out.details.append(f"checkpoint saved: {kept}" if saved else
                        f"the last checkpoint is kept: {kept}")
     out.resume = {"--ckpt_path": str(kept)}
-    version = getattr(trainer.logger, "version", None) if trainer.logger else None
-    if version is not None:  # resume in the same run folder
-        out.resume["--trainer.logger.init_args.version"] = str(version)
+    from halluc_cl.experiments.run_files import artifacts_of
+
+    artifacts = artifacts_of(trainer)
+    if artifacts is not None and artifacts.run is not None:  # resume in the same run folder
+        out.resume["--artifacts.version"] = artifacts.run.name
     return out

@@ -1,5 +1,12 @@
 """What a fit leaves in its run folder (DESIGN §7): per-epoch predictions, ``summary.json``,
-the final student as a plain HF model folder, and a closing table on stdout."""
+the final student as a plain HF model folder, and a closing table on stdout.
+
+The run folder is ``<root>/<name>/<version>/`` (``RunArtifacts``), whatever the loggers: it
+holds ``config.yaml``, ``metrics.csv``, ``summary.json``, ``predictions/``, ``checkpoints/``
+and ``model/``. Unset parts follow the first CSV or TensorBoard logger (so the default
+``CSVLogger(save_dir="runs", name=...)`` keeps its ``runs/<name>/version_N`` layout), else
+``runs``, ``fit`` and the next free ``version_N``.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +18,14 @@ import shutil
 import subprocess
 import tempfile
 import time
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from halluc_cl.cache import share_modes, swap_in
 from halluc_cl.data.schema import atomic_write_text, writing
@@ -36,7 +47,38 @@ def _versions() -> dict[str, str]:
     return out
 
 
+DEFAULT_ROOT, DEFAULT_NAME = "runs", "fit"  # the run folder's parts without a folder logger
+FOLDER_LOGGERS = (CSVLogger, TensorBoardLogger)  # loggers writing into <save_dir>/<name>/<version>
+
+
+def version_name(version: int | str) -> str:
+    """A run version as a folder name: ``3`` -> ``version_3``; a string is kept (as Lightning's
+    CSV and TensorBoard loggers do)."""
+    return version if isinstance(version, str) else f"version_{version}"
+
+
+def next_version(root: Path) -> int:
+    """The next free ``N`` of the ``version_N`` folders in ``root`` (0 if there is none)."""
+    try:
+        found = [int(d.name[len("version_"):]) for d in root.iterdir()
+                 if d.is_dir() and d.name.startswith("version_")
+                 and d.name[len("version_"):].isdigit()]
+    except OSError:  # no folder (yet), or not a folder: the CLI reports it when creating it
+        return 0
+    return max(found) + 1 if found else 0
+
+
+def artifacts_of(trainer: L.Trainer) -> RunArtifacts | None:
+    """The trainer's ``RunArtifacts`` callback, if it has one."""
+    return next((c for c in trainer.callbacks if isinstance(c, RunArtifacts)), None)
+
+
 def run_dir(trainer: L.Trainer) -> Path:
+    """The run folder: the one ``RunArtifacts`` shared at setup (or, before it, the one this
+    process chose), else the logger's folder."""
+    artifacts = artifacts_of(trainer)
+    if artifacts is not None and (artifacts.run or artifacts._chosen) is not None:
+        return artifacts.run or artifacts._chosen
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
@@ -135,23 +177,83 @@ def format_table(summary: dict) -> str:
 
 
 class RunArtifacts(L.Callback):
-    """Writes the run's result files.
+    """Writes the run's result files into the run folder ``<root>/<name>/<version>/``.
+
+    The folder does not depend on the logger: besides ``summary.json``, ``predictions/`` and
+    ``model/``, the run's ``ModelCheckpoint`` callbacks save into its ``checkpoints/`` (unless
+    given a ``dirpath``), the CLI saves ``config.yaml`` there, and a ``CSVLogger`` writes
+    ``metrics.csv`` there: the user's own when it logs into the folder, otherwise one added
+    beside the user's loggers (TensorBoard, W&B, ``logger: false``, ...). Rank 0 chooses the
+    folder once; ``setup`` shares it with every process.
 
     Args:
+        root: Folder of all runs (``None``: the first CSV or TensorBoard logger's
+            ``save_dir``, else ``runs``).
+        name: Folder of this kind of run in ``root`` (``None``: that logger's ``name``, else
+            ``fit``).
+        version: The run's folder in ``root/name``: an int ``N`` is ``version_N``, a string is
+            used as it is (``None``: that logger's version if it logs under ``root/name``,
+            else the next free ``version_N``).
         save_predictions: Write ``predictions/epoch_K.jsonl`` after every evaluation.
         save_model: Save the final student with ``save_pretrained`` + tokenizer in ``model/``.
         overwrite: Write into a run folder that already holds a finished run's
             ``summary.json`` (otherwise the CLI refuses before writing anything).
     """
 
-    def __init__(self, save_predictions: bool = True, save_model: bool = True,
-                 overwrite: bool = False) -> None:
+    def __init__(self, root: str | None = None, name: str | None = None,
+                 version: int | str | None = None, save_predictions: bool = True,
+                 save_model: bool = True, overwrite: bool = False) -> None:
+        self.root, self.name, self.version = root, name, version
         self.save_predictions, self.save_model = save_predictions, save_model
         self.overwrite = overwrite
         self._t0 = 0.0
         self._earlier_rows: list[dict] = []
         self.config_hash: str | None = None  # set by the CLI from the resolved config
-        self.run = Path(".")  # the run folder, read in ``setup``
+        self._chosen: Path | None = None  # this process's choice (``run_folder``)
+        self.run: Path | None = None  # the run folder every rank shares, set in ``setup``
+        self.metrics_logger: CSVLogger | None = None  # the CSV logger writing metrics.csv
+
+    def run_folder(self, trainer: L.Trainer) -> Path:
+        """The run folder as this process chooses it, the first time it is asked (later calls
+        return the same folder, even once it exists). Only rank 0's choice counts: ``setup``
+        shares it with the other processes."""
+        if self._chosen is None:
+            logger = next((lg for lg in trainer.loggers if isinstance(lg, FOLDER_LOGGERS)), None)
+            root = Path(self.root if self.root is not None else
+                        logger.save_dir if logger is not None else DEFAULT_ROOT)
+            name = self.name if self.name is not None else \
+                logger.name if logger is not None else DEFAULT_NAME
+            version = self.version
+            if version is None and logger is not None and Path(logger.root_dir) == root / name:
+                version = logger.version  # where its files go: next free version_N by default
+            if version is None:
+                version = next_version(root / name)
+            self._chosen = root / name / version_name(version)
+        return self._chosen
+
+    def _logs_metrics_here(self, logger, run: Path) -> bool:
+        return isinstance(logger, CSVLogger) and Path(logger.log_dir) == run
+
+    def share_run(self, trainer: L.Trainer) -> Path:
+        """The run folder, the same on every process (a broadcast of rank 0's choice: call it
+        on every rank, as ``setup`` does); adds a CSV logger for ``metrics.csv`` when none of
+        the trainer's loggers writes into the folder."""
+        chosen = None
+        if trainer.is_global_zero:
+            run = self.run_folder(trainer)
+            chosen = (str(run), any(self._logs_metrics_here(lg, run) for lg in trainer.loggers))
+        run, has_csv = trainer.strategy.broadcast(chosen)
+        self.run = self._chosen = Path(run)
+        if not has_csv:  # metrics.csv in the run folder whatever the user's loggers
+            trainer.loggers = [*trainer.loggers,
+                               CSVLogger(save_dir=self.run.parent, name="", version=self.run.name)]
+        return self.run
+
+    def point_checkpoints(self, trainer: L.Trainer, run: Path) -> None:
+        """Save the ``ModelCheckpoint`` callbacks without a ``dirpath`` in ``run/checkpoints``."""
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                callback.dirpath = str(run / "checkpoints")
 
     def keep_metrics_of(self, path: Path) -> None:
         """Keep the rows of an interrupted run's ``metrics.csv`` (the CSV logger starts the
@@ -163,15 +265,23 @@ class RunArtifacts(L.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         rows, self._earlier_rows = self._earlier_rows, []
-        writer = getattr(trainer.logger, "experiment", None) if trainer.is_global_zero else None
+        logger = self.metrics_logger
+        writer = logger.experiment if logger is not None and trainer.is_global_zero else None
         if rows and isinstance(getattr(writer, "metrics", None), list):
             before = [r for r in rows if "step" in r and int(float(r["step"])) < trainer.global_step]
             writer.metrics[:0] = before
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        # ``trainer.log_dir`` is a broadcast under DDP: read it here, on every rank, and never
-        # from a hook that only rank 0 runs (that hung two-process fits at the first epoch end)
-        self.run = run_dir(trainer)
+        # a broadcast: here, on every rank, and never from a hook that only rank 0 runs (that
+        # hung two-process fits at the first epoch end)
+        run = self.share_run(trainer)
+        self.point_checkpoints(trainer, run)
+        if trainer.is_global_zero:  # the CSV logger writing metrics.csv (rank 0 writes it)
+            self.metrics_logger = next((lg for lg in trainer.loggers
+                                        if self._logs_metrics_here(lg, run)), None)
+            with warnings.catch_warnings():  # the folder may hold TensorBoard's files already
+                warnings.filterwarnings("ignore", message=".*exists and is not empty")
+                _ = self.metrics_logger.experiment
         # one-forward evaluation generates wrong answers' text only for saved predictions
         if hasattr(pl_module, "want_prediction_text"):
             pl_module.want_prediction_text = self.save_predictions
@@ -206,3 +316,24 @@ class RunArtifacts(L.Callback):
             save_model_folder(student, pl_module.tokenizer, out / "model", state)
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         print(f"\n{format_table(summary)}\nrun folder: {out}")
+
+
+class SaveRunConfig(SaveConfigCallback):
+    """Saves the command's resolved config as ``config.yaml`` in the run folder of
+    ``RunArtifacts`` (atomically), not in the first logger's folder."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        artifacts = artifacts_of(trainer)
+        if artifacts is None:
+            super().setup(trainer, pl_module, stage)
+            return
+        if self.already_saved:
+            return
+        # RunArtifacts.setup ran first (callbacks keep their order), so the folder is shared
+        run = artifacts.run if artifacts.run is not None else artifacts.share_run(trainer)
+        if trainer.is_global_zero:
+            text = self.parser.dump(self.config, skip_none=False)
+            atomic_write_text(run / self.config_filename, text)
+            self.save_config(trainer, pl_module, stage)
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)

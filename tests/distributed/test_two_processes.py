@@ -176,7 +176,7 @@ def test_sigterm_to_one_process_stops_both_with_one_checkpoint_and_resumes(one, 
     resume = shlex.split(errors[0].split("resume with: ", 1)[1])
     assert resume[0] == "halluc-cl" and resume[-4:] == [
         "--ckpt_path", str(run / "checkpoints/last.ckpt"),
-        "--trainer.logger.init_args.version", "0"]
+        "--artifacts.version", "version_0"]
     run_cli(resume[1:], tmp_path)
     assert_same(comparable(one), comparable(run))
 

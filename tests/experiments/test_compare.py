@@ -39,8 +39,8 @@ class Spy:
         return self._main(args)
 
     def versions(self) -> list[str]:
-        return [a[a.index("--trainer.logger.init_args.name") + 1] + "/"
-                + a[a.index("--trainer.logger.init_args.version") + 1] for a in self.calls]
+        return [a[a.index("--artifacts.name") + 1] + "/"
+                + a[a.index("--artifacts.version") + 1] for a in self.calls]
 
 
 @pytest.fixture(scope="module")
@@ -109,10 +109,8 @@ def fake_fit(calls: list, summary: dict):
     """Stands in for ``cli.main``: writes ``summary`` as summary.json where the fit would."""
     def main(args):
         calls.append(args)
-        arg = {k: v for k, v in itertools.pairwise(args) if k.startswith("--trainer.logger")}
-        run = Path(arg["--trainer.logger.init_args.save_dir"],
-                   arg["--trainer.logger.init_args.name"],
-                   arg["--trainer.logger.init_args.version"])
+        arg = {k: v for k, v in itertools.pairwise(args) if k.startswith("--artifacts.")}
+        run = Path(arg["--artifacts.root"], arg["--artifacts.name"], arg["--artifacts.version"])
         run.mkdir(parents=True, exist_ok=True)
         (run / "summary.json").write_text(json.dumps(summary))
     return main

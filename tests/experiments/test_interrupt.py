@@ -85,7 +85,7 @@ def test_fit_sigterm_saves_checkpoint_and_resumes_exactly(reference, tmp_path, h
     assert head == ("error: interrupted (SIGTERM); stopped at epoch 2, step 6; checkpoint "
                     f"saved: {run / 'checkpoints/last.ckpt'}")
     assert command == [*args, "--ckpt_path", str(run / "checkpoints/last.ckpt"),
-                       "--trainer.logger.init_args.version", "0"]
+                       "--artifacts.version", "version_0"]
     assert not (run / "summary.json").exists()
     assert sorted(p.name for p in (run / "predictions").iterdir()) == ["epoch_0.jsonl",
                                                                        "epoch_1.jsonl"]
@@ -187,9 +187,8 @@ def test_compare_signal_between_cells_stops_before_the_next(tmp_path, monkeypatc
 
     def fake_fit(args, signal_at_end=True):
         calls.append(args)
-        arg = {k: v for k, v in itertools.pairwise(args) if k.startswith("--trainer.logger")}
-        run = Path(arg["--trainer.logger.init_args.save_dir"], arg["--trainer.logger.init_args.name"],
-                   arg["--trainer.logger.init_args.version"])
+        arg = {k: v for k, v in itertools.pairwise(args) if k.startswith("--artifacts.")}
+        run = Path(arg["--artifacts.root"], arg["--artifacts.name"], arg["--artifacts.version"])
         run.mkdir(parents=True, exist_ok=True)
         (run / "summary.json").write_text(json.dumps(summary_stub()))
         if signal_at_end:  # SIGTERM as the fit finishes: recorded, the fit completes
@@ -228,12 +227,9 @@ def test_signal_guard_defers_once_then_stops_at_once():
 
 
 def test_resume_command_replaces_both_option_forms():
-    args = ["fit", "--ckpt_path=old.ckpt", "--config", "a b.yaml",
-            "--trainer.logger.init_args.version", "3"]
-    assert resume_command(args, {"--ckpt_path": "x.ckpt",
-                                 "--trainer.logger.init_args.version": "3"}) == \
-        ("halluc-cl fit --config 'a b.yaml' --ckpt_path x.ckpt "
-         "--trainer.logger.init_args.version 3")
+    args = ["fit", "--ckpt_path=old.ckpt", "--config", "a b.yaml", "--artifacts.version", "3"]
+    assert resume_command(args, {"--ckpt_path": "x.ckpt", "--artifacts.version": "version_3"}) \
+        == "halluc-cl fit --config 'a b.yaml' --ckpt_path x.ckpt --artifacts.version version_3"
 
 
 def test_a_stop_waits_for_the_end_of_a_gradient_accumulation_window(tmp_path, tiny_model_dir,
