@@ -3,6 +3,7 @@
     halluc-cl fit --config configs/distill.yaml          # train, evaluate, write the run folder
     halluc-cl fit --config distill                       # the same shipped config, from any folder
     halluc-cl validate --config configs/sft.yaml --ckpt_path <ckpt>
+    halluc-cl evaluate --run runs/sft/version_0          # a saved model on the run's splits
     halluc-cl pretrain --world default                   # build the synthetic base model now
     halluc-cl compare --config configs/compare/paper.yaml  # methods x fractions x seeds, tables
     halluc-cl probe --model synthetic://tiny --source synthetic://tiny --out runs/probe/tiny.jsonl
@@ -49,6 +50,7 @@ from halluc_cl.data.text import read_text
 from halluc_cl.errors import ConfigError, HallucError, TrainingError, WriteError
 from halluc_cl.experiments.compare import CHILD_ENV, compare, resolve_methods
 from halluc_cl.experiments.config_hash import config_hash
+from halluc_cl.experiments.evaluate import evaluate
 from halluc_cl.experiments.interrupt import (
     GUARD,
     InterruptCheckpoint,
@@ -349,7 +351,7 @@ def rescore(grid: str, methods: list[str] | None = None, tables: str = "results"
     run_rescore(grid, methods, tables)
 
 
-COMMANDS = {"pretrain": pretrain, "compare": compare, "probe": probe}
+COMMANDS = {"pretrain": pretrain, "compare": compare, "probe": probe, "evaluate": evaluate}
 # commands whose ``methods`` map names to config files, read relative to the YAML listing them
 GRIDS = (compare, mechanism_study)
 # halluc-cl analyze <study> ...: attribution of one run, or a mechanism study's grid
