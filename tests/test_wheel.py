@@ -4,9 +4,8 @@ The wheel is built from a copy of the sources, installed into a fresh virtual en
 (which takes torch and the other dependencies from this interpreter's site-packages, but
 never the checkout's ``halluc_cl``), and its ``halluc-cl`` runs in an empty folder.
 
-It takes 1-1.5 min on 2 shared cores beyond the tiny base model (four fresh processes that
-import Lightning, and a wheel build), so it is marked slow and left out of the default run:
-``python -m pytest -m slow tests/test_wheel.py``.
+It takes about a minute on 2 cores beyond the tiny base model (a wheel build and four fresh
+processes that import Lightning).
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
 
 
 def _setuptools_major() -> int:

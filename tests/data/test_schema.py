@@ -242,15 +242,15 @@ def test_atomic_write_failure_cleans_up_and_keeps_old(tmp_path):
 
 
 def test_atomic_write_on_a_full_disk_names_the_file(tmp_path, full_disk):
-    path = tmp_path / "summary.json"
+    path = tmp_path / "facts.jsonl"
     atomic_write_text(path, "old")
-    disk = full_disk("summary.json")
+    disk = full_disk("facts.jsonl")
     with pytest.raises(WriteError, match=rf"^cannot write {_esc(path)}: No space left on device "
                                          r"\(nothing earlier was written over\)$"):
         atomic_write_text(path, "new" * 10_000)
     assert len(disk.failed) == 1
     assert path.read_text(encoding="utf-8") == "old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["facts.jsonl"]
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
