@@ -3,7 +3,8 @@
 The real CLI: a one-process fit (in this process); the same fit on two processes started by
 Lightning, as a ``compare`` cell, and under ``torchrun`` (the environment a multi-node launch
 sets up, on one node); a two-process fit stopped by SIGTERM to one of its processes and
-resumed by the printed command; ``probe`` under ``torchrun``. The held-out splits have odd
+resumed by the printed command; one killed (SIGKILL) and resumed from its last checkpoint;
+``probe`` under ``torchrun``. The held-out splits have odd
 sizes and the evaluation batch is small, so the two processes run several evaluation batches
 per split and one is repeated to even them out.
 """
@@ -178,6 +179,23 @@ def test_sigterm_to_one_process_stops_both_with_one_checkpoint_and_resumes(one, 
         "--ckpt_path", str(run / "checkpoints/last.ckpt"),
         "--artifacts.version", "version_0"]
     run_cli(resume[1:], tmp_path)
+    assert_same(comparable(one), comparable(run))
+
+
+def test_a_process_killed_mid_epoch_resumes_exactly_from_the_last_checkpoint(one, tmp_path,
+                                                                            halluc_cache):
+    """SIGKILL to rank 1 at step 3 (no chance to save): the fit fails, its last checkpoint is
+    the end of epoch 1, and resuming from it on two processes gives the one-process result."""
+    kill_at = {"class_path": "interrupt_helpers.SignalAt",
+               "init_args": {"step": 3, "rank": 1, "signal": "SIGKILL"}}
+    killed = fit_args(tmp_path, *TWO, "--trainer.callbacks", json.dumps([kill_at]))
+    assert run_cli(killed, tmp_path, check=False).returncode != 0
+    run = tmp_path / "distill" / "version_0"
+    last = run / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 3
+    assert not (run / "summary.json").exists()
+    run_cli(fit_args(tmp_path, *TWO, "--ckpt_path", str(last), "--artifacts.version",
+                     "version_0"), tmp_path)
     assert_same(comparable(one), comparable(run))
 
 
