@@ -46,7 +46,6 @@ from halluc_cl.checkpoint_io import SafeCheckpointIO, reading_checkpoint
 from halluc_cl.config_files import SHIPPED, config_args, setting_folder
 from halluc_cl.data.datamodule import FactDataModule
 from halluc_cl.data.schema import RESOURCE_ERRNOS
-from halluc_cl.data.text import read_text
 from halluc_cl.errors import ConfigError, HallucError, TrainingError, WriteError
 from halluc_cl.experiments.compare import CHILD_ENV, compare, resolve_methods
 from halluc_cl.experiments.config_hash import config_hash
@@ -252,20 +251,6 @@ def failed_write(exc: BaseException, folder: Path | None = None) -> WriteError |
     return None
 
 
-def check_config_files(args: list[str]) -> None:
-    """Read every ``--config`` file of ``args`` as UTF-8 first, so a byte that is not UTF-8
-    is an error naming its line (jsonargparse would fail with a ``UnicodeDecodeError``)."""
-    for i, arg in enumerate(args):
-        if arg == "--config" and i + 1 < len(args):
-            path = args[i + 1]
-        elif arg.startswith("--config="):
-            path = arg.split("=", 1)[1]
-        else:
-            continue
-        if Path(path).is_file():
-            read_text(path)
-
-
 def _link_loggers(cfg) -> None:
     """Point the loggers at the run folder that ``artifacts.root/name/version`` set: CSV and
     TensorBoard loggers write into it, and a W&B run is named ``<name>/<version>`` when both
@@ -415,8 +400,7 @@ def _run(args: list[str]) -> None:
     if args[0] == "--version":
         print(f"halluc-cl {version()}")
         return
-    args = config_args(args)
-    check_config_files(args)
+    args = config_args(args)  # shipped names resolved, every config file read as UTF-8
     if args[0] in COMMANDS:
         _run_function(args[0], COMMANDS[args[0]], args[1:])
         return

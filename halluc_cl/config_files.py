@@ -19,7 +19,8 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from halluc_cl.errors import ConfigError
+from halluc_cl.data.text import read_text
+from halluc_cl.errors import ConfigError, DataError
 
 SHIPPED = Path(__file__).resolve().parent / "configs"
 CONFIG_FLAGS = ("--config", "-c")
@@ -92,10 +93,13 @@ def _is_file_name(value: str) -> bool:
 
 def config_args(args: list[str]) -> list[str]:
     """``args`` with each ``--config`` (``-c``) value that names a shipped config, not a file,
-    replaced by that config's path; inline config content is kept as it is.
+    replaced by that config's path; inline config content is kept as it is. Every config file
+    is read as UTF-8 here, so a byte that is not UTF-8 is an error naming its line
+    (jsonargparse would end in a ``UnicodeDecodeError``).
 
     Raises:
         ConfigError: A value is neither a file nor a shipped config.
+        DataError: A config file is not UTF-8 text.
     """
     out, i = [], 0
     while i < len(args):
@@ -112,9 +116,11 @@ def config_args(args: list[str]) -> list[str]:
 
 
 def _config_value(value: str) -> str:
-    if not _is_file_name(value) or Path(value).is_file():
+    if not _is_file_name(value):
         return value
-    return str(locate(value))
+    path = value if Path(value).is_file() else str(locate(value))
+    read_text(path)
+    return path
 
 
 def setting_folder(args: list[str], key: str) -> Path | None:
@@ -133,9 +139,8 @@ def setting_folder(args: list[str], key: str) -> Path | None:
         if value is not None:
             is_file = _is_file_name(value) and Path(value).is_file()
             try:
-                content = yaml.safe_load(Path(value).read_text(encoding="utf-8")
-                                         if is_file else value)
-            except (OSError, UnicodeDecodeError, yaml.YAMLError):
+                content = yaml.safe_load(read_text(value) if is_file else value)
+            except (OSError, DataError, yaml.YAMLError):
                 content = None  # jsonargparse reports it
             if isinstance(content, dict) and key in content:
                 folder = Path(value).parent if is_file else None
