@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from halluc_cl.data.prompts import PromptFormat
 from halluc_cl.data.sources import exemplar_pool, load_source
 from halluc_cl.models.loading import load_causal_lm, load_tokenizer
 from halluc_cl.probing.slick import SliCKProbe, fact_prompts
@@ -28,7 +29,7 @@ def loop_rate(probe: SliCKProbe, facts, max_new_tokens: int) -> float:
     t0 = time.perf_counter()
     for fact in facts:
         for text in fact_prompts(fact, probe.pool, probe.n_prompts, probe.k_shot, probe.seed,
-                                 probe.fmt):
+                                 probe.fmt, probe.shared):
             ids = tok(text, return_tensors="pt", add_special_tokens=False)
             common = {"max_new_tokens": max_new_tokens, "pad_token_id": tok.pad_token_id,
                       "eos_token_id": tok.eos_token_id}
@@ -50,25 +51,34 @@ def main() -> None:
     parser.add_argument("--n_samples", type=int, default=16)
     parser.add_argument("--max_new_tokens", type=int, default=8)
     parser.add_argument("--batch_prompts", type=int, default=16)
+    parser.add_argument("--facts_per_batch", type=int, default=8)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--per_fact_exemplars", action="store_true",
+                        help="draw exemplars per fact (no shared prefix)")
+    parser.add_argument("--template", default=None, help="prompt template (default: the project's)")
     parser.add_argument("--out", default="runs/bench/probe.json")
     args = parser.parse_args()
 
     facts = load_source(args.source or args.model)
     probe_facts, exemplars = exemplar_pool(facts)
-    model, tok = load_causal_lm(args.model).eval(), load_tokenizer(args.model)
+    model, tok = load_causal_lm(args.model, args.dtype).eval(), load_tokenizer(args.model)
     probe = SliCKProbe(model, tok, exemplars, n_prompts=args.n_prompts, k_shot=args.k_shot,
                        n_samples=args.n_samples, max_new_tokens=args.max_new_tokens,
-                       batch_prompts=args.batch_prompts)
+                       batch_prompts=args.batch_prompts,
+                       prompt=PromptFormat(**({"template": args.template} if args.template else {})),
+                       shared_exemplars=not args.per_fact_exemplars)
     todo = probe_facts[:args.facts]
     probe.probe_batch(todo[:1])  # warm-up
     t0 = time.perf_counter()
-    for start in range(0, len(todo), 8):
-        probe.probe_batch(todo[start:start + 8])
+    for start in range(0, len(todo), args.facts_per_batch):
+        probe.probe_batch(todo[start:start + args.facts_per_batch])
     batched = len(todo) / (time.perf_counter() - t0)
     naive = loop_rate(probe, todo[:args.loop_facts], args.max_new_tokens)
     result = {"model": args.model, "facts": len(todo), "loop_facts": args.loop_facts,
               "n_prompts": args.n_prompts, "k_shot": args.k_shot, "n_samples": args.n_samples,
               "max_new_tokens": args.max_new_tokens, "threads": torch.get_num_threads(),
+              "shared_exemplars": probe.shared, "facts_per_batch": args.facts_per_batch,
+              "batch_prompts": args.batch_prompts, "dtype": args.dtype,
               "batched_facts_per_s": round(batched, 3), "loop_facts_per_s": round(naive, 4),
               "speedup": round(batched / naive, 1)}
     print(json.dumps(result, indent=2))

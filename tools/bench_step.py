@@ -90,6 +90,7 @@ def llama_dir(size: str, tokenizer_spec: str, out: Path) -> str:
 
 def time_method(method: str, model: str, source: str, args) -> dict:
     from halluc_cl.data.datamodule import FactDataModule
+    from halluc_cl.data.prompts import PromptFormat
     from halluc_cl.models.module import FactSFTModule
 
     plugins, data_kwargs = plugins_and_data(method)
@@ -98,6 +99,8 @@ def time_method(method: str, model: str, source: str, args) -> dict:
                            optimizer=lambda p: torch.optim.AdamW(p, lr=1e-4, fused=args.device == "cuda"))
     data = FactDataModule(source=source, tokenizer=model, n_train=args.n_train,
                           n_heldout=args.n_heldout, batch_size=args.batch_size,
+                          prompt=PromptFormat(**({"template": args.prompt_template}
+                                                 if args.prompt_template else {})),
                           **data_kwargs)
     timer = StepTimer(warmup_epochs=1)
     warmup_steps = -(-len(data.splits["known_train"]) // args.batch_size)
@@ -115,6 +118,9 @@ def time_method(method: str, model: str, source: str, args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="synthetic://default")
+    parser.add_argument("--source", default=None,
+                        help="fact source (default: the synthetic model's world, or the default)")
+    parser.add_argument("--prompt-template", default=None, help="data.prompt.template")
     parser.add_argument("--llama", choices=sorted(LLAMA), default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default=None, help="default: 32-true on CPU, bf16-true on CUDA")
@@ -132,7 +138,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.precision = args.precision or ("bf16-true" if args.device == "cuda" else "32-true")
     args.dtype = "bfloat16" if args.precision == "bf16-true" else "float32"
-    source = args.model if args.model.startswith("synthetic://") else "synthetic://default"
+    source = args.source or (args.model if args.model.startswith("synthetic://")
+                             else "synthetic://default")
     with tempfile.TemporaryDirectory() as tmp:
         model = llama_dir(args.llama, source, Path(tmp)) if args.llama else args.model
         rows = []
@@ -143,7 +150,8 @@ def main() -> None:
     for r in rows:
         r["ratio_to_sft"] = r["step_s_median"] / base if base else None
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu x{args.threads}"
-    result = {"device": device, "model": args.llama or args.model, "precision": args.precision,
+    result = {"device": device, "model": args.llama or args.model, "source": source,
+              "precision": args.precision,
               "compile": args.compile,
               "batch_size": args.batch_size, "rows": rows}
     text = json.dumps(result, indent=2)

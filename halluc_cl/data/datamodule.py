@@ -25,7 +25,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader, DistributedSampler
 
 from halluc_cl.data.extra_inputs import ExtraInputs, ExtraKind
-from halluc_cl.data.padding import left_pad, right_pad
+from halluc_cl.data.padding import left_pad, length_bucketed, right_pad
 from halluc_cl.data.prompts import IGNORE_INDEX, PromptFormat, encode_example
 from halluc_cl.data.resumable import EpochBatches
 from halluc_cl.data.schema import Fact
@@ -82,6 +82,9 @@ class FactDataModule(L.LightningDataModule):
         eval_max_facts: Evaluate at most this many facts of the training splits
             (``unknown_train``, ``known_train``; a fixed random subset). The held-out Known
             split is always evaluated in full. ``None``: all.
+        length_buckets: Batch rows of similar length together: each epoch's shuffled rows
+            are sorted by length within windows of this many batches, and the batches
+            shuffled (``padding.length_bucketed``). 0 or 1: off.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class FactDataModule(L.LightningDataModule):
         unknown_answer: str | None = None,
         answer_shuffle: Literal["none", "fixed", "epoch"] = "none",
         eval_max_facts: int | None = None,
+        length_buckets: int = 0,
     ) -> None:
         super().__init__()
         if not 0.0 <= unknown_fraction <= 1.0:
@@ -131,7 +135,10 @@ class FactDataModule(L.LightningDataModule):
         if eval_max_facts is not None and eval_max_facts < 1:
             raise ConfigError(f"eval_max_facts must be >= 1 (or null), got {eval_max_facts}")
         self.save_hyperparameters()
+        if length_buckets < 0:
+            raise ConfigError(f"length_buckets must be >= 0, got {length_buckets}")
         self.answer_shuffle, self.eval_max_facts = answer_shuffle, eval_max_facts
+        self.length_buckets = length_buckets
         self.prompt = prompt or PromptFormat()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.warmup_epochs, self.split_seed = warmup_epochs, split_seed
@@ -150,7 +157,7 @@ class FactDataModule(L.LightningDataModule):
             raise ConfigError("the warm-up needs Known training facts, but unknown_fraction=1")
         self.tokenizer = load_tokenizer(tokenizer)
         self._encoded: dict[str, Dataset] = {}
-        self._eval_cache: dict[str, tuple[list, list, list]] = {}
+        self._eval_cache: dict = {}  # split -> tokens; (split, "forms") -> answer forms
         self._abstain: list[str] | None = None  # abstention spellings (``abstain_phrases``)
         self.unknown_answer = unknown_answer
         self.replay_fraction = replay_fraction
@@ -260,8 +267,9 @@ class FactDataModule(L.LightningDataModule):
                 rng = random.Random(self.order_seed * 15_485_863 + epoch)
                 picked = rng.sample(range(len(replay)), self.n_replay())
                 rows += [dict(replay[i], unknown=False, key=f"replay:{i}") for i in picked]
-        random.Random(self.order_seed * 7919 + epoch).shuffle(rows)
-        return rows
+        rng = random.Random(self.order_seed * 7919 + epoch)
+        rng.shuffle(rows)
+        return length_bucketed(rows, self.batch_size, self.length_buckets, rng)
 
     def warmup_batches(self) -> int:
         """Training batches of one warm-up epoch (the Known training facts only)."""
@@ -324,6 +332,24 @@ class FactDataModule(L.LightningDataModule):
             self._eval_cache[split] = (facts, encode[:len(facts)], candidates)
         return self._eval_cache[split]
 
+    def _answer_forms(self, split: str) -> list[list[tuple[str, list[int]]]]:
+        """Each evaluated fact's aliases as written, with their answer-target ids, for
+        ``eval_method: hybrid`` (its forward checks these; other spellings, such as another
+        case or a final period, are left to generation and the text match). Aliases with the
+        same ids are kept once, aliases with the unknown token left out."""
+        key = (split, "forms")
+        if key not in self._eval_cache:
+            forms, unk = [], self.tokenizer.unk_token_id
+            for fact in self._eval_tokens(split)[0]:
+                mine: dict[tuple[int, ...], str] = {}
+                for alias in fact.aliases:
+                    ids = tuple(self._target_ids(alias))
+                    if unk is None or unk not in ids:  # "<unk>" is no spelling
+                        mine.setdefault(ids, alias)
+                forms.append([(text, list(ids)) for ids, text in mine.items()])
+            self._eval_cache[key] = forms
+        return self._eval_cache[key]
+
     def _eval_loader(self, split: str) -> DataLoader:
         """The split's evaluation batches; under several processes, this process's share.
 
@@ -334,6 +360,7 @@ class FactDataModule(L.LightningDataModule):
         drop the repeats by fact.
         """
         facts, prompts, candidates = self._eval_tokens(split)
+        forms = self._answer_forms(split)
         phrases = self.abstain_phrases()
 
         def collate(indices: list[int]) -> dict:
@@ -341,7 +368,8 @@ class FactDataModule(L.LightningDataModule):
             return {"input_ids": ids, "attention_mask": mask, "split": split,
                     "facts": [facts[i] for i in indices], "positions": list(indices),
                     "prompt_ids": [prompts[i] for i in indices], "abstain_phrases": phrases,
-                    "candidates": [candidates[i] for i in indices]}
+                    "candidates": [candidates[i] for i in indices],
+                    "answer_forms": [forms[i] for i in indices]}
 
         size = self.eval_batch_size
         batches = [list(range(i, min(i + size, len(facts)))) for i in range(0, len(facts), size)]

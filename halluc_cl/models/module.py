@@ -21,7 +21,7 @@ from halluc_cl.errors import ConfigError
 from halluc_cl.experiments.rng import rng_state, set_rng_state
 from halluc_cl.metrics.hallucination import AbstainRate, ExactMatchAccuracy, HallucinationRate
 from halluc_cl.models.context import check_context
-from halluc_cl.models.evaluation import EvalMethod
+from halluc_cl.models.evaluation import EVAL_METHODS, EvalMethod
 from halluc_cl.models.evaluation_hooks import HELDOUT_RATE_PREFIX, SPLIT_METRIC, EvaluationHooks
 from halluc_cl.models.loading import load_causal_lm, load_tokenizer
 from halluc_cl.models.teacher import AdapterOffTeacher, SnapshotTeacher
@@ -49,7 +49,10 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
             states at the end of the warm-up. ``None`` turns it off.
         eval_method: ``forward``: exact match from one teacher-forced forward pass per batch
             (generation only for the prediction text of facts that match no alias, when
-            predictions are saved); ``generate``: greedy generation of every answer.
+            predictions are saved); ``generate``: greedy generation of every answer, matched
+            as text (case, punctuation and articles aside); ``hybrid``: ``generate``'s
+            numbers, generating only the facts whose greedy answer is not an alias as written
+            (one forward decides those).
         compile: ``torch.compile`` the student's and the live teacher's forward (in place,
             dynamic shapes; parameter names and checkpoints are unchanged). For GPUs: fewer,
             fused kernels per step; the first steps pay the compilation.
@@ -76,8 +79,9 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
                               "reference are taken at the end of the warm-up")
         if snapshot not in ("warmup", "base"):
             raise ConfigError(f"snapshot must be 'warmup' or 'base', got {snapshot!r}")
-        if eval_method not in ("forward", "generate"):
-            raise ConfigError(f"eval_method must be forward or generate, got {eval_method!r}")
+        if eval_method not in EVAL_METHODS:
+            raise ConfigError(f"eval_method must be one of {', '.join(EVAL_METHODS)}, got "
+                              f"{eval_method!r}")
         if dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"dtype must be float32 or bfloat16, got {dtype!r}")
         self.save_hyperparameters(ignore=["regularizers", "optimizer", "scheduler"])

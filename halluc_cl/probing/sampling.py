@@ -4,11 +4,19 @@ Each prompt is encoded once; its KV cache is then repeated for ``1 + n_samples``
 greedy, the others sampled at temperature τ with top-k), and all rows decode together. Rows
 stop at EOS or at a token that contains a newline (few-shot prompts continue with the next
 question otherwise).
+
+Prompts that share a few-shot prefix (a probe's exemplars, the same for every fact of a
+relation) can pass it apart: the prefix is encoded once per ``PrefixCache`` and only each
+prompt's own question is run, attending to the prefix's keys and values. With a 4-shot prefix
+of ~100 tokens and questions of ~15, that is most of a probe's compute. ``generate`` has no
+such batch-shared prefix, hence the hand-written decoding loop.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+from collections import OrderedDict
 
 import torch
 
@@ -25,48 +33,91 @@ def _newline_ids(tokenizer) -> frozenset[int]:
 
 def _pick(logits: torch.Tensor, greedy: torch.Tensor, temperature: float, top_k: int,
           generator: torch.Generator | None) -> torch.Tensor:
-    """Argmax for ``greedy`` rows, top-k sampling at ``temperature`` for the others."""
+    """Argmax for ``greedy`` rows, top-k sampling at ``temperature`` for the others.
+
+    Sampling draws among the ``top_k`` logits only (the same distribution as masking the
+    rest to -inf, without a softmax and a draw over the whole vocabulary).
+    """
     choice = logits.argmax(-1)
     if (~greedy).any():
         scaled = logits[~greedy].float() / temperature
+        index = None
         if 0 < top_k < scaled.shape[-1]:
-            kth = scaled.topk(top_k, dim=-1).values[:, -1:]
-            scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+            scaled, index = scaled.topk(top_k, dim=-1)
         probs = torch.softmax(scaled, dim=-1)
-        choice[~greedy] = torch.multinomial(probs.cpu(), 1, generator=generator)[:, 0].to(
-            choice.device)
+        drawn = torch.multinomial(probs.cpu(), 1, generator=generator).to(choice.device)
+        choice[~greedy] = (drawn if index is None else index.gather(1, drawn))[:, 0]
     return choice
+
+
+class PrefixCache:
+    """KV caches of shared prompt prefixes, each encoded once; ``get`` hands out a copy.
+
+    Args:
+        model: The causal LM whose caches these are.
+        max_entries: Prefixes kept (least recently used dropped first).
+    """
+
+    def __init__(self, model, max_entries: int = 64) -> None:
+        self.model, self.max_entries = model, max_entries
+        self._caches: OrderedDict[tuple[int, ...], object] = OrderedDict()
+
+    @torch.no_grad()
+    def get(self, prefix: list[int]):
+        """A fresh copy of ``prefix``'s KV cache (batch 1), encoding it on first use."""
+        key = tuple(prefix)
+        if key not in self._caches:
+            device = next(self.model.parameters()).device
+            with eval_mode(self.model):
+                out = self.model(input_ids=torch.tensor([prefix], device=device),
+                                 use_cache=True)
+            self._caches[key] = out.past_key_values
+            if len(self._caches) > self.max_entries:
+                self._caches.popitem(last=False)
+        self._caches.move_to_end(key)
+        return copy.deepcopy(self._caches[key])
 
 
 @torch.no_grad()
 def greedy_and_sampled(model, tokenizer, prompts: list[list[int]], n_samples: int,
                        temperature: float = 0.5, top_k: int = 40, max_new_tokens: int = 16,
-                       generator: torch.Generator | None = None) -> list[list[str]]:
+                       generator: torch.Generator | None = None,
+                       prefix: list[int] | None = None,
+                       prefixes: PrefixCache | None = None) -> list[list[str]]:
     """Answers of every prompt: ``[greedy, sample_1, ..., sample_n]`` per prompt.
 
     Args:
         model: A causal LM (put in eval mode for the call).
         tokenizer: Its tokenizer (``pad_token_id`` and ``eos_token_id`` set).
-        prompts: Token ids of each prompt.
+        prompts: Token ids of each prompt (after ``prefix``, if one is given).
         n_samples: Sampled answers per prompt (0 = greedy only).
         temperature: Sampling temperature τ (> 0).
         top_k: Sample among the k most likely tokens (0 = all).
         max_new_tokens: Answer length limit.
         generator: Random generator of the sampling (CPU), for reproducible samples.
+        prefix: Token ids that come before every prompt, encoded once.
+        prefixes: Where ``prefix``'s encoding is kept between calls (default: encoded anew).
     """
     with eval_mode(model):
+        cache = None
+        if prefix:
+            cache = (prefixes or PrefixCache(model)).get(prefix)
         return _decode(model, tokenizer, prompts, n_samples, temperature, top_k,
-                       max_new_tokens, generator)
+                       max_new_tokens, generator, cache, len(prefix or ()))
 
 
 def _decode(model, tokenizer, prompts, n_samples, temperature, top_k, max_new_tokens,
-            generator) -> list[list[str]]:
+            generator, cache, n_prefix: int) -> list[list[str]]:
     device = next(model.parameters()).device
     rows = 1 + n_samples
     ids, mask = left_pad(prompts, tokenizer.pad_token_id)
     ids, mask = ids.to(device), mask.to(device)
-    positions = left_pad_positions(mask)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    positions = left_pad_positions(mask) + n_prefix
+    if cache is not None:  # the prefix's keys and values, one copy per prompt
+        cache.batch_repeat_interleave(len(prompts))
+        mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, n_prefix), mask], dim=1)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                past_key_values=cache, use_cache=True, logits_to_keep=1)
     cache = out.past_key_values
     cache.batch_repeat_interleave(rows)
     logits = out.logits[:, -1].repeat_interleave(rows, dim=0)

@@ -3,7 +3,7 @@
     halluc-cl probe --model smollm2-135m-instruct --source geonames:// --out runs/probe/geo.jsonl
     halluc-cl fit --config configs/real/smollm2_geo.yaml   # splits from the probed categories
 
-For each fact, ``n_prompts`` random ``k_shot``-shot prompts (exemplars of the same relation
+For each fact, ``n_prompts`` ``k_shot``-shot prompts (exemplars of the same relation
 from the exemplar pool, never the probed fact or its subject) each get one greedy answer and
 ``n_samples`` answers sampled at temperature τ with top-k. With ``P0`` the share of correct
 greedy answers and ``Ps`` that of correct samples:
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from halluc_cl.data.prompts import DEFAULT_TEMPLATE, PromptFormat, few_shot_prompt
+from halluc_cl.data.prompts import DEFAULT_TEMPLATE, PromptFormat, few_shot_prefix
 from halluc_cl.data.schema import (
     Fact,
     append_facts,
@@ -42,7 +42,7 @@ from halluc_cl.distributed import barrier, gather_lists, init_from_environment, 
 from halluc_cl.errors import ConfigError, DataError
 from halluc_cl.experiments.interrupt import Interrupted
 from halluc_cl.metrics.matching import exact_match
-from halluc_cl.probing.sampling import greedy_and_sampled
+from halluc_cl.probing.sampling import PrefixCache, greedy_and_sampled
 
 CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
 
@@ -70,15 +70,48 @@ def choose_exemplars(fact: Fact, pool: dict[str, list[Fact]], k: int,
     return rng.sample(candidates, k)
 
 
-def fact_prompts(fact: Fact, pool: dict[str, list[Fact]], n_prompts: int, k: int, seed: int,
-                 fmt: PromptFormat) -> list[str]:
-    """The ``n_prompts`` few-shot prompts of one fact (seeded by fact id: resume-stable)."""
-    prompts = []
+def _shots(fact: Fact, pool: dict[str, list[Fact]], k: int, seed: int, j: int,
+           shared: bool) -> list[Fact]:
+    """Exemplars of prompt ``j``: shared by the relation's facts, else drawn per fact.
+
+    A shared draw that holds the fact or its subject is replaced by the fact's own draw.
+    """
+    if shared:
+        everyone = pool.get(fact.relation, [])
+        if len(everyone) >= k:
+            shots = random.Random(f"{seed}:{fact.relation}:{j}").sample(everyone, k)
+            if all(e.id != fact.id and e.subject != fact.subject for e in shots):
+                return shots
+    return choose_exemplars(fact, pool, k, random.Random(f"{seed}:{fact.id}:{j}"))
+
+
+def fact_prompt_parts(fact: Fact, pool: dict[str, list[Fact]], n_prompts: int, k: int,
+                      seed: int, fmt: PromptFormat,
+                      shared: bool = False) -> list[tuple[str, str]]:
+    """The ``n_prompts`` few-shot prompts of one fact as ``(exemplars, question)`` texts.
+
+    Args:
+        fact: The probed fact.
+        pool: Exemplars by relation.
+        n_prompts: Prompts per fact.
+        k: Exemplars per prompt.
+        seed: Seed of the draws (with the fact id or relation: resume-stable).
+        fmt: Prompt format.
+        shared: Prompt ``j`` of every fact of a relation has the same exemplars (so a probe
+            encodes them once); else each fact draws its own, as Gekhman et al. 2024 do.
+    """
+    parts = []
     for j in range(n_prompts):
-        shots = choose_exemplars(fact, pool, k, random.Random(f"{seed}:{fact.id}:{j}"))
-        prompts.append(few_shot_prompt(fmt, [(e.question, e.object) for e in shots],
-                                       fact.question))
-    return prompts
+        shots = _shots(fact, pool, k, seed, j, shared)
+        parts.append((few_shot_prefix(fmt, [(e.question, e.object) for e in shots]),
+                      fmt.prompt(fact.question)))
+    return parts
+
+
+def fact_prompts(fact: Fact, pool: dict[str, list[Fact]], n_prompts: int, k: int, seed: int,
+                 fmt: PromptFormat, shared: bool = False) -> list[str]:
+    """The ``n_prompts`` few-shot prompts of one fact (``fact_prompt_parts`` joined)."""
+    return [a + b for a, b in fact_prompt_parts(fact, pool, n_prompts, k, seed, fmt, shared)]
 
 
 def read_partial(path: Path) -> dict[str, Fact]:
@@ -112,12 +145,15 @@ class SliCKProbe:
         batch_prompts: Prompts encoded per forward (each expands to ``1 + n_samples`` rows).
         seed: Seed of exemplar choice and sampling.
         prompt: Prompt format of the questions.
+        shared_exemplars: Prompt ``j`` of every fact of a relation has the same exemplars,
+            encoded once (``fact_prompt_parts``); False draws them per fact.
     """
 
     def __init__(self, model, tokenizer, exemplars: list[Fact], n_prompts: int = 10,
                  k_shot: int = 4, n_samples: int = 16, temperature: float = 0.5,
                  top_k: int = 40, max_new_tokens: int = 16, batch_prompts: int = 16,
-                 seed: int = 0, prompt: PromptFormat | None = None) -> None:
+                 seed: int = 0, prompt: PromptFormat | None = None,
+                 shared_exemplars: bool = True) -> None:
         if n_prompts < 1 or k_shot < 0 or n_samples < 0 or batch_prompts < 1:
             raise ConfigError("n_prompts and batch_prompts must be >= 1, k_shot and n_samples "
                               ">= 0")
@@ -131,19 +167,46 @@ class SliCKProbe:
         self.temperature, self.top_k, self.max_new_tokens = temperature, top_k, max_new_tokens
         self.batch_prompts, self.seed = batch_prompts, seed
         self.fmt = prompt or PromptFormat()
+        self.shared = shared_exemplars
+        self.prefixes = PrefixCache(model)
+        self._prefix_ids: dict[str, list[int]] = {}
+
+    def _encode(self, prefix: str, question: str) -> tuple[tuple[int, ...], list[int]]:
+        """The tokens of ``prefix + question``, cut into ``(shared head, rest)``.
+
+        The head is the prefix's tokens but its last one (the blank line may merge with what
+        follows), and only where the whole prompt starts with them; else it is ``()``.
+        """
+        if prefix not in self._prefix_ids:
+            self._prefix_ids[prefix] = self.tokenizer(prefix, add_special_tokens=False)[
+                "input_ids"][:-1]
+        head = self._prefix_ids[prefix]
+        whole = self.tokenizer(prefix + question, add_special_tokens=False)["input_ids"]
+        return ((tuple(head), whole[len(head):]) if whole[:len(head)] == head else ((), whole))
 
     def probe_batch(self, facts: list[Fact]) -> list[Fact]:
-        """The facts with ``category`` and ``p_correct`` set."""
-        texts = [p for f in facts for p in fact_prompts(f, self.pool, self.n_prompts,
-                                                         self.k_shot, self.seed, self.fmt)]
-        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        """The facts with ``category`` and ``p_correct`` set.
+
+        Prompts with the same exemplars run together, their prefix encoded once.
+        """
+        encoded = [self._encode(*part) for f in facts
+                   for part in fact_prompt_parts(f, self.pool, self.n_prompts, self.k_shot,
+                                                 self.seed, self.fmt, self.shared)]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (head, _) in enumerate(encoded):
+            groups.setdefault(head, []).append(i)
         # seeded per batch by its first fact, so a resumed probe samples the same answers
         generator = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}:{facts[0].id}".encode()))
-        answers: list[list[str]] = []
-        for start in range(0, len(ids), self.batch_prompts):
-            answers += greedy_and_sampled(
-                self.model, self.tokenizer, ids[start:start + self.batch_prompts],
-                self.n_samples, self.temperature, self.top_k, self.max_new_tokens, generator)
+        answers: list[list[str]] = [[] for _ in encoded]
+        for head, members in groups.items():
+            for start in range(0, len(members), self.batch_prompts):
+                chunk = members[start:start + self.batch_prompts]
+                got = greedy_and_sampled(
+                    self.model, self.tokenizer, [encoded[i][1] for i in chunk], self.n_samples,
+                    self.temperature, self.top_k, self.max_new_tokens, generator,
+                    prefix=list(head), prefixes=self.prefixes)
+                for i, a in zip(chunk, got):
+                    answers[i] = a
         out = []
         for i, fact in enumerate(facts):
             mine = answers[i * self.n_prompts:(i + 1) * self.n_prompts]
@@ -223,6 +286,7 @@ def probe(
     seed: int = 0,
     dtype: str = "float32",
     template: str = DEFAULT_TEMPLATE,
+    shared_exemplars: bool = True,
 ) -> None:
     """Probe what ``model`` knows of ``source``'s facts and write them with SliCK categories.
 
@@ -244,6 +308,8 @@ def probe(
         dtype: Weight dtype: ``float32`` or ``bfloat16``.
         template: Prompt template with a ``{question}`` field; use the one ``fit`` uses
             (``data.prompt.template``).
+        shared_exemplars: Prompt ``j`` of every fact of a relation has the same exemplars, so
+            their encoding is computed once; False draws them per fact (slower).
     """
     from halluc_cl.data.sources import exemplar_pool, load_source
     from halluc_cl.models.loading import load_causal_lm, load_tokenizer
@@ -257,7 +323,7 @@ def probe(
             lm = lm.cuda()
         prober = SliCKProbe(lm, load_tokenizer(model), exemplars, n_prompts, k_shot, n_samples,
                             temperature, top_k, max_new_tokens, batch_prompts, seed,
-                            PromptFormat(template=template))
+                            PromptFormat(template=template), shared_exemplars)
         stats = prober.run(facts, Path(out), facts_per_batch)
     finally:
         if created:

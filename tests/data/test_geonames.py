@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from halluc_cl.data.geonames import RELATIONS, geonames_facts, in_sentence
+from halluc_cl.data.geonames import RELATIONS, geonames_facts, in_sentence, language_names
 from halluc_cl.errors import ConfigError
 
 
@@ -31,11 +31,25 @@ def test_known_values(facts):
     currency = _by_subject(facts, "country_currency")
     assert currency["Japan"].object == "Yen" and currency["Japan"].aliases == ["Yen", "JPY"]
     assert currency["Germany"].object == "Euro"
+    language = _by_subject(facts, "country_language")
+    assert language["France"].object == "French"
+    assert language["Belgium"].aliases == ["Dutch", "French", "German"]
+    assert language["Greece"].aliases[:2] == ["Modern Greek", "Greek"]
+    assert language["Brazil"].question == "What language is spoken in Brazil?"
     city = _by_subject(facts, "city_country")
     assert city["Tokyo"].object == "Japan"
     assert city["Paris"].object == "France"  # Paris, Texas is far smaller
     assert city["Prague"].aliases == ["Czechia", "Czech Republic"]
     assert city["Nairobi"].question == "In which country is the city of Nairobi?"
+
+
+@pytest.mark.parametrize("code, names", [
+    ("fr-FR", ["French"]), ("el", ["Modern Greek", "Greek"]), ("cmn", ["Mandarin Chinese",
+                                                                       "Chinese"]),
+    ("nb", ["Norwegian Bokmål", "Norwegian"]), ("ms", ["Malay"]), ("zz", []),
+])
+def test_language_names(code, names):
+    assert language_names(code) == names
 
 
 def test_ambiguous_city_names_skipped(facts):

@@ -26,6 +26,8 @@ def _compare(model, dm) -> tuple[int, int]:
         for batch in dm._eval_loader(split):
             gen = answer_batch(model, dm.tokenizer, batch, 8, "generate")
             fwd = answer_batch(model, dm.tokenizer, batch, 8, "forward", want_text=False)
+            # hybrid: generate's numbers and texts, whatever the forward decided first
+            assert answer_batch(model, dm.tokenizer, batch, 8, "hybrid")[1:] == gen[1:]
             assert fwd[1] == gen[1], split  # exact match, fact by fact
             assert fwd[2] == gen[2]
             # a matched fact's prediction is the alias the generation produced
@@ -70,6 +72,26 @@ def test_forward_match_agrees_with_generation_after_fine_tuning(tiny_model_dir, 
     learned = sum(answer_batch(model, dm.tokenizer, b, 8, "forward", want_text=False)[1].count(True)
                   for b in dm._eval_loader("unknown_train"))
     assert learned > 0  # the fine-tuning taught new answers, so the check covers them
+
+
+def test_hybrid_generates_only_the_facts_no_spelling_matches(tiny_model_dir, one_thread,
+                                                            monkeypatch):
+    from halluc_cl.models import evaluation
+
+    dm = _all_facts_module()
+    model = load_causal_lm(TINY)
+    batch = next(iter(dm._eval_loader("heldout_test")))
+    generated: list[int] = []
+    real = evaluation.greedy_answers
+
+    def counting(model, tokenizer, ids, mask, max_new_tokens):
+        generated.append(len(ids))
+        return real(model, tokenizer, ids, mask, max_new_tokens)
+
+    monkeypatch.setattr(evaluation, "greedy_answers", counting)
+    _, correct, _ = answer_batch(model, dm.tokenizer, batch, 8, "hybrid")
+    assert 0 < sum(correct) < len(correct)
+    assert generated == [correct.count(False)]  # the right answers came from the forward
 
 
 def test_stop_condition_and_length_limit(tiny_model_dir, one_thread):

@@ -18,6 +18,7 @@ from halluc_cl.probing.slick import (
     SliCKProbe,
     categorize,
     choose_exemplars,
+    fact_prompt_parts,
     fact_prompts,
     read_partial,
 )
@@ -63,6 +64,24 @@ def test_few_shot_prompts_never_include_the_probed_fact_or_subject():
         choose_exemplars(target, pool, 8, random.Random(0))
 
 
+def test_shared_exemplars_are_one_prefix_per_prompt_and_relation():
+    pool: dict[str, list[Fact]] = {"r": [_fact(i) for i in range(6)]}
+    a, b = _fact(50), _fact(51)
+    fmt = PromptFormat()
+    pa = fact_prompt_parts(a, pool, 3, 2, seed=0, fmt=fmt, shared=True)
+    pb = fact_prompt_parts(b, pool, 3, 2, seed=0, fmt=fmt, shared=True)
+    assert [x for x, _ in pa] == [x for x, _ in pb]  # prompt j: the same exemplars
+    assert len({x for x, _ in pa}) == 3
+    assert all(q == fmt.prompt(a.question) for _, q in pa)
+    # a fact whose subject is drawn gets its own exemplars for that prompt
+    for j in range(3):
+        holder = next(f for f in pool["r"] if f.question in pa[j][0])
+        clash = _fact(99, subject=holder.subject)
+        own = fact_prompt_parts(clash, pool, 3, 2, seed=0, fmt=fmt, shared=True)[j][0]
+        assert holder.question not in own and own != pa[j][0]
+    assert fact_prompts(a, pool, 3, 2, 0, fmt, shared=True) == [x + q for x, q in pa]
+
+
 @pytest.fixture
 def tiny(tiny_model_dir):
     from halluc_cl.models.loading import load_causal_lm, load_tokenizer
@@ -83,6 +102,41 @@ def test_greedy_rows_agree_with_generate(tiny):
                              generator=torch.Generator().manual_seed(0))
     assert [o[0] for o in out] == answer_prompts(model, tok, prompts, max_new_tokens=8)
     assert all(len(o) == 4 for o in out)
+
+
+def test_a_shared_prefix_gives_the_answers_of_whole_prompts(tiny):
+    from halluc_cl.models.answering import answer_prompts
+    from halluc_cl.probing.sampling import PrefixCache, greedy_and_sampled
+
+    model, tok, facts = tiny
+    fmt = PromptFormat()
+    prefix = "".join(fmt.prompt(f.question) + fmt.target(f.object) + "\n\n" for f in facts[:3])
+    prompts = [fmt.prompt(f.question) for f in facts[10:40]]
+    head = tok(prefix, add_special_tokens=False)["input_ids"]
+    tails = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    assert all(tok(prefix + p, add_special_tokens=False)["input_ids"] == head + t
+               for p, t in zip(prompts, tails))  # this word-level tokenizer cuts at the seam
+    cache = PrefixCache(model)
+    out = greedy_and_sampled(model, tok, tails, n_samples=2, max_new_tokens=8,
+                             generator=torch.Generator().manual_seed(0), prefix=head,
+                             prefixes=cache)
+    whole = answer_prompts(model, tok, [prefix + p for p in prompts], max_new_tokens=8)
+    assert [o[0] for o in out] == whole
+    assert len(cache._caches) == 1
+    again = greedy_and_sampled(model, tok, tails[:5], n_samples=0, max_new_tokens=8,
+                               prefix=head, prefixes=cache)
+    assert [a[0] for a in again] == whole[:5] and len(cache._caches) == 1
+
+
+def test_probe_cuts_prompts_where_the_tokens_of_the_whole_prompt_agree(tiny):
+    model, tok, facts = tiny
+    probe = SliCKProbe(model, tok, facts[:20], n_prompts=2, k_shot=2, n_samples=1)
+    for fact in facts[30:40]:
+        for prefix, question in fact_prompt_parts(fact, probe.pool, 2, 2, 0, probe.fmt, True):
+            head, rest = probe._encode(prefix, question)
+            assert list(head) + rest == tok(prefix + question, add_special_tokens=False)[
+                "input_ids"]
+            assert len(head) > 0
 
 
 def _probe(tiny, k_shot: int = 1) -> SliCKProbe:
