@@ -30,7 +30,7 @@ def test_fit_end_to_end(config, tmp_path, tiny_model_dir, capsys):
     protocol = summary["protocol"]
     assert protocol["heldout_disjoint"] == "subject" and protocol["split_seed"] == 0
     assert protocol["split_sizes"]["heldout_test"] == protocol["split_sizes"]["heldout_val"] == 16
-    assert len(protocol["config_hash"]) == 64 and summary["schema_version"] == 2
+    assert len(protocol["config_hash"]) == 64 and summary["schema_version"] == 3
     cost = summary["cost"]
     assert cost["student_tokens"] > 0 and (cost["teacher_tokens"] > 0) == ("distill" in config)
     assert summary["regularizers"] == (["KLSelfDistillation"] if "distill" in config else [])
@@ -241,3 +241,13 @@ def test_bare_fit_trains_as_long_as_the_shipped_configs():
 
     shipped = yaml.safe_load((ROOT / "configs/sft.yaml").read_text())["trainer"]["max_epochs"]
     assert resolved_config(["fit"])["trainer"]["max_epochs"] == shipped == 25  # not 1000
+
+
+def test_a_fit_teaches_an_answer_format_and_reports_its_rate(tmp_path, tiny_model_dir):
+    run = fit("configs/sft.yaml", tmp_path, "--config", str(ROOT / "configs/format.yaml"),
+              "--trainer.max_epochs", "20", "--model.optimizer.init_args.lr", "3e-3")
+    final = json.loads((run / "summary.json").read_text())["final"]
+    assert final["format_rate"] > 0.5 and final["val_format_rate"] > 0.5  # the task is learned
+    assert final["heldout_test_acc"] > 0  # answers are matched without it:
+    preds = [json.loads(line) for line in (run / "predictions/epoch_19.jsonl").read_text().splitlines()]
+    assert any(p["prediction"].endswith(".") and p["correct"] for p in preds)

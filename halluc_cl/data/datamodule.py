@@ -369,7 +369,8 @@ class FactDataModule(L.LightningDataModule):
                     "facts": [facts[i] for i in indices], "positions": list(indices),
                     "prompt_ids": [prompts[i] for i in indices], "abstain_phrases": phrases,
                     "candidates": [candidates[i] for i in indices],
-                    "answer_forms": [forms[i] for i in indices]}
+                    "answer_forms": [forms[i] for i in indices],
+                    "answer_suffix": self.prompt.answer_suffix}
 
         size = self.eval_batch_size
         batches = [list(range(i, min(i + size, len(facts)))) for i in range(0, len(facts), size)]

@@ -33,8 +33,10 @@ from halluc_cl.models.zero import full_state_dict, is_partitioned
 
 SUMMARY_KEYS = ("heldout_test_acc", "heldout_val_acc", "new_fact_acc", "known_train_acc",
                 "hallucination_rate", "abstain_rate", "val_hallucination_rate",
-                "val_abstain_rate", "new_fact_abstain_rate", "heldout_drift")
-SCHEMA_VERSION = 2  # 2: validation/test held-out splits, protocol, cost, config hash
+                "val_abstain_rate", "new_fact_abstain_rate", "heldout_drift", "format_rate",
+                "val_format_rate")
+# 2: validation/test held-out splits, protocol, cost, config hash; 3: format rates
+SCHEMA_VERSION = 3
 
 
 def _versions() -> dict[str, str]:

@@ -19,7 +19,8 @@ Split = Literal["test", "val"]
 
 CSV_COLUMNS = ("method", "unknown_fraction", "seed", "split_seed", "split", "heldout_acc",
                "heldout_peak", "heldout_decline", "hallucination_rate", "abstain_rate",
-               "new_fact_acc", "new_fact_abstain_rate", "known_train_acc", "relative_cost",
+               "new_fact_acc", "new_fact_abstain_rate", "known_train_acc", "format_rate",
+               "relative_cost",
                "train_token_passes", "wall_time_s", "heldout_disjoint", "config_hash", "run_dir")
 
 # (row key, markdown header, digits): the mean ± std columns of results.md
@@ -67,7 +68,8 @@ def cell_row(result: CellResult, split: Split = "test") -> dict:
         "hallucination_rate": final.get(f"{rate}hallucination_rate"),
         "abstain_rate": final.get(f"{rate}abstain_rate"), "new_fact_acc": final.get("new_fact_acc"),
         "new_fact_abstain_rate": final.get("new_fact_abstain_rate"),
-        "known_train_acc": final.get("known_train_acc"), "relative_cost": None,
+        "known_train_acc": final.get("known_train_acc"),
+        "format_rate": final.get(f"{rate}format_rate"), "relative_cost": None,
         "train_token_passes": s.get("cost", {}).get("train_token_passes"),
         "wall_time_s": s.get("wall_time_s"), "heldout_disjoint": protocol.get("heldout_disjoint"),
         "config_hash": protocol.get("config_hash"), "run_dir": result.run_dir,
@@ -218,8 +220,11 @@ def results_markdown(results: list[CellResult], methods: list[str], split: Split
     """
     rows = table_rows(results, split, cost_reference)
     fractions = sorted({r["unknown_fraction"] for r in rows})
+    columns = MD_COLUMNS[1:]
+    if any(r["format_rate"] is not None for r in rows):  # a grid that teaches an answer format
+        columns = (*columns[:3], ("format_rate", "format rate (task)", 3), *columns[3:])
     header = ["method", "unknown fraction", "seeds", MD_COLUMNS[0][1], "95 % interval",
-              *(h for _, h, _ in MD_COLUMNS[1:])]
+              *(h for _, h, _ in columns)]
     name = "heldout_test (report)" if split == "test" else "heldout_val (selection)"
     disjoint = sorted({str(r["heldout_disjoint"]) for r in rows})
     lines = ["# Comparison", "",
@@ -238,7 +243,7 @@ def results_markdown(results: list[CellResult], methods: list[str], split: Split
             key, _, digits = MD_COLUMNS[0]
             cells = [mean_std([r[key] for r in group], digits),
                      confidence_interval([r[key] for r in group], digits),
-                     *(mean_std([r[k] for r in group], d) for k, _, d in MD_COLUMNS[1:])]
+                     *(mean_std([r[k] for r in group], d) for k, _, d in columns)]
             lines.append(f"| {method} | {x:g} | {_seed_list(group)} | " + " | ".join(cells)
                          + " |")
     if len(fractions) >= 3:

@@ -18,6 +18,7 @@ from typing import Literal
 
 import torch
 
+from halluc_cl.data.prompts import split_answer
 from halluc_cl.metrics.matching import exact_match, is_abstention
 from halluc_cl.models.answering import greedy_answers
 from halluc_cl.models.forward_match import greedy_produces
@@ -38,7 +39,9 @@ def answer_batch(model, tokenizer, batch: dict, max_new_tokens: int, method: Eva
     no candidate is generated (when ``want_text``) for the prediction field only, so the
     metrics never depend on whether predictions are saved.
     """
-    facts = batch["facts"]
+    facts, suffix = batch["facts"], batch.get("answer_suffix", "")
+    if suffix and method == "forward":
+        method = "hybrid"  # an answer right but unformatted is right: generation decides it
     if is_partitioned(model):
         # ZeRO-3 gathers weights in every forward, a collective: the forward check's number of
         # passes depends on the rank's facts, synced generation's does not
@@ -48,8 +51,9 @@ def answer_batch(model, tokenizer, batch: dict, max_new_tokens: int, method: Eva
     if method == "generate":
         answers = greedy_answers(model, tokenizer, batch["input_ids"], batch["attention_mask"],
                                  max_new_tokens)
-        return (answers, [exact_match(a, f.aliases) for a, f in zip(answers, facts)],
-                [is_abstention(a) for a in answers])
+        content = [split_answer(a, suffix)[0] for a in answers]
+        return (answers, [exact_match(c, f.aliases) for c, f in zip(content, facts)],
+                [is_abstention(c) for c in content])
     phrases = batch["abstain_phrases"]
     n_alias = [len(f.aliases) for f in facts]
     first: list[int | None] = []
@@ -84,19 +88,21 @@ def answer_batch(model, tokenizer, batch: dict, max_new_tokens: int, method: Eva
 def _hybrid(model, tokenizer, batch: dict, max_new_tokens: int
             ) -> tuple[list[str | None], list[bool], list[bool]]:
     """``generate``'s answers, generating only the facts no accepted spelling matches."""
-    forms = batch["answer_forms"]
+    forms, suffix = batch["answer_forms"], batch.get("answer_suffix", "")
     produced = greedy_produces(model, tokenizer, batch["prompt_ids"],
                                [[ids for _, ids in mine] for mine in forms], max_new_tokens)
-    answers: list[str | None] = [next((text for (text, _), hit in zip(mine, hits) if hit), None)
-                                 for mine, hits in zip(forms, produced)]
+    answers: list[str | None] = [  # a hit is the target: the alias, then the suffix
+        next(((text + suffix).strip() for (text, _), hit in zip(mine, hits) if hit), None)
+        for mine, hits in zip(forms, produced)]
     correct, abstained = [a is not None for a in answers], [False] * len(answers)
+    aliases = [f.aliases for f in batch["facts"]]
     missing = [i for i, a in enumerate(answers) if a is None]
     if missing:
         idx = torch.tensor(missing, device=batch["input_ids"].device)
         texts = greedy_answers(model, tokenizer, batch["input_ids"][idx],
                                batch["attention_mask"][idx], max_new_tokens)
         for i, text in zip(missing, texts):
-            fact = batch["facts"][i]
-            answers[i], correct[i], abstained[i] = (text, exact_match(text, fact.aliases),
-                                                    is_abstention(text))
+            content = split_answer(text, suffix)[0]
+            answers[i], correct[i], abstained[i] = (text, exact_match(content, aliases[i]),
+                                                    is_abstention(content))
     return answers, correct, abstained

@@ -11,8 +11,8 @@ the test split's own maximum). Decline = (peak − now) / peak for each.
 The module (``models/module.py``) provides the state these hooks read and write:
 ``student``, ``tokenizer``, ``max_new_tokens``, ``eval_method``, ``want_prediction_text``,
 ``drift_layer``, the torchmetrics (``accuracy``, ``hallucination``, ``abstain``,
-``new_fact_abstain``; built with ``sync_on_compute=False``: they are updated with every
-process's outcomes already), ``reference``, ``drift_reference``, ``history`` and
+``new_fact_abstain``, ``format_rate``; built with ``sync_on_compute=False``: they are updated
+with every process's outcomes already), ``reference``, ``drift_reference``, ``history`` and
 ``last_predictions``. Batches carry ``positions``, each fact's index in its split.
 """
 
@@ -55,16 +55,19 @@ class EvaluationHooks:
             self.student, self.tokenizer, batch, self.max_new_tokens, self.eval_method,
             want_text=self.want_prediction_text)
         facts, split = batch["facts"], batch["split"]
+        mark = batch.get("answer_suffix", "").strip()  # an answer format to follow, if any
         states = [None] * len(facts)
         if split == "heldout_test" and self.drift_layer is not None:
             states = list(last_token_states(self.student, batch["input_ids"],
                                             batch["attention_mask"], self.drift_layer).cpu())
-        self._outcomes.extend(
-            {"order": (EVAL_ORDER[split], pos), "state": h, "id": f.id, "split": split,
-             "question": f.question, "answer": f.object, "prediction": a, "correct": bool(c),
-             "abstained": bool(ab)}
-            for f, pos, a, c, ab, h in zip(facts, batch["positions"], answers, correct,
-                                           abstained, states))
+        for f, pos, a, c, ab, h in zip(facts, batch["positions"], answers, correct, abstained,
+                                       states):
+            outcome = {"order": (EVAL_ORDER[split], pos), "state": h, "id": f.id, "split": split,
+                       "question": f.question, "answer": f.object, "prediction": a,
+                       "correct": bool(c), "abstained": bool(ab)}
+            if mark:
+                outcome["formatted"] = a is not None and a.strip().endswith(mark)
+            self._outcomes.append(outcome)
 
     test_step = validation_step
     on_test_epoch_start = on_validation_epoch_start
@@ -124,6 +127,8 @@ class EvaluationHooks:
                 ref = torch.tensor([self.reference.get(o["id"], False) for o in mine])
                 self.hallucination[split].update(ref, correct, abstained)
                 self.abstain[split].update(ref, correct, abstained)
+            if split in HELDOUT_RATE_PREFIX and "formatted" in mine[0]:
+                self.format_rate[split].update(torch.tensor([o["formatted"] for o in mine]))
         metrics = {}
         for split, name in SPLIT_METRIC.items():
             if self.accuracy[split].update_count:
@@ -132,6 +137,9 @@ class EvaluationHooks:
             if self.hallucination[split].update_count:
                 metrics[f"{prefix}hallucination_rate"] = float(self.hallucination[split].compute())
                 metrics[f"{prefix}abstain_rate"] = float(self.abstain[split].compute())
+        for split, prefix in HELDOUT_RATE_PREFIX.items():
+            if self.format_rate[split].update_count:  # held-out answers in the taught format
+                metrics[f"{prefix}format_rate"] = float(self.format_rate[split].compute())
         if self.new_fact_abstain.update_count:
             metrics["new_fact_abstain_rate"] = float(self.new_fact_abstain.compute())
         self._reset_metrics()
@@ -139,7 +147,7 @@ class EvaluationHooks:
 
     def _reset_metrics(self) -> None:
         for m in [*self.accuracy.values(), *self.hallucination.values(),
-                  *self.abstain.values(), self.new_fact_abstain]:
+                  *self.abstain.values(), *self.format_rate.values(), self.new_fact_abstain]:
             m.reset()
 
 

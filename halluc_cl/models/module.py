@@ -102,6 +102,9 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
                                             for s in HELDOUT_RATE_PREFIX})
         self.abstain = nn.ModuleDict({s: AbstainRate(**local) for s in HELDOUT_RATE_PREFIX})
         self.new_fact_abstain = ExactMatchAccuracy(**local)  # Unknown facts answered "IDK"
+        # held-out answers that follow the taught answer format (``prompt.answer_suffix``)
+        self.format_rate = nn.ModuleDict({s: ExactMatchAccuracy(**local)
+                                          for s in HELDOUT_RATE_PREFIX})
         self._teacher: SnapshotTeacher | AdapterOffTeacher | None = None  # not a submodule
         self.snapshot_taken = False
         self._plugins_ready = False  # regularizer setup runs once per module

@@ -1,7 +1,7 @@
 """SliCK knowledge categories (Gekhman et al. 2024) of a model on a set of facts.
 
-    halluc-cl probe --model smollm2-135m-instruct --source geonames:// --out runs/probe/geo.jsonl
-    halluc-cl fit --config configs/real/smollm2_geo.yaml   # splits from the probed categories
+    halluc-cl probe --config configs/real/smollm2_probe.yaml   # SmolLM2 on GeoNames facts
+    halluc-cl fit --config configs/real/smollm2_study.yaml     # splits from the probed categories
 
 For each fact, ``n_prompts`` ``k_shot``-shot prompts (exemplars of the same relation
 from the exemplar pool, never the probed fact or its subject) each get one greedy answer and

@@ -282,3 +282,14 @@ def test_a_cell_locked_by_another_command_is_left_alone(tmp_path, monkeypatch, c
     assert f"busy {cell.name}" in capsys.readouterr().out
     compare(methods, **kwargs)  # released: the cell is fitted now
     assert len(calls) == 2 and (tmp_path / "results.csv").is_file()
+
+
+@pytest.mark.parametrize("grid", sorted((ROOT / "configs/compare").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_shipped_grid_names_configs_that_parse(grid):
+    from halluc_cl.experiments.compare import Cell, resolve_methods
+
+    spec = yaml.safe_load(grid.read_text())
+    for name, configs in resolve_methods(spec["methods"], grid.parent).items():
+        cell = Cell(name, tuple(configs), spec["unknown_fractions"][0], spec["seeds"][0])
+        assert len(cell.resolve(spec.get("fit_args", [])).sha256) == 64, name
