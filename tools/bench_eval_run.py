@@ -36,6 +36,7 @@ def main() -> None:
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     data = dict(cfg["data"])
     data["prompt"] = PromptFormat(**(data.get("prompt") or {}))
+    data["tokenizer"] = cfg["model"]["model"]  # linked from the model by the CLI, not saved
     dm = FactDataModule(**data)
     state = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     model = load_causal_lm(cfg["model"]["model"])
