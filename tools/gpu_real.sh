@@ -32,7 +32,8 @@ hc probe --config configs/real/smollm2_probe_gpu.yaml --model "$model" \
     >"$out/probe.log" 2>&1 || { echo "probe failed: $out/probe.log"; exit 1; }
 cp runs/probe/smollm2_geo_gpu.jsonl.stats.json "$out/probe_stats.json"
 echo "probe: $(( $(date +%s) - t0 )) s, $(tr -d '\n ' <"$out/probe_stats.json" | grep -o '"categories".*')"
-grid=(compare --config configs/compare/real_smollm2_gpu.yaml --fit_args "[--model.model, $model]")
+grid=(compare --config configs/compare/real_smollm2_gpu.yaml)
+[ -n "${SMOLLM2_GGUF:-}" ] && grid+=(--fit_args "[--model.model, $model]")
 shards=${SHARDS:-8}
 for i in $(seq 0 $((shards - 1))); do
     hc "${grid[@]}" --shard "$i/$shards" >"$out/shard$i.log" 2>&1 &
