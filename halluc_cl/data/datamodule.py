@@ -157,7 +157,7 @@ class FactDataModule(L.LightningDataModule):
             raise ConfigError("the warm-up needs Known training facts, but unknown_fraction=1")
         self.tokenizer = load_tokenizer(tokenizer)
         self._encoded: dict[str, Dataset] = {}
-        self._eval_cache: dict = {}  # split -> tokens; (split, "forms") -> answer forms
+        self._eval_cache: dict[str, tuple[list, list, list]] = {}
         self._abstain: list[str] | None = None  # abstention spellings (``abstain_phrases``)
         self.unknown_answer = unknown_answer
         self.replay_fraction = replay_fraction
@@ -332,24 +332,6 @@ class FactDataModule(L.LightningDataModule):
             self._eval_cache[split] = (facts, encode[:len(facts)], candidates)
         return self._eval_cache[split]
 
-    def _answer_forms(self, split: str) -> list[list[tuple[str, list[int]]]]:
-        """Each evaluated fact's aliases as written, with their answer-target ids, for
-        ``eval_method: hybrid`` (its forward checks these; other spellings, such as another
-        case or a final period, are left to generation and the text match). Aliases with the
-        same ids are kept once, aliases with the unknown token left out."""
-        key = (split, "forms")
-        if key not in self._eval_cache:
-            forms, unk = [], self.tokenizer.unk_token_id
-            for fact in self._eval_tokens(split)[0]:
-                mine: dict[tuple[int, ...], str] = {}
-                for alias in fact.aliases:
-                    ids = tuple(self._target_ids(alias))
-                    if unk is None or unk not in ids:  # "<unk>" is no spelling
-                        mine.setdefault(ids, alias)
-                forms.append([(text, list(ids)) for ids, text in mine.items()])
-            self._eval_cache[key] = forms
-        return self._eval_cache[key]
-
     def _eval_loader(self, split: str) -> DataLoader:
         """The split's evaluation batches; under several processes, this process's share.
 
@@ -360,7 +342,6 @@ class FactDataModule(L.LightningDataModule):
         drop the repeats by fact.
         """
         facts, prompts, candidates = self._eval_tokens(split)
-        forms = self._answer_forms(split)
         phrases = self.abstain_phrases()
 
         def collate(indices: list[int]) -> dict:
@@ -369,7 +350,6 @@ class FactDataModule(L.LightningDataModule):
                     "facts": [facts[i] for i in indices], "positions": list(indices),
                     "prompt_ids": [prompts[i] for i in indices], "abstain_phrases": phrases,
                     "candidates": [candidates[i] for i in indices],
-                    "answer_forms": [forms[i] for i in indices],
                     "answer_suffix": self.prompt.answer_suffix}
 
         size = self.eval_batch_size

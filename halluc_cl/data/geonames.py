@@ -159,8 +159,8 @@ def language_names(code: str) -> list[str]:
 
 def _language_fact(iso: str, name: str, codes: str) -> Fact | None:
     names: list[str] = []
-    for code in codes.split(","):
-        names += [n for n in language_names(code) if n not in names] if code.strip() else []
+    for code in filter(None, (c.strip() for c in codes.split(","))):
+        names += [n for n in language_names(code) if n not in names]
     return _fact("country_language", iso, name, names[0], names) if names else None
 
 

@@ -88,7 +88,10 @@ def answer_batch(model, tokenizer, batch: dict, max_new_tokens: int, method: Eva
 def _hybrid(model, tokenizer, batch: dict, max_new_tokens: int
             ) -> tuple[list[str | None], list[bool], list[bool]]:
     """``generate``'s answers, generating only the facts no accepted spelling matches."""
-    forms, suffix = batch["answer_forms"], batch.get("answer_suffix", "")
+    suffix, unk = batch.get("answer_suffix", ""), tokenizer.unk_token_id
+    # each alias as written (its target ids lead the batch's candidates); "<unk>" is no spelling
+    forms = [[(a, ids) for a, ids in zip(f.aliases, cands) if unk is None or unk not in ids]
+             for f, cands in zip(batch["facts"], batch["candidates"])]
     produced = greedy_produces(model, tokenizer, batch["prompt_ids"],
                                [[ids for _, ids in mine] for mine in forms], max_new_tokens)
     answers: list[str | None] = [  # a hit is the target: the alias, then the suffix
