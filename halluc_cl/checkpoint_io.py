@@ -14,16 +14,14 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
-from contextlib import contextmanager, suppress
-from pathlib import Path
+from contextlib import contextmanager
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from halluc_cl.data.prompts import PromptFormat
-from halluc_cl.data.schema import current_umask, writing
 from halluc_cl.errors import ModelLoadError
+from halluc_cl.io import atomic_write
 
 
 @contextmanager
@@ -48,53 +46,14 @@ def reading_checkpoint(path):
         raise ModelLoadError(f"cannot read checkpoint {path}: {first}") from None
 
 
-def _temp_prefix(path: Path, pid: int | str) -> str:
-    return f".{path.name}.{pid}."
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Temporary files of earlier writers of ``path`` that no longer run (killed mid-save)."""
-    for temp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = temp.name[len(path.name) + 2:].split(".", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            temp.unlink(missing_ok=True)
-        except OSError:  # alive, but another user's
-            pass
-
-
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename it into place.
+    """``torch.save`` atomically and durably (``halluc_cl.io.atomic_write``).
 
     Raises:
         WriteError: the write failed (a full disk, say); ``path`` is as it was and the
             temporary file is removed.
     """
-    path = Path(path)
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path, os.getpid()),
-                                   suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(obj, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; follow the umask
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    with suppress(OSError):  # the rename itself survives a crash once the folder is synced
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 class SafeCheckpointIO(TorchCheckpointIO):

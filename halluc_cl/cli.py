@@ -45,7 +45,6 @@ from halluc_cl.analysis.studies import mechanism_study
 from halluc_cl.checkpoint_io import SafeCheckpointIO, reading_checkpoint
 from halluc_cl.config_files import SHIPPED, config_args, setting_folder
 from halluc_cl.data.datamodule import FactDataModule
-from halluc_cl.data.schema import RESOURCE_ERRNOS
 from halluc_cl.errors import ConfigError, HallucError, TrainingError, WriteError
 from halluc_cl.experiments.compare import CHILD_ENV, compare, resolve_methods
 from halluc_cl.experiments.config_hash import config_hash
@@ -65,6 +64,7 @@ from halluc_cl.experiments.run_files import (
     run_dir,
     version_name,
 )
+from halluc_cl.io import RESOURCE_ERRNOS
 from halluc_cl.models.loading import is_synthetic, synthetic_world_name
 from halluc_cl.models.module import FactSFTModule
 from halluc_cl.probing.slick import probe

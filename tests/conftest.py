@@ -81,7 +81,7 @@ def fit_tiny(tiny_model_dir, one_thread, tmp_path):
 
 
 class FullDisk:
-    """Temporary files of atomic writes (``atomic_write_bytes``, checkpoints) whose target
+    """Temporary files of atomic writes (``halluc_cl.io.atomic_write``) whose target
     matches ``pattern`` (a glob of the file name) are opened on ``/dev/full``, so that their
     writes fail with a real ``ENOSPC``; the first ``after`` of them are written normally.
 
@@ -121,12 +121,10 @@ def full_disk(monkeypatch):
         pytest.skip("needs the /dev/full device")
 
     def install(pattern: str, after: int = 0) -> FullDisk:
-        from halluc_cl import checkpoint_io
-        from halluc_cl.data import schema
+        from halluc_cl import io
 
         disk = FullDisk(pattern, after)
-        for module in (schema, checkpoint_io):
-            monkeypatch.setattr(module, "tempfile", disk)
+        monkeypatch.setattr(io, "tempfile", disk)
         return disk
 
     return install

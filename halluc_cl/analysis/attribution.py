@@ -28,8 +28,9 @@ import yaml
 
 from halluc_cl.analysis.overlap import name_overlap
 from halluc_cl.analysis.similarity import cosine
-from halluc_cl.data.schema import Fact, atomic_write_text
+from halluc_cl.data.schema import Fact
 from halluc_cl.errors import ConfigError
+from halluc_cl.io import atomic_write_text
 from halluc_cl.metrics.matching import exact_match
 
 

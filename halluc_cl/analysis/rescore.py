@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from halluc_cl.data.schema import atomic_write_text
 from halluc_cl.errors import ConfigError
 from halluc_cl.experiments.tables import mean_std
+from halluc_cl.io import atomic_write_text
 from halluc_cl.metrics.hallucination import HallucinationRate
 
 SPLITS = ("heldout_test", "heldout_val", "unknown_train")

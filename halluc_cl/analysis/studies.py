@@ -19,10 +19,10 @@ import io
 import statistics
 from pathlib import Path
 
-from halluc_cl.data.schema import atomic_write_text
 from halluc_cl.errors import ConfigError
 from halluc_cl.experiments.compare import compare
 from halluc_cl.experiments.tables import CellResult, cell_row, mean_std
+from halluc_cl.io import atomic_write_text
 
 Level = int | float | str  # in this order: jsonargparse tries them left to right
 # (column, header, value of a cell)

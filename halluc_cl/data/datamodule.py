@@ -16,6 +16,8 @@ import json
 import math
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import datasets
@@ -37,7 +39,18 @@ from halluc_cl.metrics.matching import IDK_ANSWERS, is_abstention
 from halluc_cl.models.loading import is_synthetic, load_tokenizer, synthetic_world_name
 
 EVAL_SPLITS = ("heldout_test", "heldout_val", "unknown_train", "known_train")
-datasets.disable_progress_bars()  # tokenizing a few hundred facts needs no bar
+
+
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """``datasets``' progress bars off for a block, then as the caller had them."""
+    enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if enabled:
+            datasets.enable_progress_bars()
 
 
 class FactDataModule(L.LightningDataModule):
@@ -242,11 +255,13 @@ class FactDataModule(L.LightningDataModule):
             # an explicit fingerprint: otherwise `datasets` hashes the lambda's closure, which
             # reaches the trainer and the model (seconds per fit)
             key = json.dumps([records, repr(self.prompt), self.tokenizer.name_or_path])
-            self._encoded[split] = ds.map(
-                lambda r: encode_example(self.tokenizer, self.prompt, r["question"], r["answer"]),
-                remove_columns=[c for c in ds.column_names if c != "idx"],
-                new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:32],
-            )
+            with _no_progress_bars():  # tokenizing a few hundred facts needs no bar
+                self._encoded[split] = ds.map(
+                    lambda r: encode_example(self.tokenizer, self.prompt, r["question"],
+                                             r["answer"]),
+                    remove_columns=[c for c in ds.column_names if c != "idx"],
+                    new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:32],
+                )
         return self._encoded[split]
 
     def _unknown_rows(self, epoch: int) -> list[dict]:

@@ -3,18 +3,16 @@ atomic writes of result files."""
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
-import tempfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from halluc_cl.data.text import text_lines
-from halluc_cl.errors import DataError, HallucError, WriteError
+from halluc_cl.errors import DataError
+from halluc_cl.io import atomic_write_text, writing
 from halluc_cl.metrics.matching import exact_match
 
 REQUIRED_FIELDS = ("id", "subject", "relation", "object", "question")
@@ -167,76 +165,6 @@ def same_question(fact: Fact, first: Fact, first_line: int) -> str:
     return (f"fact {fact.id!r} contradicts fact {first.id!r} (line {first_line}): {asked} is "
             f"{fact.object!r} here and {first.object!r} there; keep the right one (if both "
             "answers are correct, keep one record with both in its aliases)")
-
-
-def current_umask() -> int:
-    """The process umask (read by setting and restoring it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# a full disk, a quota, a file-size limit: the machine's resources, not the input
-RESOURCE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-_RESOURCE_TEXTS = tuple(os.strerror(e) for e in sorted(RESOURCE_ERRNOS))
-# torch.save's RuntimeError around a failed write (PyTorchStreamWriter)
-_TORCH_WRITE_TEXTS = ("PytorchStreamWriter failed", "file write failed", "unexpected pos")
-
-
-def write_failure(exc: BaseException) -> str | None:
-    """Why a write failed, if ``exc`` is a failed write rather than a bug: an ``OSError``, or
-    an error of torch or safetensors around one; ``None`` otherwise."""
-    if isinstance(exc, HallucError):
-        return None
-    if isinstance(exc, OSError):
-        reason = exc.strerror or str(exc)
-        return f"{reason} (nothing earlier was written over)" if exc.errno in RESOURCE_ERRNOS \
-            else reason
-    text = " ".join(str(exc).split())
-    if isinstance(exc, RuntimeError) and any(t in text for t in _TORCH_WRITE_TEXTS):
-        reason = text.split("] . ", 1)[-1]  # drop torch's "[enforce fail at file:line]"
-        return f"{reason} (is the disk full? nothing earlier was written over)"
-    if any(t in text for t in _RESOURCE_TEXTS):
-        return f"{text} (nothing earlier was written over)"
-    return None
-
-
-@contextmanager
-def writing(path: str | os.PathLike) -> Iterator[None]:
-    """Turn a failed write of ``path`` (``write_failure``) into a ``WriteError`` naming it."""
-    try:
-        yield
-    except Exception as exc:
-        reason = write_failure(exc)
-        if reason is None:
-            raise
-        raise WriteError(f"cannot write {path}: {reason}") from None
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place.
-
-    Raises:
-        WriteError: the write failed (a full disk, say); ``path`` is as it was and no
-            temporary file is left.
-    """
-    path = Path(path)
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; follow the umask
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write UTF-8 ``text`` atomically (see ``atomic_write_bytes``)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_facts(path: str | os.PathLike, facts: Iterable[Fact]) -> None:

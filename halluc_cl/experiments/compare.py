@@ -43,12 +43,12 @@ from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from halluc_cl.config_files import find, looked_for, shown
-from halluc_cl.data.schema import atomic_write_text
 from halluc_cl.data.text import read_text
 from halluc_cl.errors import ConfigError, TrainingError
 from halluc_cl.experiments.config_hash import config_hash
 from halluc_cl.experiments.interrupt import GUARD, Interrupted
 from halluc_cl.experiments.tables import CellResult, Split, results_csv, results_markdown
+from halluc_cl.io import atomic_write_text
 
 _METHOD_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 CHILD_ENV = "HALLUC_CL_CHILD"  # set for a cell's fit run as a child process: the grid reports

@@ -35,10 +35,11 @@ from jsonargparse import ArgumentError, ArgumentParser
 
 from halluc_cl.data.datamodule import EVAL_SPLITS, FactDataModule
 from halluc_cl.data.prompts import PromptFormat
-from halluc_cl.data.schema import Fact, atomic_write_text
+from halluc_cl.data.schema import Fact
 from halluc_cl.data.sources import load_source
 from halluc_cl.data.text import read_text
 from halluc_cl.errors import ConfigError
+from halluc_cl.io import atomic_write_text
 from halluc_cl.models.evaluation import EvalMethod
 from halluc_cl.models.evaluation_hooks import SPLIT_METRIC
 from halluc_cl.models.loading import load_tokenizer

@@ -22,8 +22,8 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from halluc_cl.data.schema import atomic_write_bytes
 from halluc_cl.experiments.tables import CellResult, Split, cell_row, fraction_fit
+from halluc_cl.io import atomic_write_bytes
 
 
 def method_color(i: int):

@@ -14,9 +14,7 @@ import copy
 import csv
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 import warnings
 from importlib.metadata import PackageNotFoundError, version
@@ -27,8 +25,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from halluc_cl.cache import share_modes, swap_in
-from halluc_cl.data.schema import atomic_write_text, writing
+from halluc_cl.io import atomic_folder, atomic_write_text, writing
 from halluc_cl.models.zero import full_state_dict, is_partitioned
 
 SUMMARY_KEYS = ("heldout_test_acc", "heldout_val_acc", "new_fact_acc", "known_train_acc",
@@ -153,15 +150,9 @@ def save_model_folder(model, tokenizer, dest: Path, state_dict: dict | None = No
         WriteError: the save failed (a full disk, say); ``dest`` is as it was and the
             temporary folder is removed.
     """
-    with writing(dest):
-        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
-        try:
-            model.save_pretrained(tmp, **({} if state_dict is None else {"state_dict": state_dict}))
-            tokenizer.save_pretrained(tmp)
-            share_modes(tmp)
-            swap_in(tmp, dest)  # --artifacts.overwrite: the old folder goes after the swap
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with writing(dest), atomic_folder(dest) as tmp:  # --artifacts.overwrite: old goes last
+        model.save_pretrained(tmp, **({} if state_dict is None else {"state_dict": state_dict}))
+        tokenizer.save_pretrained(tmp)
 
 
 def format_table(summary: dict) -> str:

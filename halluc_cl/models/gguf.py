@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from halluc_cl.cache import cache_root, locked_build
 from halluc_cl.errors import ModelLoadError
+from halluc_cl.io import cache_root, locked_build
 
 CONVERT_VERSION = 1  # bump when the conversion changes, to invalidate cached folders
 # Dequantized weights are stored as float32: every GGUF block value (an fp16 scale times a small

@@ -27,12 +27,12 @@ from transformers import (
     get_cosine_schedule_with_warmup,
 )
 
-from halluc_cl.cache import cache_root, locked_build
 from halluc_cl.data.padding import right_pad
 from halluc_cl.data.prompts import PromptFormat, encode_example
 from halluc_cl.data.schema import Fact, write_facts
 from halluc_cl.data.synthetic import SyntheticWorld, world_config
 from halluc_cl.errors import ConfigError
+from halluc_cl.io import cache_root, locked_build
 from halluc_cl.models.ground_truth import accuracy_report, categorize_known
 
 BUILD_VERSION = 1  # bump when the build procedure changes, to invalidate caches

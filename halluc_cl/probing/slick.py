@@ -31,16 +31,11 @@ import torch
 from tqdm.auto import tqdm
 
 from halluc_cl.data.prompts import DEFAULT_TEMPLATE, PromptFormat, few_shot_prefix
-from halluc_cl.data.schema import (
-    Fact,
-    append_facts,
-    atomic_write_text,
-    fact_from_dict,
-    write_facts,
-)
+from halluc_cl.data.schema import Fact, append_facts, fact_from_dict, write_facts
 from halluc_cl.distributed import barrier, gather_lists, init_from_environment, rank_and_world
 from halluc_cl.errors import ConfigError, DataError
 from halluc_cl.experiments.interrupt import Interrupted
+from halluc_cl.io import atomic_write_text
 from halluc_cl.metrics.matching import exact_match
 from halluc_cl.probing.sampling import PrefixCache, greedy_and_sampled
 

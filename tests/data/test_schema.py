@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import stat
 
 import pytest
 
-from halluc_cl.data.schema import (
-    Fact,
-    atomic_write_bytes,
-    atomic_write_text,
-    read_facts,
-    write_facts,
-)
-from halluc_cl.errors import DataError, WriteError
+from halluc_cl.data.schema import Fact, read_facts, write_facts
+from halluc_cl.errors import DataError
 
 
 def _record(i: int, **extra) -> dict:
@@ -224,40 +216,3 @@ def test_missing_file(tmp_path):
         read_facts(tmp_path / "nope.jsonl")
 
 
-def test_atomic_write_leaves_no_temp_files(tmp_path):
-    path = tmp_path / "deep" / "out.txt"
-    atomic_write_text(path, "first")
-    atomic_write_text(path, "second\n")
-    assert path.read_text(encoding="utf-8") == "second\n"
-    assert sorted(p.name for p in path.parent.iterdir()) == ["out.txt"]
-
-
-def test_atomic_write_failure_cleans_up_and_keeps_old(tmp_path):
-    path = tmp_path / "out.txt"
-    atomic_write_text(path, "old")
-    with pytest.raises(TypeError):
-        atomic_write_bytes(path, "not bytes")  # write() of a binary file rejects str
-    assert path.read_text(encoding="utf-8") == "old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
-
-
-def test_atomic_write_on_a_full_disk_names_the_file(tmp_path, full_disk):
-    path = tmp_path / "facts.jsonl"
-    atomic_write_text(path, "old")
-    disk = full_disk("facts.jsonl")
-    with pytest.raises(WriteError, match=rf"^cannot write {_esc(path)}: No space left on device "
-                                         r"\(nothing earlier was written over\)$"):
-        atomic_write_text(path, "new" * 10_000)
-    assert len(disk.failed) == 1
-    assert path.read_text(encoding="utf-8") == "old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["facts.jsonl"]
-
-
-@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
-def test_atomic_write_respects_umask(tmp_path):
-    old = os.umask(0o022)
-    try:
-        atomic_write_text(tmp_path / "out.txt", "x")
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE((tmp_path / "out.txt").stat().st_mode) == 0o644
