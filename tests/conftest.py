@@ -35,7 +35,7 @@ def halluc_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_dir(halluc_cache):
     """The tiny world's base model folder (built on first use)."""
-    from halluc_cl.models.pretrain import build_base_model
+    from halluc_cl.synthetic.base_model import build_base_model
 
     return build_base_model("tiny", verbose=False)
 
@@ -62,7 +62,7 @@ def fit_tiny(tiny_model_dir, one_thread, tmp_path):
         import lightning as L
 
         from halluc_cl.data.datamodule import FactDataModule
-        from halluc_cl.models.module import FactSFTModule
+        from halluc_cl.train.module import FactSFTModule
 
         L.seed_everything(0, verbose=False)
         module = FactSFTModule(TINY, regularizers=regularizers,
@@ -135,7 +135,7 @@ _CHECKED: set[Path] = set()  # tests' tmp_path folders whose summaries are check
 
 def invalid_summaries(root: Path) -> list[str]:
     """One line per way a ``summary.json`` under ``root`` departs from ``SUMMARY_SCHEMA``."""
-    from halluc_cl.experiments.summary_schema import summary_errors
+    from halluc_cl.train.summary_schema import summary_errors
 
     problems = []
     for path in sorted(Path(root).rglob("summary.json")):
@@ -179,7 +179,7 @@ def _all_summaries_follow_the_schema(tmp_path_factory):
 def summary_stub():
     """``summary_stub(**fields) -> dict``: a schema-valid ``summary.json`` of a 3-epoch fit,
     with ``fields`` replacing its own, for tests that stand in for a fit."""
-    from halluc_cl.experiments.run_files import SCHEMA_VERSION
+    from halluc_cl.train.run_files import SCHEMA_VERSION
 
     def make(**fields) -> dict:
         evaluation = {"heldout_test_acc": 1.0, "heldout_val_acc": 1.0, "new_fact_acc": 1.0,

@@ -409,7 +409,7 @@ def test_overwrite_flag_writes_over_a_finished_run(env, capsys):
 
 def test_tokenizer_without_pad_token_uses_eos(env):
     """Not an error: a tokenizer without a pad token pads with its EOS token."""
-    from halluc_cl.models.loading import load_tokenizer
+    from halluc_cl.lm.loading import load_tokenizer
 
     tok = load_tokenizer(env.model_copy("nopad", "pad_token"))
     assert tok.pad_token_id is not None and tok.pad_token_id == tok.eos_token_id

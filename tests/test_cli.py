@@ -237,7 +237,7 @@ def test_version(capsys):
 def test_bare_fit_trains_as_long_as_the_shipped_configs():
     import yaml
 
-    from halluc_cl.cli import resolved_config
+    from halluc_cl.experiments.fit import resolved_config
 
     shipped = yaml.safe_load((ROOT / "configs/sft.yaml").read_text())["trainer"]["max_epochs"]
     assert resolved_config(["fit"])["trainer"]["max_epochs"] == shipped == 25  # not 1000

@@ -47,9 +47,9 @@ import torch
 import transformers
 
 from halluc_cl.data.datamodule import FactDataModule
-from halluc_cl.data.padding import right_pad
-from halluc_cl.models.loading import is_synthetic
-from halluc_cl.models.module import FactSFTModule
+from halluc_cl.facts.padding import right_pad
+from halluc_cl.synthetic.resolve import is_synthetic
+from halluc_cl.train.module import FactSFTModule
 
 SPLIT = "heldout_test"
 # (n_train, n_heldout): configs/sft.yaml, and configs/world/tiny.yaml for the tiny world

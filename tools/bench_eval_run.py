@@ -19,9 +19,10 @@ import torch
 import yaml
 
 from halluc_cl.data.datamodule import FactDataModule
-from halluc_cl.data.prompts import PromptFormat
-from halluc_cl.models.evaluation import answer_batch
-from halluc_cl.models.loading import load_causal_lm
+from halluc_cl.facts.prompts import PromptFormat
+from halluc_cl.lm.loading import load_causal_lm
+from halluc_cl.synthetic.resolve import resolve
+from halluc_cl.train.evaluation import answer_batch
 
 
 def main() -> None:
@@ -39,7 +40,7 @@ def main() -> None:
     data["tokenizer"] = cfg["model"]["model"]  # linked from the model by the CLI, not saved
     dm = FactDataModule(**data)
     state = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
-    model = load_causal_lm(cfg["model"]["model"])
+    model = load_causal_lm(resolve(cfg["model"]["model"]))
     model.load_state_dict({k[len("student."):]: v for k, v in state["state_dict"].items()
                            if k.startswith("student.")})
     model.eval()

@@ -9,7 +9,7 @@ heads, MLP 5632, vocab 32 000) in bf16 with sdpa attention trains on random toke
 
 - ``sft``: forward with labels, backward, optimizer step (the plain loop);
 - ``distill``: the same plus a no-grad teacher forward (a frozen copy) and the KL
-  self-distillation penalty of ``halluc_cl.regularizers.distill.divergence`` (λ=1, τ=0.5) on
+  self-distillation penalty of ``halluc_cl.methods.distill.divergence`` (λ=1, τ=0.5) on
   every position.
 
 MFU = model FLOPs per second / peak. Model FLOPs per token: ``6·N + 12·L·d·T`` for a training
@@ -45,7 +45,7 @@ def flops_per_token(model, config, seq: int) -> float:
 
 
 def run_mode(mode: str, compiled: bool, args) -> dict:
-    from halluc_cl.regularizers.distill import divergence
+    from halluc_cl.methods.distill import divergence
 
     model, config = build(args)
     teacher = copy.deepcopy(model).eval().requires_grad_(False) if mode == "distill" else None

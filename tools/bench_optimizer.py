@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from halluc_cl.models.loading import load_causal_lm
+from halluc_cl.lm.loading import load_causal_lm
+from halluc_cl.synthetic.resolve import resolve
 
 VARIANTS = {"default": {}, "for_loop": {"foreach": False}, "fused": {"fused": True}}
 
@@ -27,7 +28,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    params = list(load_causal_lm(args.model).parameters())
+    params = list(load_causal_lm(resolve(args.model)).parameters())
     for p in params:
         p.grad = torch.randn_like(p) * 1e-3
     for name, kwargs in VARIANTS.items():

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import torch
 
-from halluc_cl.data.prompts import PromptFormat
 from halluc_cl.data.sources import exemplar_pool, load_source
-from halluc_cl.models.loading import load_causal_lm, load_tokenizer
+from halluc_cl.facts.prompts import PromptFormat
+from halluc_cl.lm.loading import load_causal_lm, load_tokenizer
 from halluc_cl.probing.slick import SliCKProbe, fact_prompts
+from halluc_cl.synthetic.resolve import resolve
 
 
 def loop_rate(probe: SliCKProbe, facts, max_new_tokens: int) -> float:
@@ -61,7 +62,8 @@ def main() -> None:
 
     facts = load_source(args.source or args.model)
     probe_facts, exemplars = exemplar_pool(facts)
-    model, tok = load_causal_lm(args.model, args.dtype).eval(), load_tokenizer(args.model)
+    spec = resolve(args.model)
+    model, tok = load_causal_lm(spec, args.dtype).eval(), load_tokenizer(spec)
     probe = SliCKProbe(model, tok, exemplars, n_prompts=args.n_prompts, k_shot=args.k_shot,
                        n_samples=args.n_samples, max_new_tokens=args.max_new_tokens,
                        batch_prompts=args.batch_prompts,

@@ -63,7 +63,7 @@ def plugins_and_data(method: str) -> tuple[list, dict]:
         return [], {}
     from jsonargparse import ArgumentParser
 
-    from halluc_cl.regularizers.base import Regularizer
+    from halluc_cl.methods.base import Regularizer
 
     cfg = yaml.safe_load((ROOT / "configs/regularizer" / f"{method}.yaml").read_text())
     parser = ArgumentParser()
@@ -76,9 +76,10 @@ def llama_dir(size: str, tokenizer_spec: str, out: Path) -> str:
     """Save a random-init Llama of ``size`` with the synthetic tokenizer to ``out``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from halluc_cl.models.loading import load_tokenizer
+    from halluc_cl.lm.loading import load_tokenizer
+    from halluc_cl.synthetic.resolve import resolve
 
-    tok = load_tokenizer(tokenizer_spec)
+    tok = load_tokenizer(resolve(tokenizer_spec))
     config = LlamaConfig(vocab_size=32_000, max_position_embeddings=2048,
                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
                          bos_token_id=tok.bos_token_id, **LLAMA[size])
@@ -90,8 +91,8 @@ def llama_dir(size: str, tokenizer_spec: str, out: Path) -> str:
 
 def time_method(method: str, model: str, source: str, args) -> dict:
     from halluc_cl.data.datamodule import FactDataModule
-    from halluc_cl.data.prompts import PromptFormat
-    from halluc_cl.models.module import FactSFTModule
+    from halluc_cl.facts.prompts import PromptFormat
+    from halluc_cl.train.module import FactSFTModule
 
     plugins, data_kwargs = plugins_and_data(method)
     L.seed_everything(0, verbose=False)

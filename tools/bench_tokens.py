@@ -57,9 +57,10 @@ from lightning.pytorch.loggers import CSVLogger
 
 from halluc_cl.cli import TRAINER_DEFAULTS
 from halluc_cl.data.datamodule import FactDataModule
-from halluc_cl.experiments.interrupt import InterruptCheckpoint
-from halluc_cl.models.loading import is_synthetic, load_causal_lm
-from halluc_cl.models.module import FactSFTModule
+from halluc_cl.lm.loading import load_causal_lm
+from halluc_cl.synthetic.resolve import is_synthetic, resolve
+from halluc_cl.train.interrupt import InterruptCheckpoint
+from halluc_cl.train.module import FactSFTModule
 
 # (n_train, n_heldout, batch_size): configs/sft.yaml, and configs/world/tiny.yaml for the tiny world
 SIZES = {"synthetic://tiny": (32, 16, 16)}
@@ -117,7 +118,7 @@ def sft_batches(dm: FactDataModule, warmup_epochs: int, sft_epochs: int) -> list
 def plain_loop(model_spec: str, batches: list[dict], skip: int, steps: int, lr: float,
                weight_decay: float) -> dict:
     """Time a bare PyTorch SFT loop (fresh weights, AdamW) over ``batches[skip:skip+steps]``."""
-    model = load_causal_lm(model_spec, "float32").train()
+    model = load_causal_lm(resolve(model_spec), "float32").train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     seconds, tokens, losses = 0.0, 0, []  # losses: detached tensors, read after the loop
     for i, batch in enumerate(batches[:skip + steps]):

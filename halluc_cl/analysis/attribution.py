@@ -28,10 +28,10 @@ import yaml
 
 from halluc_cl.analysis.overlap import name_overlap
 from halluc_cl.analysis.similarity import cosine
-from halluc_cl.data.schema import Fact
 from halluc_cl.errors import ConfigError
+from halluc_cl.facts.matching import exact_match
+from halluc_cl.facts.schema import Fact
 from halluc_cl.io import atomic_write_text
-from halluc_cl.metrics.matching import exact_match
 
 
 def token_overlap(a: Fact, b: Fact) -> float:
@@ -186,10 +186,11 @@ def analyze_run(run: str | Path, top_k: int = 3, shuffles: int = 100, seed: int 
 
 def _base_model_states(config: dict, facts: list[Fact], layer: int) -> dict[str, torch.Tensor]:
     from halluc_cl.analysis.similarity import fact_states
-    from halluc_cl.data.prompts import PromptFormat
-    from halluc_cl.models.loading import load_causal_lm, load_tokenizer
+    from halluc_cl.facts.prompts import PromptFormat
+    from halluc_cl.lm.loading import load_causal_lm, load_tokenizer
+    from halluc_cl.synthetic.resolve import resolve
 
-    spec = config["model"]["model"]
+    spec = resolve(config["model"]["model"])
     prompt = config["data"].get("prompt")
     fmt = PromptFormat(**(prompt.get("init_args", prompt) if isinstance(prompt, dict) else {}))
     model = load_causal_lm(spec, config["model"].get("dtype", "float32"))

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from halluc_cl.errors import ConfigError
+from halluc_cl.experiments.fit import run_verb
 from halluc_cl.experiments.tables import mean_std
 from halluc_cl.io import atomic_write_text
 from halluc_cl.metrics.hallucination import HallucinationRate
@@ -55,8 +56,6 @@ def _rates(preds: dict[str, dict], reference: dict[str, bool]) -> dict[str, floa
 
 def rescore_cell(run: Path, out: Path) -> dict:
     """Validate one cell's last checkpoint by generation; both scorings and their agreement."""
-    from halluc_cl import cli  # imported here: cli registers this analysis
-
     summary = json.loads((run / "summary.json").read_text())
     ckpt = run / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
@@ -65,7 +64,7 @@ def rescore_cell(run: Path, out: Path) -> dict:
     forward = _final_predictions(run, last_epoch)
     dest = out / run.parent.name
     if not (dest / run.name / "predictions").is_dir():
-        cli.main(["validate", "--config", str(run / "config.yaml"), "--ckpt_path", str(ckpt),
+        run_verb(["validate", "--config", str(run / "config.yaml"), "--ckpt_path", str(ckpt),
                   "--model.eval_method", "generate", "--trainer.enable_progress_bar", "false",
                   "--artifacts.root", str(out), "--artifacts.name", run.parent.name,
                   "--artifacts.version", run.name,

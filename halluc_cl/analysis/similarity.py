@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from halluc_cl.analysis.drift import last_token_states
-from halluc_cl.data.padding import left_pad
-from halluc_cl.data.prompts import PromptFormat
-from halluc_cl.data.schema import Fact
+from halluc_cl.facts.padding import left_pad
+from halluc_cl.facts.prompts import PromptFormat
+from halluc_cl.facts.schema import Fact
+from halluc_cl.metrics.drift import last_token_states
 
 
 def fact_states(model, tokenizer, facts: list[Fact], layer: int = -1,

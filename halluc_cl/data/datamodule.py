@@ -27,16 +27,16 @@ from datasets import Dataset
 from torch.utils.data import DataLoader, DistributedSampler
 
 from halluc_cl.data.extra_inputs import ExtraInputs, ExtraKind
-from halluc_cl.data.padding import left_pad, length_bucketed, right_pad
-from halluc_cl.data.prompts import IGNORE_INDEX, PromptFormat, encode_example
 from halluc_cl.data.resumable import EpochBatches
-from halluc_cl.data.schema import Fact
 from halluc_cl.data.sources import load_source
 from halluc_cl.data.splits import HELDOUT_SPLITS, Disjoint, SplitSpec, split_facts
-from halluc_cl.data.synthetic import SyntheticWorld, world_config
 from halluc_cl.errors import ConfigError
-from halluc_cl.metrics.matching import IDK_ANSWERS, is_abstention
-from halluc_cl.models.loading import is_synthetic, load_tokenizer, synthetic_world_name
+from halluc_cl.facts.matching import IDK_ANSWERS, is_abstention
+from halluc_cl.facts.padding import left_pad, length_bucketed, right_pad
+from halluc_cl.facts.prompts import IGNORE_INDEX, PromptFormat, encode_example
+from halluc_cl.facts.schema import Fact
+from halluc_cl.lm.loading import load_tokenizer
+from halluc_cl.synthetic.resolve import resolve, world_of
 
 EVAL_SPLITS = ("heldout_test", "heldout_val", "unknown_train", "known_train")
 
@@ -168,7 +168,7 @@ class FactDataModule(L.LightningDataModule):
             self.splits["unknown_train"] = self._shuffled_answers(split_seed)
         if warmup_epochs and not self.splits["known_train"]:
             raise ConfigError("the warm-up needs Known training facts, but unknown_fraction=1")
-        self.tokenizer = load_tokenizer(tokenizer)
+        self.tokenizer = load_tokenizer(resolve(tokenizer))
         self._encoded: dict[str, Dataset] = {}
         self._eval_cache: dict[str, tuple[list, list, list]] = {}
         self._abstain: list[str] | None = None  # abstention spellings (``abstain_phrases``)
@@ -184,10 +184,8 @@ class FactDataModule(L.LightningDataModule):
         self.extra_per_batch, self.extra_source = extra_per_batch, extra_source
         self.extra_inputs = None
         if extra_per_batch:
-            world = SyntheticWorld(world_config(synthetic_world_name(source))) \
-                if is_synthetic(source) else None
             self.extra_inputs = ExtraInputs(split.pool, extra_source, self.tokenizer,
-                                            self.prompt, world)
+                                            self.prompt, world_of(source))
 
     def setup(self, stage: str) -> None:
         trainer = self.trainer

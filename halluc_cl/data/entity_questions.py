@@ -26,9 +26,9 @@ import json
 import re
 from pathlib import Path
 
-from halluc_cl.data.schema import ENTITY_QUESTIONS_ID, Fact
-from halluc_cl.data.text import read_text, text_lines
 from halluc_cl.errors import ConfigError, DataError
+from halluc_cl.facts.schema import ENTITY_QUESTIONS_ID, Fact
+from halluc_cl.io import read_text, text_lines
 
 SPLITS = ("train", "dev", "test")
 

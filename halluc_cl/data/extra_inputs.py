@@ -21,10 +21,10 @@ from typing import Literal
 
 import torch
 
-from halluc_cl.data.padding import right_pad
-from halluc_cl.data.prompts import IGNORE_INDEX, PromptFormat, encode_example
-from halluc_cl.data.schema import Fact
 from halluc_cl.errors import ConfigError
+from halluc_cl.facts.padding import right_pad
+from halluc_cl.facts.prompts import IGNORE_INDEX, PromptFormat, encode_example
+from halluc_cl.facts.schema import Fact
 
 ExtraKind = Literal["questions", "qa", "statements"]
 

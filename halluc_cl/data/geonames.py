@@ -38,8 +38,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from functools import lru_cache
 
-from halluc_cl.data.schema import Fact
 from halluc_cl.errors import ConfigError
+from halluc_cl.facts.schema import Fact
 
 QUESTIONS: dict[str, str] = {
     "city_country": "In which country is the city of {s}?",

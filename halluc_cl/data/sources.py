@@ -32,9 +32,9 @@ from urllib.parse import parse_qsl
 
 from halluc_cl.data.entity_questions import SPLITS, dataset_root, read_entity_questions, split_of
 from halluc_cl.data.geonames import geonames_facts
-from halluc_cl.data.schema import Fact, read_facts
 from halluc_cl.errors import ConfigError, DataError
-from halluc_cl.models.loading import is_synthetic, synthetic_world_name
+from halluc_cl.facts.schema import Fact, read_facts
+from halluc_cl.synthetic.resolve import is_synthetic, world_facts
 
 GEONAMES = "geonames://"
 ENTITY_QUESTIONS = "entity_questions://"
@@ -95,9 +95,7 @@ def load_source(source: str) -> list[Fact]:
         DataError: a missing or malformed source.
     """
     if is_synthetic(source):
-        from halluc_cl.models.pretrain import build_base_model
-
-        return read_facts(build_base_model(synthetic_world_name(source)) / "facts.jsonl")
+        return world_facts(source)
     if source.startswith(GEONAMES):
         rest, options = parse_options(source, GEONAMES, GEONAMES_OPTIONS)
         if rest.strip("/"):

@@ -22,8 +22,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal
 
-from halluc_cl.data.schema import Fact
 from halluc_cl.errors import ConfigError
+from halluc_cl.facts.schema import Fact
 
 Disjoint = Literal["subject", "fact"]
 HELDOUT_SPLITS = ("heldout_val", "heldout_test")

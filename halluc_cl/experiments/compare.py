@@ -42,13 +42,13 @@ import yaml
 from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
-from halluc_cl.config_files import find, looked_for, shown
-from halluc_cl.data.text import read_text
 from halluc_cl.errors import ConfigError, TrainingError
+from halluc_cl.experiments.config_files import find, looked_for, shown
 from halluc_cl.experiments.config_hash import config_hash
-from halluc_cl.experiments.interrupt import GUARD, Interrupted
+from halluc_cl.experiments.fit import resolved_config, run_verb
 from halluc_cl.experiments.tables import CellResult, Split, results_csv, results_markdown
-from halluc_cl.io import atomic_write_text
+from halluc_cl.io import atomic_write_text, read_text
+from halluc_cl.runtime.signals import GUARD, Interrupted
 
 _METHOD_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 CHILD_ENV = "HALLUC_CL_CHILD"  # set for a cell's fit run as a child process: the grid reports
@@ -101,9 +101,7 @@ class Cell:
 
     def resolve(self, fit_args: list[str]) -> Cell:
         """This cell with ``sha256`` set from its fully resolved config (parsed, not run)."""
-        from halluc_cl import cli  # imported here: cli imports this module for its COMMANDS
-
-        resolved = cli.resolved_config(["fit", *self.args(), *fit_args])
+        resolved = resolved_config(["fit", *self.args(), *fit_args])
         return Cell(self.method, self.configs, self.unknown_fraction, self.seed,
                     self.split_seed, config_hash(resolved), processes_of(resolved["trainer"]))
 
@@ -256,8 +254,6 @@ def fit_in_subprocess(args: list[str], name: str) -> None:
 def run_cell(cell: Cell, out: Path, fit_args: list[str]) -> None:
     """Fit one cell in-process (resuming its interrupted fit, or from a clean folder), then
     record its hash."""
-    from halluc_cl import cli  # imported here: cli imports this module for its COMMANDS
-
     run = cell.run_dir(out)
     last = resumable(cell, out)
     if run.exists() and last is None:
@@ -272,7 +268,7 @@ def run_cell(cell: Cell, out: Path, fit_args: list[str]) -> None:
     if cell.processes > 1:
         fit_in_subprocess(args, cell.name)
     else:
-        cli.main(args)
+        run_verb(args)
     if not (run / "summary.json").is_file():
         raise RuntimeError(f"fit of {cell.name} finished without {run / 'summary.json'}")
     atomic_write_text(run / "cell.json", json.dumps({**record, "finished": True}, indent=2) + "\n")

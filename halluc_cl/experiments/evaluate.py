@@ -34,16 +34,15 @@ import yaml
 from jsonargparse import ArgumentError, ArgumentParser
 
 from halluc_cl.data.datamodule import EVAL_SPLITS, FactDataModule
-from halluc_cl.data.prompts import PromptFormat
-from halluc_cl.data.schema import Fact
 from halluc_cl.data.sources import load_source
-from halluc_cl.data.text import read_text
 from halluc_cl.errors import ConfigError
-from halluc_cl.io import atomic_write_text
-from halluc_cl.models.evaluation import EvalMethod
-from halluc_cl.models.evaluation_hooks import SPLIT_METRIC
-from halluc_cl.models.loading import load_tokenizer
-from halluc_cl.probing.slick import CATEGORIES
+from halluc_cl.facts.prompts import PromptFormat
+from halluc_cl.facts.schema import CATEGORIES, Fact
+from halluc_cl.io import atomic_write_text, read_text
+from halluc_cl.lm.loading import load_tokenizer
+from halluc_cl.synthetic.resolve import resolve
+from halluc_cl.train.evaluation import EvalMethod
+from halluc_cl.train.evaluation_hooks import SPLIT_METRIC
 
 FactChoice = Literal["run", "all"]
 ALL = "all"
@@ -72,7 +71,7 @@ class FactSetData(FactDataModule):
             raise ConfigError(f"eval_batch_size must be >= 1, got {eval_batch_size}")
         self.splits = {**{s: [] for s in EVAL_SPLITS}, CARRIER: list(facts)}
         self.prompt = prompt or PromptFormat()
-        self.tokenizer = load_tokenizer(tokenizer)
+        self.tokenizer = load_tokenizer(resolve(tokenizer))
         self.eval_batch_size, self.eval_max_facts = eval_batch_size, None
         self.unknown_answer = unknown_answer
         self.split_seed = self.order_seed = 0
@@ -217,7 +216,7 @@ def evaluate(
         ``acc``, ``abstained``, ``categories``) and ``metrics`` (with ``facts=run``: what a
         fit's validation logs, named as in ``summary.json``'s ``final``).
     """
-    from halluc_cl.models.module import FactSFTModule
+    from halluc_cl.train.module import FactSFTModule
 
     config_path, cfg = run_config(run) if run is not None else (None, None)
     facts = facts or ("run" if cfg is not None else ALL)

@@ -82,8 +82,3 @@ class AbstainRate(_ReferenceConditioned):
 
     def _selected(self, now_correct: Tensor, abstained: Tensor) -> Tensor:
         return ~now_correct & abstained
-
-
-def relative_decline(peak: float, final: float) -> float:
-    """(peak − final) / peak, the paper's headline number; 0 when the peak is 0."""
-    return (peak - final) / peak if peak > 0 else 0.0

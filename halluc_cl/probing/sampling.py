@@ -20,8 +20,8 @@ from collections import OrderedDict
 
 import torch
 
-from halluc_cl.data.padding import left_pad
-from halluc_cl.models.modes import eval_mode, left_pad_positions
+from halluc_cl.facts.padding import left_pad
+from halluc_cl.lm.modes import eval_mode, left_pad_positions
 
 
 @functools.lru_cache(maxsize=8)

@@ -30,16 +30,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from halluc_cl.data.prompts import DEFAULT_TEMPLATE, PromptFormat, few_shot_prefix
-from halluc_cl.data.schema import Fact, append_facts, fact_from_dict, write_facts
 from halluc_cl.distributed import barrier, gather_lists, init_from_environment, rank_and_world
 from halluc_cl.errors import ConfigError, DataError
-from halluc_cl.experiments.interrupt import Interrupted
+from halluc_cl.facts.matching import exact_match
+from halluc_cl.facts.prompts import DEFAULT_TEMPLATE, PromptFormat, few_shot_prefix
+from halluc_cl.facts.schema import Fact, append_facts, fact_from_dict, write_facts
 from halluc_cl.io import atomic_write_text
-from halluc_cl.metrics.matching import exact_match
 from halluc_cl.probing.sampling import PrefixCache, greedy_and_sampled
-
-CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
+from halluc_cl.runtime.signals import Interrupted
 
 
 def categorize(greedy_correct: list[bool], sampled_correct: list[bool]) -> str:
@@ -307,12 +305,14 @@ def probe(
             their encoding is computed once; False draws them per fact (slower).
     """
     from halluc_cl.data.sources import exemplar_pool, load_source
-    from halluc_cl.models.loading import load_causal_lm, load_tokenizer
+    from halluc_cl.lm.loading import load_causal_lm, load_tokenizer
+    from halluc_cl.synthetic.resolve import resolve
 
     facts, exemplars = exemplar_pool(load_source(source), seed=seed)
     facts = facts[:limit] if limit is not None else facts
     created = init_from_environment()  # under torchrun: one share of the batches per process
     try:
+        model = resolve(model)
         lm = load_causal_lm(model, dtype)
         if torch.cuda.is_available():
             lm = lm.cuda()

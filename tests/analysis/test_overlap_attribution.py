@@ -10,7 +10,7 @@ import pytest
 from halluc_cl.analysis.attribution import attribute, neighbours
 from halluc_cl.analysis.overlap import name_overlap, name_tokens
 from halluc_cl.cli import main
-from halluc_cl.data.schema import Fact
+from halluc_cl.facts.schema import Fact
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -137,7 +137,7 @@ def test_fact_states_are_unit_norm_and_follow_the_question(tiny_model_dir, one_t
 
     from halluc_cl.analysis.similarity import cosine, fact_states
     from halluc_cl.data.sources import load_source
-    from halluc_cl.models.loading import load_causal_lm, load_tokenizer
+    from halluc_cl.lm.loading import load_causal_lm, load_tokenizer
 
     facts = load_source("synthetic://tiny")[:5]
     twin = Fact(id="twin", subject=facts[0].subject, relation=facts[0].relation,

@@ -12,8 +12,8 @@ import yaml
 
 from halluc_cl.analysis.studies import check_factors, study_csv, study_markdown, study_rows
 from halluc_cl.cli import main
-from halluc_cl.config_files import find
 from halluc_cl.errors import ConfigError
+from halluc_cl.experiments.config_files import find
 from halluc_cl.experiments.tables import CellResult
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from halluc_cl.data.datamodule import FactDataModule
-from halluc_cl.data.prompts import IGNORE_INDEX
 from halluc_cl.errors import ConfigError
+from halluc_cl.facts.prompts import IGNORE_INDEX
 
 TINY = "synthetic://tiny"
 
@@ -111,7 +111,7 @@ def test_overlapping_categories_are_rejected(tiny_model_dir):
 def test_duplicate_question_under_another_id_never_trained(tiny_model_dir, monkeypatch):
     """A question asked twice under two ids is held out or trained on, never both. A fact file
     that does this is refused when read; EntityQuestions may do it, in one split or two."""
-    from halluc_cl.data.schema import read_facts
+    from halluc_cl.facts.schema import read_facts
 
     facts = read_facts(tiny_model_dir / "facts.jsonl")
     twins = [f.__class__(**{**f.to_dict(), "id": f.id + "-twin"}) for f in facts]

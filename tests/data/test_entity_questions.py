@@ -197,7 +197,7 @@ def test_question_with_a_blank_subject(tmp_path):
 def test_question_in_two_splits_with_other_answers_is_kept(tmp_path):
     """The dataset may ask one subject's question again in another split with another answer
     (another entity of that name); such records are kept, also in a probe's output file."""
-    from halluc_cl.data.schema import read_facts, write_facts
+    from halluc_cl.facts.schema import read_facts, write_facts
 
     shutil.copytree(FIXTURE, tmp_path / "dataset")
     test_file = tmp_path / "dataset" / "test" / "P26.test.json"

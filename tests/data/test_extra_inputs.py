@@ -6,8 +6,8 @@ import pytest
 
 from halluc_cl.data.datamodule import FactDataModule
 from halluc_cl.data.extra_inputs import ExtraInputs
-from halluc_cl.data.prompts import IGNORE_INDEX, PromptFormat
 from halluc_cl.errors import ConfigError
+from halluc_cl.facts.prompts import IGNORE_INDEX, PromptFormat
 
 TINY = "synthetic://tiny"
 

@@ -111,7 +111,7 @@ def test_bad_arguments(kwargs, message):
 
 def test_a_probe_output_of_all_geonames_facts_reads_back(tmp_path):
     """One record per question: the widest source passes ``read_facts``' checks."""
-    from halluc_cl.data.schema import read_facts, write_facts
+    from halluc_cl.facts.schema import read_facts, write_facts
 
     every = geonames_facts(min_population=15_000)
     write_facts(tmp_path / "geo.jsonl", every)

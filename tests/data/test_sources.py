@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from halluc_cl.data.schema import Fact, write_facts
 from halluc_cl.data.sources import exemplar_pool, load_source
 from halluc_cl.errors import ConfigError, DataError
+from halluc_cl.facts.schema import Fact, write_facts
 
 FIXTURE = Path(__file__).parent / "fixtures" / "entity_questions"
 
@@ -32,9 +32,9 @@ def test_jsonl_file_and_folder(tmp_path):
 
 def test_synthetic_dispatch(tmp_path, monkeypatch):
     # a stand-in for models.pretrain, so the test neither builds a model nor imports Lightning
-    fake = types.ModuleType("halluc_cl.models.pretrain")
+    fake = types.ModuleType("halluc_cl.synthetic.base_model")
     fake.build_base_model = lambda world: tmp_path if world == "tiny" else None
-    monkeypatch.setitem(sys.modules, "halluc_cl.models.pretrain", fake)
+    monkeypatch.setitem(sys.modules, "halluc_cl.synthetic.base_model", fake)
     write_facts(tmp_path / "facts.jsonl", _facts({"r": 2}))
     assert [f.id for f in load_source("synthetic://tiny")] == ["r-0", "r-1"]
 

@@ -3,9 +3,9 @@ training-side set, on hand-built facts."""
 
 import pytest
 
-from halluc_cl.data.schema import Fact
 from halluc_cl.data.splits import SplitSpec, split_facts
 from halluc_cl.errors import ConfigError
+from halluc_cl.facts.schema import Fact
 
 RELATIONS = ("born", "works", "plays")
 

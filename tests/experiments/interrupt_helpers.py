@@ -37,7 +37,7 @@ class SignalAt(L.Callback):
             for _ in range(self.times):
                 os.kill(os.getpid(), self.signum)
             return
-        from halluc_cl.experiments.interrupt import GUARD
+        from halluc_cl.runtime.signals import GUARD
 
         Path(self.ready_file).touch()
         deadline = time.monotonic() + self.timeout

@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from halluc_cl import cli
-from halluc_cl.config_files import find
 from halluc_cl.errors import ConfigError
+from halluc_cl.experiments import compare as compare_module
 from halluc_cl.experiments.compare import Cell, compare, grid, resolve_methods, validate
+from halluc_cl.experiments.config_files import find
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ("sft.yaml", "known_only.yaml", "world/tiny.yaml")
@@ -27,12 +28,12 @@ def copy_configs(dest: Path) -> dict[str, list[str]]:
 
 
 class Spy:
-    """Counts the fits compare starts, running the real ``halluc_cl.cli.main``."""
+    """Counts the fits compare starts, running the real ``run_verb``."""
 
     def __init__(self, monkeypatch):
         self.calls: list[list[str]] = []
-        self._main = cli.main
-        monkeypatch.setattr(cli, "main", self)
+        self._main = compare_module.run_verb
+        monkeypatch.setattr(compare_module, "run_verb", self)
 
     def __call__(self, args):
         self.calls.append(args)
@@ -106,7 +107,7 @@ def test_compare_resumes_and_reruns_changed_method(tiny_grid, tmp_path, monkeypa
 
 
 def fake_fit(calls: list, summary: dict):
-    """Stands in for ``cli.main``: writes ``summary`` as summary.json where the fit would."""
+    """Stands in for ``run_verb``: writes ``summary`` as summary.json where the fit would."""
     def main(args):
         calls.append(args)
         arg = {k: v for k, v in itertools.pairwise(args) if k.startswith("--artifacts.")}
@@ -119,7 +120,7 @@ def fake_fit(calls: list, summary: dict):
 def test_killed_run_is_cleared_and_rerun(tmp_path, monkeypatch, summary_stub):
     methods = {"sft": [str(ROOT / "configs/sft.yaml")]}
     calls = []
-    monkeypatch.setattr(cli, "main", fake_fit(calls, summary_stub()))
+    monkeypatch.setattr(compare_module, "run_verb", fake_fit(calls, summary_stub()))
     compare(methods, seeds=[0, 1], out=str(tmp_path), plots=False)
     assert len(calls) == 2
     (killed,) = tmp_path.glob("runs/sft/unk0.5_split1_seed1_*")
@@ -169,7 +170,7 @@ def test_cell_hash_follows_the_resolved_config(tmp_path):
 
 def test_dry_run_lists_cells_and_fits_nothing(tmp_path, monkeypatch, capsys, summary_stub):
     calls = []
-    monkeypatch.setattr(cli, "main", fake_fit(calls, summary_stub()))
+    monkeypatch.setattr(compare_module, "run_verb", fake_fit(calls, summary_stub()))
     methods = {"sft": [str(ROOT / "configs/sft.yaml")]}
     assert compare(methods, seeds=[0, 1], out=str(tmp_path / "out"), dry_run=True) == []
     out = capsys.readouterr().out
@@ -234,7 +235,7 @@ def test_cli_print_config(capsys):
 def test_grids_sharing_a_folder_reuse_cells_and_keep_their_own_tables(tmp_path, monkeypatch,
                                                                          summary_stub):
     calls = []
-    monkeypatch.setattr(cli, "main", fake_fit(calls, summary_stub()))
+    monkeypatch.setattr(compare_module, "run_verb", fake_fit(calls, summary_stub()))
     sft = str(ROOT / "configs/sft.yaml")
     compare({"sft": [sft]}, seeds=[0], out=str(tmp_path), plots=False)
     compare({"sft": [sft], "ko": [sft, str(ROOT / "configs/known_only.yaml")]}, seeds=[0],
@@ -250,7 +251,7 @@ def test_shards_split_the_grid_and_the_last_writes_the_tables(tmp_path, monkeypa
                                                              summary_stub):
     methods = {"sft": [str(ROOT / "configs/sft.yaml")]}
     calls = []
-    monkeypatch.setattr(cli, "main", fake_fit(calls, summary_stub()))
+    monkeypatch.setattr(compare_module, "run_verb", fake_fit(calls, summary_stub()))
     kwargs = {"seeds": [0, 1, 2], "out": str(tmp_path), "plots": False}
     assert compare(methods, shard="1/2", **kwargs) == []  # seed 1 only
     assert [c[c.index("--seed_everything") + 1] for c in calls] == ["1"]
@@ -270,7 +271,7 @@ def test_a_cell_locked_by_another_command_is_left_alone(tmp_path, monkeypatch, c
 
     methods = {"sft": [str(ROOT / "configs/sft.yaml")]}
     calls = []
-    monkeypatch.setattr(cli, "main", fake_fit(calls, summary_stub()))
+    monkeypatch.setattr(compare_module, "run_verb", fake_fit(calls, summary_stub()))
     kwargs = {"seeds": [0, 1], "out": str(tmp_path), "plots": False}
     cell = grid(methods, [1], [0.5])[0].resolve([])
     run = cell.run_dir(tmp_path)

@@ -11,8 +11,8 @@ import pytest
 
 from halluc_cl.cli import main
 from halluc_cl.data.datamodule import FactDataModule
-from halluc_cl.data.schema import write_facts
 from halluc_cl.experiments.evaluate import RUN_METRICS, evaluate
+from halluc_cl.facts.schema import write_facts
 
 ROOT = Path(__file__).resolve().parents[2]
 # a run whose split and evaluated subsets differ from the defaults

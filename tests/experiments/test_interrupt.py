@@ -21,8 +21,9 @@ import torch
 from resume_util import COMMON, HELPERS, ROOT, assert_same_run, run_cli, signal_at
 
 from halluc_cl import cli
+from halluc_cl.experiments import compare as compare_module
 from halluc_cl.experiments.compare import Cell
-from halluc_cl.experiments.interrupt import GUARD, Interrupted, handling_signals, resume_command
+from halluc_cl.runtime.signals import GUARD, Interrupted, handling_signals, resume_command
 
 SFT = str(ROOT / "configs/sft.yaml")
 TINY_CFG = str(ROOT / "configs/world/tiny.yaml")
@@ -196,14 +197,14 @@ def test_compare_signal_between_cells_stops_before_the_next(tmp_path, monkeypatc
             signal.raise_signal(signal.SIGTERM)
             GUARD.release()
 
-    monkeypatch.setattr(cli, "main", fake_fit)
+    monkeypatch.setattr(compare_module, "run_verb", fake_fit)
     args = ["compare", "--methods", json.dumps({"sft": [SFT]}), "--seeds", "[0, 1]",
             "--out", str(tmp_path), "--plots", "false"]
     code, errors = run_cli(args, capsys)
     assert code == 143 and len(calls) == 1
     assert errors == [("error: interrupted (SIGTERM); 1 of 2 cells finished; resume with: "
                        f"halluc-cl {shlex.join(args)}")]
-    monkeypatch.setattr(cli, "main", lambda a: fake_fit(a, signal_at_end=False))
+    monkeypatch.setattr(compare_module, "run_verb", lambda a: fake_fit(a, signal_at_end=False))
     assert run_cli(args, capsys)[0] == 0
     assert len(calls) == 2 and (tmp_path / "results.csv").is_file()
 

@@ -11,7 +11,6 @@ from halluc_cl.metrics.hallucination import (
     AbstainRate,
     ExactMatchAccuracy,
     HallucinationRate,
-    relative_decline,
 )
 
 T, F = True, False
@@ -118,14 +117,3 @@ def test_states_are_integer_sums():
         for name, default in m._defaults.items():
             assert default.dtype == torch.long, name
             assert m._reductions[name] is not None, name
-
-
-@pytest.mark.parametrize("peak, final, expected", [
-    (0.8, 0.6, 0.25),
-    (0.5, 0.5, 0.0),
-    (0.4, 0.0, 1.0),
-    (0.8, 1.0, -0.25),
-    (0.0, 0.3, 0.0),
-])
-def test_relative_decline(peak, final, expected):
-    assert relative_decline(peak, final) == pytest.approx(expected)

@@ -11,9 +11,9 @@ import stat
 import pytest
 import torch
 
-from halluc_cl.data.prompts import PromptFormat
-from halluc_cl.data.schema import Fact, read_facts
 from halluc_cl.errors import ConfigError, WriteError
+from halluc_cl.facts.prompts import PromptFormat
+from halluc_cl.facts.schema import Fact, read_facts
 from halluc_cl.probing.slick import (
     SliCKProbe,
     categorize,
@@ -84,7 +84,7 @@ def test_shared_exemplars_are_one_prefix_per_prompt_and_relation():
 
 @pytest.fixture
 def tiny(tiny_model_dir):
-    from halluc_cl.models.loading import load_causal_lm, load_tokenizer
+    from halluc_cl.lm.loading import load_causal_lm, load_tokenizer
 
     torch.set_num_threads(1)
     facts = read_facts(tiny_model_dir / "facts.jsonl")
@@ -92,7 +92,7 @@ def tiny(tiny_model_dir):
 
 
 def test_greedy_rows_agree_with_generate(tiny):
-    from halluc_cl.models.answering import answer_prompts
+    from halluc_cl.lm.generation import answer_prompts
     from halluc_cl.probing.sampling import greedy_and_sampled
 
     model, tok, facts = tiny
@@ -105,7 +105,7 @@ def test_greedy_rows_agree_with_generate(tiny):
 
 
 def test_a_shared_prefix_gives_the_answers_of_whole_prompts(tiny):
-    from halluc_cl.models.answering import answer_prompts
+    from halluc_cl.lm.generation import answer_prompts
     from halluc_cl.probing.sampling import PrefixCache, greedy_and_sampled
 
     model, tok, facts = tiny

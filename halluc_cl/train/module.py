@@ -1,0 +1,362 @@
+"""FactSFTModule: SFT of a causal LM on facts, with regularizer plugins and hallucination metrics.
+
+The first ``warmup_epochs`` epochs are the format warm-up on Known facts; at its end the
+student is snapshotted (teacher for distillation, anchor for L2/EWC) and the held-out Known
+answers of that moment become the reference of ``hallucination_rate``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+from halluc_cl.distributed import any_rank, rank_and_world, total_over_ranks
+from halluc_cl.errors import ConfigError
+from halluc_cl.facts.prompts import IGNORE_INDEX
+from halluc_cl.lm.context import check_context
+from halluc_cl.lm.loading import load_causal_lm, load_tokenizer
+from halluc_cl.methods.base import Regularizer
+from halluc_cl.methods.teacher import AdapterOffTeacher, SnapshotTeacher
+from halluc_cl.metrics.decline import PeakDecline
+from halluc_cl.metrics.drift import RepresentationDrift
+from halluc_cl.metrics.hallucination import AbstainRate, ExactMatchAccuracy, HallucinationRate
+from halluc_cl.runtime.rng import rng_state, set_rng_state
+from halluc_cl.synthetic.resolve import resolve
+from halluc_cl.train.evaluation import EVAL_METHODS, EvalMethod
+from halluc_cl.train.evaluation_hooks import HELDOUT_RATE_PREFIX, SPLIT_METRIC, EvaluationHooks
+
+
+class FactSFTModule(EvaluationHooks, L.LightningModule):
+    """Fine-tunes ``model`` on question→answer facts.
+
+    Args:
+        model: ``synthetic://<world>``, a local model folder, a GGUF file or a hub id.
+        regularizers: Plugins (``class_path``/``init_args``) that compose in order.
+        optimizer: Optimizer factory, e.g. ``torch.optim.AdamW`` with ``lr``.
+        scheduler: Optional LR scheduler factory (stepped per epoch).
+        warmup_epochs: Leading Known-only epochs; must match ``data.warmup_epochs`` (linked)
+            and be fewer than ``trainer.max_epochs``.
+        snapshot: When the teacher/anchor snapshot is taken: at the end of the ``warmup``
+            or from the ``base`` model before any training.
+        dtype: Weight dtype of the loaded model: ``float32`` or ``bfloat16``.
+        max_new_tokens: Answer length limit of greedy evaluation.
+        gradient_checkpointing: Recompute activations in the backward pass (less memory for
+            large models, about a third more compute).
+        drift_layer: Log ``heldout_drift``, the mean cosine distance of held-out Known facts'
+            hidden states at this layer (last prompt token; -1 = last block) from their
+            states at the end of the warm-up. ``None`` turns it off.
+        eval_method: ``forward``: exact match from one teacher-forced forward pass per batch
+            (generation only for the prediction text of facts that match no alias, when
+            predictions are saved); ``generate``: greedy generation of every answer, matched
+            as text (case, punctuation and articles aside); ``hybrid``: ``generate``'s
+            numbers, generating only the facts whose greedy answer is not an alias as written
+            (one forward decides those).
+        compile: ``torch.compile`` the student's and the live teacher's forward (in place,
+            dynamic shapes; parameter names and checkpoints are unchanged). For GPUs: fewer,
+            fused kernels per step; the first steps pay the compilation.
+    """
+
+    def __init__(
+        self,
+        model: str = "synthetic://default",
+        regularizers: list[Regularizer] | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        warmup_epochs: int = 1,
+        snapshot: Literal["warmup", "base"] = "warmup",
+        dtype: str = "float32",
+        max_new_tokens: int = 8,
+        gradient_checkpointing: bool = False,
+        drift_layer: int | None = None,
+        eval_method: EvalMethod = "forward",
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        if warmup_epochs < 1:
+            raise ConfigError("warmup_epochs must be >= 1: the snapshot and the hallucination "
+                              "reference are taken at the end of the warm-up")
+        if snapshot not in ("warmup", "base"):
+            raise ConfigError(f"snapshot must be 'warmup' or 'base', got {snapshot!r}")
+        if eval_method not in EVAL_METHODS:
+            raise ConfigError(f"eval_method must be one of {', '.join(EVAL_METHODS)}, got "
+                              f"{eval_method!r}")
+        if dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"dtype must be float32 or bfloat16, got {dtype!r}")
+        self.save_hyperparameters(ignore=["regularizers", "optimizer", "scheduler"])
+        self.model_spec = model
+        self.student = load_causal_lm(resolve(model), dtype).train()  # from_pretrained returns eval mode
+        if gradient_checkpointing:
+            self.student.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.tokenizer = load_tokenizer(resolve(model))
+        self.regularizers = list(regularizers or [])
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.warmup_epochs, self.max_new_tokens = warmup_epochs, max_new_tokens
+        self.snapshot = snapshot
+        # updated with every process's outcomes (``EvaluationHooks``): no second sync
+        local = {"sync_on_compute": False}
+        self.accuracy = nn.ModuleDict({s: ExactMatchAccuracy(**local) for s in SPLIT_METRIC})
+        self.hallucination = nn.ModuleDict({s: HallucinationRate(**local)
+                                            for s in HELDOUT_RATE_PREFIX})
+        self.abstain = nn.ModuleDict({s: AbstainRate(**local) for s in HELDOUT_RATE_PREFIX})
+        self.new_fact_abstain = ExactMatchAccuracy(**local)  # Unknown facts answered "IDK"
+        # held-out answers that follow the taught answer format (``prompt.answer_suffix``)
+        self.format_rate = nn.ModuleDict({s: ExactMatchAccuracy(**local)
+                                          for s in HELDOUT_RATE_PREFIX})
+        self.peak = PeakDecline()  # held-out peak and decline since the warm-up's end
+        self.drift = RepresentationDrift()  # of held-out states from the warm-up's end
+        self._teacher: SnapshotTeacher | AdapterOffTeacher | None = None  # not a submodule
+        self.snapshot_taken = False
+        self._plugins_ready = False  # regularizer setup runs once per module
+        self.reference: dict[str, bool] = {}  # held-out fact id -> snapshot answered correctly
+        self.history: list[dict] = []  # metrics of every evaluation
+        self.last_predictions: list[dict] = []
+        self.drift_layer = drift_layer
+        self.eval_method = eval_method
+        self.compile_model = compile
+        self.want_prediction_text = True  # RunArtifacts turns it off when it saves none
+        self.drift_reference: dict[str, torch.Tensor] = {}  # fact id -> state at warm-up end
+        self._eval_states: dict[str, torch.Tensor] = {}
+        self._rng_to_restore: dict | None = None  # RNG states of a checkpoint being resumed
+        self.cost = {"student_tokens": 0, "teacher_tokens": 0}  # this process's; ``add_cost``
+
+    # --- phases -------------------------------------------------------------------------
+    @property
+    def in_sft_phase(self) -> bool:
+        return self.current_epoch >= self.warmup_epochs
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(r.needs_teacher for r in self.regularizers)
+
+    @property
+    def teacher(self) -> SnapshotTeacher | AdapterOffTeacher | None:
+        return self._teacher
+
+    def _ordered_plugins(self) -> list[Regularizer]:
+        return sorted(self.regularizers, key=lambda r: r.setup_order)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self._check_fit_config()
+        check_context(self, getattr(self.trainer, "datamodule", None), training=stage == "fit")
+        if self._plugins_ready:
+            return
+        # every stage: a LoRA checkpoint only loads into the wrapped model
+        for reg in self._ordered_plugins():
+            reg.setup(self)
+        if self.compile_model:
+            self.student.compile(dynamic=True)
+        self._plugins_ready = True
+
+    def _check_fit_config(self) -> None:
+        trainer = self.trainer
+        self._check_schedule()
+        if trainer.check_val_every_n_epoch not in (None, 1):
+            raise ConfigError("trainer.check_val_every_n_epoch must be 1: the hallucination "
+                              "reference is the evaluation at the end of the warm-up")
+        wants = any(r.uses_extra_inputs for r in self.regularizers)
+        has = getattr(trainer.datamodule, "extra_per_batch", 0) > 0
+        if wants != has:
+            raise ConfigError(
+                "KLSelfDistillation extra_weight > 0 and ReplayLoss need data.extra_per_batch > 0"
+                if wants else "data.extra_per_batch > 0 but no regularizer uses extra inputs "
+                "(set KLSelfDistillation extra_weight > 0, or add ReplayLoss)")
+
+    def _check_schedule(self) -> None:
+        """Refuse a fit that ends within the warm-up: it would train on no new fact and write
+        a summary of the warm-up alone. ``trainer.max_epochs`` of -1 (or ``None`` with
+        ``max_steps``) is unlimited; ``max_steps`` must then reach past the warm-up's steps."""
+        trainer, warmup = self.trainer, self.warmup_epochs
+        max_epochs = trainer.max_epochs
+        if max_epochs is not None and 0 <= max_epochs <= warmup:
+            raise ConfigError(
+                f"trainer.max_epochs={max_epochs} ends the fit within the warm-up "
+                f"(model.warmup_epochs={warmup}): no SFT epoch would run, and a warm-up alone "
+                f"is not a fit result; set trainer.max_epochs above {warmup}")
+        steps = self._warmup_steps()
+        if steps is not None and 0 <= trainer.max_steps <= steps:
+            raise ConfigError(
+                f"trainer.max_steps={trainer.max_steps} ends the fit within the warm-up "
+                f"(model.warmup_epochs={warmup} takes {steps} optimizer step(s)): no SFT step "
+                f"would run; set trainer.max_steps above {steps}, or to -1")
+
+    def _warmup_steps(self) -> int | None:
+        """Optimizer steps of the whole warm-up, as the trainer will count them (after
+        ``limit_train_batches`` and ``accumulate_grad_batches``); ``None`` for a datamodule
+        that does not say how many batches a warm-up epoch has."""
+        trainer = self.trainer
+        data = getattr(trainer, "datamodule", None)
+        if not hasattr(data, "warmup_batches"):
+            return None
+        batches, limit = data.warmup_batches(), trainer.limit_train_batches
+        batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+        return self.warmup_epochs * math.ceil(batches / trainer.accumulate_grad_batches)
+
+    def on_train_start(self) -> None:
+        if self._rng_to_restore is not None:  # resumed: go on with the saved random streams
+            set_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
+        if self.snapshot == "base" and self.current_epoch == 0 and self.global_step == 0:
+            self.take_snapshot()
+        if self.in_sft_phase and self.regularizers and (
+                not self.snapshot_taken or (self.needs_teacher and self._teacher is None)):
+            raise ConfigError("this checkpoint holds no snapshot for these regularizers (it was "
+                              "saved by a run without them); start the run from scratch")
+
+    def on_train_epoch_end(self) -> None:
+        if self.snapshot == "warmup" and self.current_epoch == self.warmup_epochs - 1:
+            self.take_snapshot()
+
+    def take_snapshot(self) -> None:
+        """Let plugins capture their anchors, then freeze the teacher (if any plugin needs one)."""
+        for reg in self._ordered_plugins():
+            reg.on_snapshot(self)
+        if self.needs_teacher:
+            self._teacher = self._make_teacher()
+        self.snapshot_taken = True
+
+    def _make_teacher(self) -> SnapshotTeacher | AdapterOffTeacher:
+        """The teacher a plugin provides (LoRA: adapter off), else a frozen copy."""
+        for reg in self._ordered_plugins():
+            teacher = reg.make_teacher(self)
+            if teacher is not None:
+                return teacher
+        teacher = SnapshotTeacher(self.student).to(self.device)
+        if self.compile_model:
+            teacher.model.compile(dynamic=True)
+        return teacher
+
+    # --- training -----------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self.student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           labels=batch["labels"], **self._loss_normaliser(batch["labels"]))
+        loss = out.loss
+        self.add_cost(student=batch["attention_mask"].sum())
+        logged = {"train/sft_loss": loss}
+        if self.in_sft_phase and self.regularizers:
+            outputs = self._plugin_outputs(batch, out)
+            for reg in self.regularizers:
+                penalty = reg.penalty(batch, outputs)
+                if penalty is not None:
+                    logged[f"reg/{reg.name}"] = penalty
+                    loss = loss + penalty
+        if any_rank(not torch.isfinite(loss)):  # every process stops, or none
+            raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.global_step}")
+        if self._logs_this_step():  # step values reach the logger only on its steps anyway
+            n = batch["input_ids"].shape[0]
+            # each process's loss is its share of the global batch's (``_loss_normaliser``):
+            # their mean over processes is the one-process value
+            self.log("train/sft_loss", logged.pop("train/sft_loss"), batch_size=n, prog_bar=True,
+                     sync_dist=True)
+            for name, value in logged.items():
+                self.log(name, value, batch_size=n, sync_dist=True)
+            self.log("train/loss", loss, batch_size=n, sync_dist=True)
+        return loss
+
+    def _loss_normaliser(self, labels: torch.Tensor) -> dict:
+        """Arguments that make the causal-LM loss this process's share of the global batch's
+        token mean (``num_items_in_batch``: the answer tokens of all processes over their
+        number, ``halluc_cl/distributed.py``); none in a single process."""
+        _, world = rank_and_world()
+        if world == 1:
+            return {}
+        count = (labels[:, 1:] != IGNORE_INDEX).sum().to(torch.float64).reshape(1)
+        torch.distributed.all_reduce(count)
+        return {"num_items_in_batch": count / world}
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self.in_sft_phase:
+            for reg in self.regularizers:
+                reg.before_optimizer_step(self)
+
+    def _logs_this_step(self) -> bool:
+        """Whether the logger writes this step's values (``trainer.log_every_n_steps``)."""
+        connector = getattr(self._trainer, "_logger_connector", None)
+        return bool(getattr(connector, "should_update_logs", True))
+
+    def _plugin_outputs(self, batch: dict, out) -> dict:
+        outputs = {"logits": out.logits, "loss": out.loss,
+                   "sft_epoch": self.current_epoch - self.warmup_epochs + 1}
+        if any(r.wants_teacher_logits for r in self.regularizers):
+            outputs["teacher_logits"] = self._teacher.logits(batch)
+            self.add_cost(teacher=batch["attention_mask"].sum())
+        extra_users = [r for r in self.regularizers if r.uses_extra_inputs]
+        if "extra_input_ids" in batch and extra_users:
+            extra = {"input_ids": batch["extra_input_ids"],
+                     "attention_mask": batch["extra_attention_mask"]}
+            outputs["extra_logits"] = self.student(**extra).logits
+            self.add_cost(student=extra["attention_mask"].sum())
+            if any(r.needs_teacher for r in extra_users):
+                outputs["extra_teacher_logits"] = self._teacher.logits(extra)
+                self.add_cost(teacher=extra["attention_mask"].sum())
+            outputs["extra_attention_mask"] = extra["attention_mask"]
+            outputs["extra_labels"] = batch["extra_labels"]
+        return outputs
+
+    def add_cost(self, student=0, teacher=0, every_process: bool = False) -> None:
+        """Count tokens through the student (forward + backward) and through the teacher
+        (forward only); ``summary.json`` reports them as the run's cost (``run_cost``).
+
+        Args:
+            student: Tokens through the student.
+            teacher: Tokens through the teacher.
+            every_process: The pass runs on every process with the same inputs (a Fisher
+                estimate, a teacher cache): counted once, by rank 0.
+        """
+        if every_process and self.global_rank != 0:
+            return
+        self.cost["student_tokens"] += student  # a tensor stays a tensor: no device sync
+        self.cost["teacher_tokens"] += teacher
+
+    def run_cost(self) -> dict[str, int]:
+        """Tokens of the whole run, every process's summed (a collective: every rank calls)."""
+        return total_over_ranks(self.cost)
+
+    def configure_optimizers(self):
+        params = [p for p in self.student.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError("no trainable parameters left (every parameter is frozen)")
+        opt = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": self.scheduler_factory(opt)}
+
+    # --- checkpoint ---------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["halluc_cl"] = {
+            "reference": self.reference, "history": self.history,
+            "snapshot_taken": self.snapshot_taken, "drift_reference": self.drift_reference,
+            "teacher": self._teacher.state_dict() if self._teacher else None,
+            "regularizers": [r.state_dict() for r in self.regularizers],
+            "rng": rng_state(), "cost": self.run_cost(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("halluc_cl", {})
+        self.reference = state.get("reference", {})
+        self.history = state.get("history", [])
+        self.peak.reset()  # the evaluations since the warm-up's end, as before the stop
+        for h in self._since_warmup():
+            self.peak.update(h.get("heldout_val_acc"), h.get("heldout_test_acc"))
+        self.drift_reference = state.get("drift_reference", {})
+        self.snapshot_taken = state.get("snapshot_taken", state.get("teacher") is not None)
+        if self.snapshot_taken and self.needs_teacher:
+            self._teacher = self._make_teacher()
+            if state.get("teacher") is not None:
+                self._teacher.load_state_dict(state["teacher"])
+        for reg, reg_state in zip(self.regularizers, state.get("regularizers", [])):
+            reg.load_state_dict(reg_state)
+        self._rng_to_restore = state.get("rng")  # applied in on_train_start
+        if "cost" in state:  # the whole run's: rank 0 carries it on, the others start at 0
+            self.cost = {k: int(v) if self.global_rank == 0 else 0
+                         for k, v in state["cost"].items()}
+
+    def on_fit_start(self) -> None:
+        if self._teacher is not None:
+            self._teacher.to(self.device)

@@ -1,0 +1,143 @@
+"""FactSFTModule: the teacher stays outside registered submodules; snapshot and checkpoint."""
+
+import pytest
+import torch
+
+from halluc_cl.methods import KLSelfDistillation
+from halluc_cl.train.module import FactSFTModule
+
+
+def test_teacher_is_not_a_registered_submodule(tiny_model_dir):
+    module = FactSFTModule("synthetic://tiny", regularizers=[KLSelfDistillation()])
+    n_params = sum(1 for _ in module.parameters())
+    keys = set(module.state_dict())
+    module.take_snapshot()
+    assert module.teacher is not None
+    assert sum(1 for _ in module.parameters()) == n_params
+    assert set(module.state_dict()) == keys
+    assert not any(p.requires_grad for p in module.teacher.model.parameters())
+    assert not module.teacher.model.training
+
+
+def test_snapshot_is_frozen_copy(tiny_model_dir):
+    module = FactSFTModule("synthetic://tiny", regularizers=[KLSelfDistillation()])
+    module.take_snapshot()
+    with torch.no_grad():
+        for p in module.student.parameters():
+            p.add_(1.0)
+    teacher_p = next(module.teacher.model.parameters())
+    student_p = next(module.student.parameters())
+    assert not torch.equal(teacher_p, student_p)
+
+
+def test_checkpoint_round_trip_restores_teacher_and_reference(tiny_model_dir):
+    a = FactSFTModule("synthetic://tiny", regularizers=[KLSelfDistillation()])
+    a.take_snapshot()
+    a.reference = {"f1": True}
+    a.history = [{"epoch": 0, "heldout_test_acc": 1.0}]
+    ckpt: dict = {}
+    a.on_save_checkpoint(ckpt)
+    b = FactSFTModule("synthetic://tiny", regularizers=[KLSelfDistillation()])
+    b.on_load_checkpoint(ckpt)
+    assert b.reference == {"f1": True} and b.history == a.history
+    for pa, pb in zip(a.teacher.model.parameters(), b.teacher.model.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_no_teacher_without_a_plugin_that_needs_one(tiny_model_dir):
+    module = FactSFTModule("synthetic://tiny")
+    module.take_snapshot()
+    assert module.teacher is None
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_model_dir):
+    ids = torch.randint(5, 60, (2, 9), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    grads = []
+    for flag in (False, True):
+        module = FactSFTModule("synthetic://tiny", gradient_checkpointing=flag)
+        assert module.student.is_gradient_checkpointing == flag
+        module.student(**batch).loss.backward()
+        grads.append([p.grad.clone() for p in module.student.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+
+
+def test_step_metrics_are_logged_on_the_loggers_steps_with_that_steps_loss(tiny_model_dir, one_thread,
+                                                                           tmp_path):
+    """training_step logs only on the steps the logger writes; the rows hold those steps' loss."""
+    import csv
+
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    from halluc_cl.data.datamodule import FactDataModule
+    from halluc_cl.train.module import FactSFTModule
+
+    losses: dict[int, float] = {}
+
+    class Capture(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses[trainer.global_step - 1] = float(outputs["loss"])
+
+    L.seed_everything(0, verbose=False)
+    module = FactSFTModule("synthetic://tiny", optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3))
+    data = FactDataModule(source="synthetic://tiny", tokenizer="synthetic://tiny", n_train=32,
+                          n_heldout=16, batch_size=4)
+    trainer = L.Trainer(max_epochs=2, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0,
+                        log_every_n_steps=3, logger=CSVLogger(tmp_path, name="log"),
+                        enable_progress_bar=False, enable_checkpointing=False,
+                        callbacks=[Capture()], accelerator="cpu")
+    trainer.fit(module, datamodule=data)
+    path = next(tmp_path.glob("log/*/metrics.csv"))
+    rows = [r for r in csv.DictReader(path.open()) if r.get("train/loss")]
+    assert [int(r["step"]) for r in rows] == [s for s in sorted(losses) if (s + 1) % 3 == 0]
+    for r in rows:
+        assert float(r["train/loss"]) == pytest.approx(losses[int(r["step"])], rel=1e-6)
+
+
+def test_compile_flag_compiles_student_and_teacher_in_place(tiny_model_dir):
+    from types import SimpleNamespace
+
+    module = FactSFTModule("synthetic://tiny", regularizers=[KLSelfDistillation()], compile=True)
+    names = [n for n, _ in module.student.named_parameters()]
+    module._trainer = SimpleNamespace(strategy=None, datamodule=None)  # setup reads these
+    module.setup("validate")
+    assert module.student._compiled_call_impl is not None
+    teacher = module._make_teacher()
+    # the teacher's own compiled forward, not the student's graph copied along
+    assert teacher.model._compiled_call_impl is not None
+    assert teacher.model._compiled_call_impl is not module.student._compiled_call_impl
+    assert [n for n, _ in module.student.named_parameters()] == names  # checkpoints unchanged
+
+
+@pytest.mark.parametrize(("max_epochs", "max_steps", "limit", "accumulate", "refused"), [
+    (2, -1, 1.0, 1, (r"trainer.max_epochs=2 ends the fit within the warm-up \(model.warmup_"
+                    r"epochs=2\): no SFT epoch would run")),
+    (0, -1, 1.0, 1, "trainer.max_epochs=0 ends the fit within the warm-up"),
+    (3, -1, 1.0, 1, None),
+    (-1, -1, 1.0, 1, None),  # unlimited
+    (-1, 4, 1.0, 1, r"trainer.max_steps=4 .* takes 4 optimizer step\(s\)"),
+    (-1, 5, 1.0, 1, None),
+    (10, 4, 1.0, 1, "trainer.max_steps=4"),  # whichever ends the fit first
+    (-1, 2, 1.0, 2, r"takes 2 optimizer step\(s\)"),  # 2 batches per optimizer step
+    (-1, 3, 1.0, 2, None),
+    (-1, 2, 1, 1, r"takes 2 optimizer step\(s\)"),  # limit_train_batches=1: 1 batch an epoch
+    (-1, 3, 0.5, 1, None),
+])
+def test_schedule_that_ends_within_the_warm_up_is_refused(tiny_model_dir, max_epochs, max_steps,
+                                                          limit, accumulate, refused):
+    """A fit must train past the warm-up (here 2 epochs of 2 batches): a warm-up alone is not
+    a result."""
+    from types import SimpleNamespace
+
+    from halluc_cl.errors import ConfigError
+
+    module = FactSFTModule("synthetic://tiny", warmup_epochs=2)
+    module._trainer = SimpleNamespace(
+        max_epochs=max_epochs, max_steps=max_steps, limit_train_batches=limit,
+        accumulate_grad_batches=accumulate, datamodule=SimpleNamespace(warmup_batches=lambda: 2))
+    if refused is None:
+        module._check_schedule()
+    else:
+        with pytest.raises(ConfigError, match=refused):
+            module._check_schedule()
