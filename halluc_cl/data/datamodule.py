@@ -1,6 +1,6 @@
 """FactDataModule: held-out / known / unknown splits, the unknown fraction, and collation.
 
-Splits (DESIGN §3, ``data/splits.py``): ``heldout_val`` and ``heldout_test`` (Known facts never
+Splits (docs/methods.md, "Protocol", ``data/splits.py``): ``heldout_val`` and ``heldout_test`` (Known facts never
 trained on: the first for choosing settings, the second for reporting; subject-disjoint from
 every training-side input by default), ``known_train`` and ``unknown_train`` (the SFT mix,
 ``unknown_fraction`` of it Unknown), and the pool of Known facts that extra inputs and

@@ -105,7 +105,9 @@ class HallucCLI(LightningCLI):
         if self.parse_only:
             raise ParsedOnly(self.resolved)
 
-    def _parse_ckpt_path(self) -> None:  # LightningCLI reads the checkpoint's hyperparameters
+    # private: LightningCLI reads the checkpoint's hyperparameters here, and no public hook
+    # wraps that read (tests/test_lightning_private.py)
+    def _parse_ckpt_path(self) -> None:
         subcommand = self.config.get("subcommand")
         with reading_checkpoint(self.config[subcommand].get("ckpt_path") if subcommand else None):
             super()._parse_ckpt_path()
@@ -145,6 +147,8 @@ class HallucCLI(LightningCLI):
 
     before_fit = before_validate = before_test = _prepare_run_dir
 
+    # private: the one place that runs the Trainer verb inside LightningCLI.__init__ (the
+    # public run=False would drop the verbs' own parsers; tests/test_lightning_private.py)
     def _run_subcommand(self, subcommand: str) -> None:
         failed = True
         try:

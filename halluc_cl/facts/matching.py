@@ -1,4 +1,4 @@
-"""Answer normalisation and exact match against aliases (DESIGN §4)."""
+"""Answer normalisation and exact match against aliases (docs/metrics.md)."""
 
 from __future__ import annotations
 

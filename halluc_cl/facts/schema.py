@@ -1,4 +1,4 @@
-"""Fact records and their JSONL files (DESIGN §2), with line-numbered validation, and the
+"""Fact records and their JSONL files (docs/data.md), with line-numbered validation, and the
 atomic writes of result files."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The regularizer plugin interface (DESIGN §5)."""
+"""The regularizer plugin interface (docs/methods.md)."""
 
 from __future__ import annotations
 

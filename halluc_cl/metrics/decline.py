@@ -1,4 +1,4 @@
-"""Peak and relative decline of held-out Known accuracy over a fit (DESIGN §4), as a
+"""Peak and relative decline of held-out Known accuracy over a fit (docs/metrics.md), as a
 torchmetrics ``Metric`` (``PeakDecline``) with its functional form (``peak_and_decline``).
 
 Two held-out splits (``data/splits.py``): ``heldout_val`` chooses, ``heldout_test`` reports.

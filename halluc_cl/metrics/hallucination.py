@@ -1,4 +1,4 @@
-"""Hallucination metrics in torchmetrics, with integer ``sum`` states (DESIGN §4).
+"""Hallucination metrics in torchmetrics, with integer ``sum`` states (docs/metrics.md).
 
 Example::
 

@@ -64,6 +64,8 @@ class InterruptCheckpoint(L.Callback):
         if GUARD.pending is None:  # another process received the signal
             GUARD.pending = int(signal.SIGTERM)
         self._stopping = True
+        # private: Lightning's own SIGTERM flag is the only way to stop through its SIGTERM path
+        # (on_exception, loops' progress saved as completed); tests/test_lightning_private.py
         connector = getattr(trainer, "_signal_connector", None)
         if connector is None or not hasattr(connector, "received_sigterm"):
             raise Interrupted(GUARD.pending)

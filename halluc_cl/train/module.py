@@ -276,9 +276,13 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
                 reg.before_optimizer_step(self)
 
     def _logs_this_step(self) -> bool:
-        """Whether the logger writes this step's values (``trainer.log_every_n_steps``)."""
-        connector = getattr(self._trainer, "_logger_connector", None)
-        return bool(getattr(connector, "should_update_logs", True))
+        """Whether the logger writes this step's values: every ``trainer.log_every_n_steps``
+        optimizer steps and at the last one (Lightning's own rule, from public state)."""
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        every = trainer.log_every_n_steps
+        return every > 0 and ((self.global_step + 1) % every == 0 or trainer.should_stop)
 
     def _plugin_outputs(self, batch: dict, out) -> dict:
         outputs = {"logits": out.logits, "loss": out.loss,

@@ -1,4 +1,4 @@
-"""What a fit leaves in its run folder (DESIGN §7): per-epoch predictions, ``summary.json``,
+"""What a fit leaves in its run folder (docs/metrics.md, "summary.json"): per-epoch predictions, ``summary.json``,
 the final student as a plain HF model folder, and a closing table on stdout.
 
 The run folder is ``<root>/<name>/<version>/`` (``RunArtifacts``), whatever the loggers: it
@@ -259,10 +259,12 @@ class RunArtifacts(L.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         rows, self._earlier_rows = self._earlier_rows, []
         logger = self.metrics_logger
-        writer = logger.experiment if logger is not None and trainer.is_global_zero else None
-        if rows and isinstance(getattr(writer, "metrics", None), list):
-            before = [r for r in rows if "step" in r and int(float(r["step"])) < trainer.global_step]
-            writer.metrics[:0] = before
+        if not rows or logger is None or not trainer.is_global_zero:
+            return
+        for row in rows:  # logged again, ahead of the resumed fit's rows, as they were
+            step = int(float(row["step"])) if "step" in row else None
+            if step is not None and step < trainer.global_step:
+                logger.log_metrics({k: _number(v) for k, v in row.items() if k != "step"}, step)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         # a broadcast: here, on every rank, and never from a hook that only rank 0 runs (that
@@ -330,3 +332,11 @@ class SaveRunConfig(SaveConfigCallback):
             self.save_config(trainer, pl_module, stage)
             self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+
+def _number(text: str) -> int | float:
+    """A metrics.csv value as it was logged: ``3`` stays an int, ``0.75`` a float."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)

@@ -1,4 +1,4 @@
-"""The run folder (DESIGN §7): ``<artifacts root>/<name>/<version>/`` holds config.yaml,
+"""The run folder (docs/metrics.md, "summary.json"): ``<artifacts root>/<name>/<version>/`` holds config.yaml,
 metrics.csv, summary.json, predictions/, checkpoints/ and model/ whatever the logger, one
 folder per run; compare gives each cell its own folder and W&B run name."""
 
