@@ -1,5 +1,6 @@
 """Re-score a grid's final models by greedy generation, beside the one-forward scores they
-were reported with (a results table must say how it was scored, and whether the two scorings agree on its models).
+were reported with (a results table must say how it was scored, and whether the two scorings
+agree on its models).
 
     halluc-cl analyze rescore --grid runs/compare/paper --methods '[sft, distill]'
 
