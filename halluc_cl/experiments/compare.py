@@ -235,7 +235,7 @@ def fit_in_subprocess(args: list[str], name: str) -> None:
     """``halluc-cl <args>`` as a child process, for a cell of several processes: Lightning
     starts a fit's other processes by running the command line again, which must be the fit,
     not the whole grid. A signal to the grid is passed on to the fit, which stops at its next
-    safe point with a checkpoint (``experiments/interrupt.py``)."""
+    safe point with a checkpoint (``train/interrupt.py``)."""
     proc = subprocess.Popen([sys.executable, "-m", "halluc_cl.cli", *args],
                             env={**os.environ, CHILD_ENV: "1"})
     try:

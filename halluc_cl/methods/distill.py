@@ -99,7 +99,7 @@ class KLSelfDistillation(Regularizer):
         cache_top_k: 0: a live teacher (a frozen copy of the snapshot, one forward per step).
             k > 0: the snapshot's top-k log-probabilities (and tail mass) on the distilled
             positions of every SFT example, computed once at the snapshot and read back
-            each step (``regularizers/teacher_cache.py``): no teacher copy, no teacher
+            each step (``methods/teacher_cache.py``): no teacher copy, no teacher
             forward. The SFT-batch form only (``extra_weight`` 0, fixed answers).
     """
 

@@ -18,7 +18,7 @@ _RATE = {"type": "number", "minimum": 0, "maximum": 1}
 _DRIFT = {"type": "number", "minimum": -1e-6, "maximum": 2}  # a cosine distance, float error
 _COUNT = {"type": "integer", "minimum": 0}
 _DECLINE = {"type": ["number", "null"], "maximum": 1}  # negative when a split recovered
-# one evaluation as the hooks log it (models/evaluation_hooks.py)
+# one evaluation as the hooks log it (train/evaluation_hooks.py)
 _EVAL_KEYS = {
     **{k: _DRIFT if k == "heldout_drift" else _RATE for k in SUMMARY_KEYS},
     "heldout_test_peak": _RATE, "heldout_val_peak": _RATE,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from collections import Counter
 from pathlib import Path
 
@@ -31,10 +29,11 @@ def test_jsonl_file_and_folder(tmp_path):
 
 
 def test_synthetic_dispatch(tmp_path, monkeypatch):
-    # a stand-in for models.pretrain, so the test neither builds a model nor imports Lightning
-    fake = types.ModuleType("halluc_cl.synthetic.base_model")
-    fake.build_base_model = lambda world: tmp_path if world == "tiny" else None
-    monkeypatch.setitem(sys.modules, "halluc_cl.synthetic.base_model", fake)
+    # a stand-in for the base-model build, so the test builds no model
+    from halluc_cl.synthetic import resolve
+
+    monkeypatch.setattr(resolve, "build_base_model",
+                        lambda world: tmp_path if world == "tiny" else None)
     write_facts(tmp_path / "facts.jsonl", _facts({"r": 2}))
     assert [f.id for f in load_source("synthetic://tiny")] == ["r-0", "r-1"]
 
