@@ -24,12 +24,10 @@ def tiny_folder(tmp_path):
     return tmp_path / "m"
 
 
-def test_synthetic_spec_builds_the_world(monkeypatch, tmp_path):
-    from halluc_cl.synthetic import base_model as pretrain
-
-    monkeypatch.setattr(pretrain, "build_base_model", lambda world: tmp_path / world)
-    assert resolve("synthetic://tiny") == (str(tmp_path / "tiny"), {})
-    assert resolve("synthetic://") == (str(tmp_path / "default"), {})
+def test_a_synthetic_spec_is_resolved_above_lm():
+    with pytest.raises(ModelLoadError, match="synthetic preset; pass it through "
+                                             "halluc_cl.synthetic.resolve.resolve first"):
+        resolve("synthetic://tiny")
 
 
 def test_local_folder(tiny_folder):

@@ -9,9 +9,10 @@ from dataclasses import replace
 import pytest
 
 from halluc_cl.errors import ConfigError
-from halluc_cl.synthetic.world import RELATIONS, WORLDS, SyntheticWorld, WorldConfig, world_config
+from halluc_cl.synthetic.presets import world_config
+from halluc_cl.synthetic.world import RELATIONS, SyntheticWorld, WorldConfig
 
-TINY = WORLDS["tiny"]
+TINY = world_config("tiny")
 
 
 def _world(**changes) -> SyntheticWorld:
@@ -196,7 +197,7 @@ def test_overlap_knob_renames_a_share_of_new_entities_with_disjoint_tokens(overl
 
 
 def test_overlap_knob_default_keeps_cache_keys_and_rejects_bad_values():
-    assert "new_name_overlap" not in WORLDS["default"].to_dict()
-    assert WORLDS["default-overlap50"].to_dict()["new_name_overlap"] == 0.5
+    assert "new_name_overlap" not in world_config("default").to_dict()
+    assert world_config("default-overlap50").to_dict()["new_name_overlap"] == 0.5
     with pytest.raises(ConfigError, match="new_name_overlap"):
         WorldConfig(new_name_overlap=1.5)
