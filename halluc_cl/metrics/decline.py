@@ -22,7 +22,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torchmetrics import Metric
+
+from halluc_cl.metrics.gathered import GatheredMetric
 
 
 def relative_decline(peak: float, final: float) -> float:
@@ -57,22 +58,15 @@ def peak_and_decline(evaluations: list[dict]) -> dict[str, float]:
     return out
 
 
-class PeakDecline(Metric):
+class PeakDecline(GatheredMetric):
     """``peak_and_decline`` over the evaluations it was updated with, one ``update`` per
     evaluation since the end of the warm-up.
 
-    Its states are the accuracies in order (float64, exactly the logged values). They are not
-    synced across processes by default: every process updates it with the same values, which
-    come from the outcomes of every process (``train/evaluation_hooks.py``), so the result does
-    not depend on the number of processes.
+    Its states are the accuracies in order (float64, exactly the logged values); every process
+    updates it with the same values (``metrics/gathered.py``).
     """
 
-    is_differentiable = False
-    higher_is_better = False
-    full_state_update = False
-
     def __init__(self, **kwargs) -> None:
-        kwargs.setdefault("sync_on_compute", False)
         super().__init__(**kwargs)
         self.add_state("val", [], dist_reduce_fx="cat")
         self.add_state("test", [], dist_reduce_fx="cat")
@@ -85,10 +79,7 @@ class PeakDecline(Metric):
 
     def compute(self) -> dict[str, float]:
         def values(state) -> list[float | None]:
-            if isinstance(state, list):  # not synced: the per-update tensors
-                return [None if math.isnan(v) else v for t in state for v in t.tolist()]
-            flat = state.tolist()
-            return [None if math.isnan(v) else v for v in flat]
+            return [None if math.isnan(v) else v for v in self.concatenated(state).tolist()]
 
         evaluations = [{k: v for k, v in (("heldout_val_acc", val), ("heldout_test_acc", test))
                         if v is not None}

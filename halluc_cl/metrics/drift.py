@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import Metric
 
 from halluc_cl.lm.modes import eval_mode, left_pad_positions
+from halluc_cl.metrics.gathered import GatheredMetric
 
 
 @torch.no_grad()
@@ -42,22 +42,13 @@ def cosine_drift(current: Tensor, reference: Tensor) -> Tensor:
     return (1.0 - F.cosine_similarity(current.float(), reference.float(), dim=-1)).mean()
 
 
-class RepresentationDrift(Metric):
+class RepresentationDrift(GatheredMetric):
     """``cosine_drift`` of the held-out facts of one evaluation: ``update`` with the current
     and reference states of the facts (``[n, d]`` each, any number of calls), ``compute`` the
-    mean over all of them.
-
-    Not synced across processes by default: each process updates it with every process's
-    states, gathered once per fact (``train/evaluation_hooks.py``), so the value is the same
-    float32 mean as in one process.
+    mean over all of them (every process holds every fact's states: ``metrics/gathered.py``).
     """
 
-    is_differentiable = False
-    higher_is_better = False
-    full_state_update = False
-
     def __init__(self, **kwargs) -> None:
-        kwargs.setdefault("sync_on_compute", False)
         super().__init__(**kwargs)
         self.add_state("current", [], dist_reduce_fx="cat")
         self.add_state("reference", [], dist_reduce_fx="cat")
@@ -70,7 +61,4 @@ class RepresentationDrift(Metric):
         self.reference.append(reference.float())
 
     def compute(self) -> Tensor:
-        def rows(state) -> Tensor:
-            return torch.cat(state) if isinstance(state, list) else state
-
-        return cosine_drift(rows(self.current), rows(self.reference))
+        return cosine_drift(self.concatenated(self.current), self.concatenated(self.reference))
