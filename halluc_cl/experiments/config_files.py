@@ -22,7 +22,7 @@ import yaml
 from halluc_cl.errors import ConfigError, DataError
 from halluc_cl.io import read_text
 
-SHIPPED = Path(__file__).resolve().parent / "configs"
+SHIPPED = Path(__file__).resolve().parents[1] / "configs"
 CONFIG_FLAGS = ("--config", "-c")
 SUFFIXES = (".yaml", ".yml", ".json")
 

@@ -8,7 +8,7 @@ import yaml
 from halluc_cl.cli import main
 from halluc_cl.experiments.config_files import SHIPPED, config_args, find, setting_folder
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_checkout_links_configs_to_the_shipped_folder():

@@ -10,6 +10,7 @@ from halluc_cl.errors import ConfigError
 from halluc_cl.methods import EWC
 from halluc_cl.methods.anchor import trainable
 from halluc_cl.methods.ewc import answer_log_likelihood, diagonal_fisher
+from halluc_cl.synthetic.resolve import resolve
 
 
 def _gaussian_ll(model: nn.Linear, sample: tuple[float, float]) -> torch.Tensor:
@@ -37,7 +38,7 @@ def test_answer_log_likelihood_sums_answer_tokens(tiny_model_dir):
     from halluc_cl.lm.loading import load_causal_lm
 
     data = FactDataModule("synthetic://tiny", "synthetic://tiny", n_train=32, n_heldout=16)
-    model = load_causal_lm("synthetic://tiny")
+    model = load_causal_lm(resolve("synthetic://tiny"))
     batch = data.known_samples(1)[0]
     n_answer = int((batch["labels"][:, 1:] != -100).sum())
     with torch.no_grad():

@@ -8,6 +8,7 @@ import torch
 from halluc_cl.errors import ConfigError
 from halluc_cl.lm.loading import load_causal_lm
 from halluc_cl.methods import Freeze
+from halluc_cl.synthetic.resolve import resolve
 
 
 @pytest.mark.parametrize("groups, mode, frozen_if", [
@@ -15,7 +16,7 @@ from halluc_cl.methods import Freeze
     (["mlp"], "freeze", lambda n: ".mlp." in n),
 ])
 def test_frozen_parameters_are_bit_identical_after_fit(fit_tiny, groups, mode, frozen_if):
-    base = dict(load_causal_lm("synthetic://tiny").named_parameters())
+    base = dict(load_causal_lm(resolve("synthetic://tiny")).named_parameters())
     freeze = Freeze(groups=groups, mode=mode)
     module, trainer = fit_tiny([freeze], epochs=2, lr=3e-3)
     params = dict(module.student.named_parameters())

@@ -9,6 +9,7 @@ from peft import PeftModel
 from halluc_cl.errors import ConfigError
 from halluc_cl.lm.loading import load_causal_lm
 from halluc_cl.methods import KLSelfDistillation, LoRA
+from halluc_cl.synthetic.resolve import resolve
 from halluc_cl.train.module import FactSFTModule
 
 
@@ -26,10 +27,10 @@ def _wrapped(groups=("attention", "mlp")) -> FactSFTModule:
 
 def test_targets_follow_groups(tiny_model_dir):
     lora = LoRA(groups=["attention"])
-    targets = lora.target_modules(load_causal_lm("synthetic://tiny"))
+    targets = lora.target_modules(load_causal_lm(resolve("synthetic://tiny")))
     assert targets and all(".attn." in t for t in targets)
     assert {t.rsplit(".", 1)[1] for t in targets} == {"c_attn", "c_proj"}
-    mlp = LoRA(groups=["mlp"]).target_modules(load_causal_lm("synthetic://tiny"))
+    mlp = LoRA(groups=["mlp"]).target_modules(load_causal_lm(resolve("synthetic://tiny")))
     assert {t.rsplit(".", 1)[1] for t in mlp} == {"c_fc", "c_proj"}
 
 
@@ -61,7 +62,7 @@ def test_snapshot_folds_adapter_into_base_and_teacher_is_adapter_off(tiny_model_
 
 
 def test_lora_with_distillation_fit(fit_tiny):
-    base = dict(load_causal_lm("synthetic://tiny").named_parameters())
+    base = dict(load_causal_lm(resolve("synthetic://tiny")).named_parameters())
     module, _ = fit_tiny([KLSelfDistillation(weight=1.0), LoRA(rank=4)], epochs=3, lr=3e-3)
     assert module.teacher.model is module.student
     adapted = {n.replace("base_model.model.", "").replace(".base_layer", ""): p

@@ -22,6 +22,7 @@ from halluc_cl.probing.slick import (
     fact_prompts,
     read_partial,
 )
+from halluc_cl.synthetic.resolve import resolve
 
 T, F = True, False
 
@@ -88,7 +89,7 @@ def tiny(tiny_model_dir):
 
     torch.set_num_threads(1)
     facts = read_facts(tiny_model_dir / "facts.jsonl")
-    return load_causal_lm("synthetic://tiny"), load_tokenizer("synthetic://tiny"), facts
+    return load_causal_lm(resolve("synthetic://tiny")), load_tokenizer(resolve("synthetic://tiny")), facts
 
 
 def test_greedy_rows_agree_with_generate(tiny):

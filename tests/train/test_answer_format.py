@@ -8,6 +8,7 @@ import pytest
 from halluc_cl.data.datamodule import FactDataModule
 from halluc_cl.facts.prompts import PromptFormat, split_answer
 from halluc_cl.lm.loading import load_causal_lm
+from halluc_cl.synthetic.resolve import resolve
 from halluc_cl.train.evaluation import answer_batch
 
 TINY = "synthetic://tiny"
@@ -34,7 +35,7 @@ def _module(suffix: str) -> FactDataModule:
 
 
 def test_an_untaught_suffix_leaves_correctness_alone(tiny_model_dir, one_thread):
-    model = load_causal_lm(TINY)
+    model = load_causal_lm(resolve(TINY))
     plain, formatted = _module(""), _module(" .")
     dot = formatted.tokenizer.convert_tokens_to_ids(".")
     assert formatted.encoded("unknown_train")[0]["input_ids"][-2] == dot  # taught before EOS

@@ -6,6 +6,7 @@ import torch
 
 from halluc_cl.data.datamodule import FactDataModule
 from halluc_cl.lm.loading import load_causal_lm
+from halluc_cl.synthetic.resolve import resolve
 from halluc_cl.train.evaluation import answer_batch
 from halluc_cl.train.forward_match import greedy_produces, stop_token_ids
 
@@ -39,7 +40,7 @@ def _compare(model, dm) -> tuple[int, int]:
 
 def test_forward_match_agrees_with_generation_on_every_fact(tiny_model_dir, one_thread):
     dm = _all_facts_module()
-    model = load_causal_lm(TINY)
+    model = load_causal_lm(resolve(TINY))
     n, right = _compare(model, dm)
     assert n == 384 and 0 < right < n
     # and after perturbing the weights, where many answers are wrong in varied ways
@@ -55,7 +56,7 @@ def test_forward_match_agrees_with_generation_after_fine_tuning(tiny_model_dir, 
     """SFT on the Unknown facts (until some are learned and some Known ones forgotten): the
     regime every table scores, where answers are new tokens, old ones and abstentions."""
     dm = _all_facts_module()
-    model = load_causal_lm(TINY).train()
+    model = load_causal_lm(resolve(TINY)).train()
     torch.manual_seed(0)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     rows = [dict(r, unknown=True) for r in dm.encoded("unknown_train")]
@@ -79,7 +80,7 @@ def test_hybrid_generates_only_the_facts_no_spelling_matches(tiny_model_dir, one
     from halluc_cl.train import evaluation
 
     dm = _all_facts_module()
-    model = load_causal_lm(TINY)
+    model = load_causal_lm(resolve(TINY))
     batch = next(iter(dm._eval_loader("heldout_test")))
     generated: list[int] = []
     real = evaluation.greedy_answers
@@ -96,7 +97,7 @@ def test_hybrid_generates_only_the_facts_no_spelling_matches(tiny_model_dir, one
 
 def test_stop_condition_and_length_limit(tiny_model_dir, one_thread):
     dm = _all_facts_module()
-    model = load_causal_lm(TINY)
+    model = load_causal_lm(resolve(TINY))
     batch = next(iter(dm._eval_loader("heldout_test")))
     _, correct, _ = answer_batch(model, dm.tokenizer, batch, 8, "generate")
     k = correct.index(True)  # a fact greedy decoding answers right
@@ -117,7 +118,7 @@ def test_partitioned_models_evaluate_by_synced_generation(tiny_model_dir, one_th
     from halluc_cl.train import evaluation
 
     dm = _all_facts_module()
-    model = load_causal_lm(TINY)
+    model = load_causal_lm(resolve(TINY))
     batch = next(iter(dm._eval_loader("heldout_test")))
     calls = []
 
