@@ -6,15 +6,22 @@ from pathlib import Path
 import pytest
 
 from halluc_cl.cli import main
+from halluc_cl.experiments import config_files
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--config", str(ROOT / "configs/world/tiny.yaml")]
 
 
-def fit(config: str, tmp_path: Path, *extra: str) -> Path:
-    main(["fit", "--config", str(ROOT / config), *TINY,
+def method_configs(method: str) -> list[str]:
+    """A shipped method's config files (``config_files.method_configs``)."""
+    return [str(p) for p in config_files.method_configs(method)]
+
+
+def fit(config: str | list[str], tmp_path: Path, *extra: str) -> Path:
+    configs = [config] if isinstance(config, str) else config
+    main(["fit", *(a for c in configs for a in ("--config", str(ROOT / c))), *TINY,
           "--trainer.logger.init_args.save_dir", str(tmp_path), *extra])
-    runs = (tmp_path / Path(config).stem).glob("version_*")
+    runs = (tmp_path / Path(configs[-1]).stem).glob("version_*")
     return max(runs, key=lambda p: int(p.name.split("_")[1]))
 
 
@@ -52,7 +59,7 @@ def test_method_configs_fit_end_to_end(method, plugins, tmp_path, tiny_model_dir
 
     # the tiny world's pool holds 18 facts: replay 14 of them per epoch instead of 32
     extra = ["--data.replay_fraction", "0.3"] if method == "replay" else []
-    run = fit(f"configs/{method}.yaml", tmp_path, *extra)
+    run = fit(method_configs(method), tmp_path, *extra)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["regularizers"] == plugins and summary["epochs"] == 3
     assert "new_fact_abstain_rate" in summary["final"]
@@ -138,21 +145,31 @@ def _merge(base: dict, overlay: dict) -> dict:
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_method_config_is_sft_plus_its_overlay(method):
-    """configs/<m>.yaml = configs/sft.yaml + configs/regularizer/<m>.yaml (but the run name)."""
+def test_method_overlay_is_small_and_names_its_run(method):
+    """configs/method/<m>.yaml sets the method's own keys on top of configs/sft.yaml (no copy
+    of the shared settings) and names the run folder after the method."""
+    import yaml
+
+    overlay = yaml.safe_load((ROOT / "configs/method" / f"{method}.yaml").read_text())
+    assert overlay["trainer"]["logger"]["init_args"]["name"] == method
+    assert set(overlay) <= {"trainer", "model", "data"} and set(overlay["trainer"]) == {"logger"}
+    assert "optimizer" not in overlay.get("model", {})  # the shared settings stay in sft.yaml
+
+
+def test_distill_is_sft_plus_its_overlay():
+    """configs/distill.yaml, the documented main command, stays whole: it is sft.yaml with
+    the distill overlay."""
     import yaml
 
     def load(path):
         return yaml.safe_load((ROOT / "configs" / path).read_text())
 
-    full, composed = load(f"{method}.yaml"), _merge(load("sft.yaml"), load(f"regularizer/{method}.yaml"))
-    assert full["trainer"]["logger"]["init_args"].pop("name") == method
-    composed["trainer"]["logger"]["init_args"].pop("name")
+    full, composed = load("distill.yaml"), _merge(load("sft.yaml"), load("method/distill.yaml"))
     assert full == composed
 
 
-@pytest.mark.parametrize("overlay", ["regularizer/distill.yaml", "regularizer/distill_paper.yaml",
-                                     "regularizer/distill_cached.yaml"])
+@pytest.mark.parametrize("overlay", ["method/distill.yaml", "method/distill_paper.yaml",
+                                     "method/distill_cached.yaml"])
 def test_regularizer_overlays_compose(overlay, capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(ROOT / "configs/sft.yaml"), "--config",
@@ -163,10 +180,10 @@ def test_regularizer_overlays_compose(overlay, capsys):
 
 @pytest.mark.parametrize("method", ["sft", "lora"])
 def test_validate_from_last_checkpoint_keeps_reference(method, tmp_path, tiny_model_dir, capsys):
-    config = f"configs/{method}.yaml"  # LoRA: the checkpoint loads into the wrapped model
-    run = fit(config, tmp_path)
+    configs = method_configs(method)  # LoRA: the checkpoint loads into the wrapped model
+    run = fit(configs, tmp_path)
     summary = json.loads((run / "summary.json").read_text())
-    main(["validate", "--config", str(ROOT / config), *TINY,
+    main(["validate", *(a for c in configs for a in ("--config", str(ROOT / c))), *TINY,
           "--trainer.logger.init_args.save_dir", str(tmp_path / "val"),
           "--ckpt_path", str(run / "checkpoints/last.ckpt")])
     out = capsys.readouterr().out

@@ -11,7 +11,7 @@ the Fisher are built there and not timed), then ``--steps`` SFT steps, of which 
 ``--llama`` swaps the synthetic base model for a randomly initialised Llama-shaped model
 (``1b``: 22 layers x 2048, vocab 32 000, like TinyLlama-1.1B; ``125m``: 12 x 768) that reads
 the synthetic world's tokens: only the shapes matter for timing.
-Methods come from the regularizer overlays in ``configs/regularizer/`` (plugins and data
+Methods come from the regularizer overlays in ``configs/method/`` (plugins and data
 settings), so they are the shipped configurations.
 """
 
@@ -58,14 +58,14 @@ class StepTimer(L.Callback):
 
 
 def plugins_and_data(method: str) -> tuple[list, dict]:
-    """The plugins and data settings of ``configs/regularizer/<method>.yaml`` (none: sft)."""
+    """The plugins and data settings of ``configs/method/<method>.yaml`` (none: sft)."""
     if method == "sft":
         return [], {}
     from jsonargparse import ArgumentParser
 
     from halluc_cl.methods.base import Regularizer
 
-    cfg = yaml.safe_load((ROOT / "configs/regularizer" / f"{method}.yaml").read_text())
+    cfg = yaml.safe_load((ROOT / "configs/method" / f"{method}.yaml").read_text())
     parser = ArgumentParser()
     parser.add_argument("--plugins", type=list[Regularizer])  # nested class_path specs too
     parsed = parser.parse_object({"plugins": cfg.get("model", {}).get("regularizers", [])})

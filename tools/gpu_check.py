@@ -3,7 +3,7 @@
     bash tools/gpu_check.sh          # on a CUDA machine (installs carried wheels, then this)
 
 Each combination is a real ``halluc-cl fit`` (in this process, one after the other) of
-``configs/<method>.yaml`` + ``configs/world/tiny.yaml`` + ``configs/deepspeed/zero<k>.yaml`` for
+the method's configs (``config_files.method_configs``) + ``configs/world/tiny.yaml`` + ``configs/deepspeed/zero<k>.yaml`` for
 two epochs (the warm-up, then SFT with the plugin). A line reads ``ok`` with the run's decline,
 new-fact accuracy and wall time, ``refused`` with the one-line error for combinations halluc-cl
 declines on purpose (anchors under ZeRO-3), or ``FAILED`` with the error.
@@ -26,9 +26,9 @@ REFUSED = {("ewc", 3), ("l2", 3)}  # anchors need whole weights
 
 
 def configs(method: str) -> list[str]:
-    if method == "distill_cached":  # the paper's form from the cached teacher
-        return ["configs/sft.yaml", "configs/regularizer/distill_cached.yaml"]
-    return [f"configs/{method}.yaml"]
+    from halluc_cl.experiments.config_files import method_configs
+
+    return [str(p) for p in method_configs(method)]
 
 
 def run(method: str, stage: int, out: Path) -> str:

@@ -159,7 +159,7 @@ def pinned_fraction(configs: list[str]) -> float | None:
 
     The first config is the method's base (``configs/sft.yaml`` sets 0.5 like any full run);
     the grid overrides its fraction. An overlay that sets one, such as
-    ``configs/known_only.yaml`` (0.0), defines the method, so the grid keeps it.
+    ``configs/method/known_only.yaml`` (0.0), defines the method, so the grid keeps it.
     """
     pinned = None
     for path in configs[1:]:

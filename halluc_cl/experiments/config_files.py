@@ -57,6 +57,27 @@ def find(name: str, base: str | Path | None = None) -> Path | None:
     return inside[0] if inside else None
 
 
+def method_configs(method: str) -> list[Path]:
+    """The shipped configs of a method, in order: ``sft.yaml`` and ``distill.yaml`` are whole
+    configs; every other method is its overlay ``method/<method>.yaml`` on top of ``sft.yaml``.
+
+    >>> [p.relative_to(SHIPPED).as_posix() for p in method_configs("l2")]
+    ['sft.yaml', 'method/l2.yaml']
+
+    Raises:
+        ConfigError: no shipped config or overlay of that name.
+    """
+    whole = SHIPPED / f"{method}.yaml"
+    if method in ("sft", "distill"):
+        return [whole]
+    overlay = SHIPPED / "method" / f"{method}.yaml"
+    if not overlay.is_file():
+        known = sorted(p.stem for p in (SHIPPED / "method").glob("*.yaml"))
+        raise ConfigError(f"no shipped method {method!r}; the methods are sft, distill and "
+                          f"{', '.join(known)}")
+    return [SHIPPED / "sft.yaml", overlay]
+
+
 def looked_for(name: str, base: str | Path | None = None) -> str:
     """The places ``find`` looks at, for an error message."""
     return ", ".join(str(p.absolute()) for p in candidates(name, base))

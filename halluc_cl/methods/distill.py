@@ -80,7 +80,7 @@ class KLSelfDistillation(Regularizer):
     ``halluc_cl.data.extra_inputs``), averaged over all their positions.
 
     The paper's form as a reader's note of Kaplan et al. (2026, Eq. 2) describes it
-    (second-hand; ``configs/regularizer/distill_paper.yaml``): forward KL of the full
+    (second-hand; ``configs/method/distill_paper.yaml``): forward KL of the full
     next-token distribution at every non-pad position (``tokens: all``), λ = 1, τ = 0.5, to
     the warm-up snapshot, without the τ² factor.
 

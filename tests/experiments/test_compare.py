@@ -16,7 +16,7 @@ from halluc_cl.experiments.compare import Cell, compare, grid, resolve_methods, 
 from halluc_cl.experiments.config_files import find
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = ("sft.yaml", "known_only.yaml", "world/tiny.yaml")
+SHIPPED = ("sft.yaml", "method/known_only.yaml", "world/tiny.yaml")
 
 
 def copy_configs(dest: Path) -> dict[str, list[str]]:
@@ -136,7 +136,7 @@ def test_killed_run_is_cleared_and_rerun(tmp_path, monkeypatch, summary_stub):
 
 
 def test_grid_keeps_a_pinned_fraction():
-    sft, known_only = str(ROOT / "configs/sft.yaml"), str(ROOT / "configs/known_only.yaml")
+    sft, known_only = str(ROOT / "configs/sft.yaml"), str(ROOT / "configs/method/known_only.yaml")
     cells = grid({"sft": [sft], "known_only": [sft, known_only]}, [0, 1], [0.25, 0.5])
     assert [(c.method, c.unknown_fraction, c.seed) for c in cells] == [
         ("sft", 0.25, 0), ("sft", 0.25, 1), ("sft", 0.5, 0), ("sft", 0.5, 1),
@@ -238,7 +238,7 @@ def test_grids_sharing_a_folder_reuse_cells_and_keep_their_own_tables(tmp_path, 
     monkeypatch.setattr(compare_module, "run_verb", fake_fit(calls, summary_stub()))
     sft = str(ROOT / "configs/sft.yaml")
     compare({"sft": [sft]}, seeds=[0], out=str(tmp_path), plots=False)
-    compare({"sft": [sft], "ko": [sft, str(ROOT / "configs/known_only.yaml")]}, seeds=[0],
+    compare({"sft": [sft], "ko": [sft, str(ROOT / "configs/method/known_only.yaml")]}, seeds=[0],
             out=str(tmp_path), plots=False, tables="second")
     assert len(calls) == 2  # sft's identical cell is reused; only the new method runs
     assert "| ko |" not in (tmp_path / "results.md").read_text()

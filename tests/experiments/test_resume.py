@@ -34,7 +34,7 @@ CASES = {
 def test_interrupted_fit_resumes_exactly(method, tmp_path, tiny_model_dir, one_thread, capsys):
     overlay, extra, kills, resume = CASES[method]
     base = ["fit", "--config", str(ROOT / "configs/sft.yaml"),
-            "--config", str(ROOT / "configs/regularizer" / overlay), *TINY, *COMMON,
+            "--config", str(ROOT / "configs/method" / overlay), *TINY, *COMMON,
             "--trainer.enable_progress_bar", "false", "--artifacts.save_model", "false", *extra]
     code, _ = run_cli([*base, "--trainer.logger.init_args.save_dir", str(tmp_path / "ref")],
                       capsys)

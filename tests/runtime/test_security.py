@@ -12,10 +12,15 @@ import pytest
 import torch
 
 from halluc_cl.cli import main
+from halluc_cl.experiments.config_files import method_configs
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "halluc_cl"
 TINY = ["--config", str(ROOT / "configs/world/tiny.yaml")]
+
+
+def _configs(method: str) -> list[str]:
+    return [a for p in method_configs(method) for a in ("--config", str(p))]
 
 
 class Payload:
@@ -101,7 +106,7 @@ def test_resume_loads_with_weights_only(method, tmp_path, tiny_model_dir, one_th
         return real_load(*args, **kwargs)
 
     def fit(*extra):
-        main(["fit", "--config", str(ROOT / f"configs/{method}.yaml"), *TINY,
+        main(["fit", *_configs(method), *TINY,
               "--trainer.logger.init_args.save_dir", str(tmp_path), "--data.extra_per_batch",
               "8" if method == "distill" else "0", "--artifacts.save_model", "false", *extra])
 

@@ -13,6 +13,7 @@ import yaml
 
 from halluc_cl.cli import main
 from halluc_cl.errors import ConfigError
+from halluc_cl.experiments.config_files import method_configs
 from halluc_cl.lm.zero import deepspeed_stage, full_state_dict, gathered, is_partitioned
 from halluc_cl.methods import EWC, L2ToAnchor
 
@@ -20,11 +21,15 @@ ROOT = Path(__file__).resolve().parents[2]
 METHODS = ["sft", "distill", "l2", "ewc", "freeze_attention_only", "lora", "replay"]
 
 
+def _configs(method: str) -> list[str]:
+    return [a for p in method_configs(method) for a in ("--config", str(p))]
+
+
 @pytest.mark.parametrize("stage", [2, 3])
 @pytest.mark.parametrize("method", METHODS)
 def test_zero_configs_compose_with_every_method(method, stage, capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["fit", "--config", str(ROOT / f"configs/{method}.yaml"), "--config",
+        main(["fit", *_configs(method), "--config",
               str(ROOT / f"configs/deepspeed/zero{stage}.yaml"), "--print_config"])
     assert exc.value.code == 0
     out = capsys.readouterr().out  # deepspeed, when installed, logs to stdout on import
@@ -35,7 +40,7 @@ def test_zero_configs_compose_with_every_method(method, stage, capsys):
     assert strategy["init_args"]["exclude_frozen_parameters"] is True
     assert cfg["trainer"]["precision"] == "bf16-mixed"
     # the method's own plugins are untouched by the overlay
-    method_cfg = yaml.safe_load((ROOT / f"configs/{method}.yaml").read_text())
+    method_cfg = yaml.safe_load(method_configs(method)[-1].read_text())
     assert [r["class_path"] for r in cfg["model"]["regularizers"]] == \
         [r["class_path"] for r in method_cfg["model"]["regularizers"]]
 
