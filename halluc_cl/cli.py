@@ -15,9 +15,9 @@
 
 This module parses the command line and calls ``halluc_cl.api``; nothing imports it. Trainer
 verbs go to LightningCLI (``experiments/fit.py``); the other commands are typed functions whose
-arguments jsonargparse parses.
-A ``--config`` value is a file or the name of a shipped config (``experiments/config_files.py``), for
-every command. User errors print one ``error: ...`` line and exit with code 2. SIGINT
+arguments jsonargparse parses. A ``--config`` value is a file or the name of a shipped config
+(``experiments/config_files.py``), for every command. User errors print one ``error: ...``
+line and exit with code 2. SIGINT
 (Ctrl-C) and SIGTERM print one ``error: interrupted (...) ...; resume with: ...`` line and
 exit with 128 + the signal number (130, 143); a fit first saves a checkpoint to resume from
 (docs/reliability.md).

@@ -1,5 +1,5 @@
-"""Same config and seed -> same results (docs/reliability.md): two ``halluc-cl fit`` processes on the tiny
-world, each with its own string-hash seed, must write the same summary and predictions."""
+"""Same config and seed -> same results (docs/reliability.md): two ``halluc-cl fit`` processes on
+the tiny world, each with its own string-hash seed, must write the same summary and predictions."""
 
 from __future__ import annotations
 

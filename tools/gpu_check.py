@@ -2,11 +2,12 @@
 
     bash tools/gpu_check.sh          # on a CUDA machine (installs carried wheels, then this)
 
-Each combination is a real ``halluc-cl fit`` (in this process, one after the other) of
-the method's configs (``config_files.method_configs``) + ``configs/world/tiny.yaml`` + ``configs/deepspeed/zero<k>.yaml`` for
-two epochs (the warm-up, then SFT with the plugin). A line reads ``ok`` with the run's decline,
-new-fact accuracy and wall time, ``refused`` with the one-line error for combinations halluc-cl
-declines on purpose (anchors under ZeRO-3), or ``FAILED`` with the error.
+Each combination is a real ``halluc-cl fit`` (in this process, one after the other) of the
+method's configs (``config_files.method_configs``) + ``configs/world/tiny.yaml`` +
+``configs/deepspeed/zero<k>.yaml`` for two epochs (the warm-up, then SFT with the plugin). A
+line reads ``ok`` with the run's decline, new-fact accuracy and wall time, ``refused`` with the
+one-line error for combinations halluc-cl declines on purpose (anchors under ZeRO-3), or
+``FAILED`` with the error.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """FactDataModule: held-out / known / unknown splits, the unknown fraction, and collation.
 
-Splits (docs/methods.md, "Protocol", ``data/splits.py``): ``heldout_val`` and ``heldout_test`` (Known facts never
-trained on: the first for choosing settings, the second for reporting; subject-disjoint from
-every training-side input by default), ``known_train`` and ``unknown_train`` (the SFT mix,
-``unknown_fraction`` of it Unknown), and the pool of Known facts that extra inputs and
-replay draw from. During the first ``warmup_epochs`` epochs only ``known_train`` is served
-(the format warm-up).
+Splits (docs/methods.md, "Protocol", ``data/splits.py``): ``heldout_val`` and ``heldout_test``
+(Known facts never trained on: the first for choosing settings, the second for reporting;
+subject-disjoint from every training-side input by default), ``known_train`` and
+``unknown_train`` (the SFT mix, ``unknown_fraction`` of it Unknown), and the pool of Known facts
+that extra inputs and replay draw from. During the first ``warmup_epochs`` epochs only
+``known_train`` is served (the format warm-up).
 """
 
 from __future__ import annotations

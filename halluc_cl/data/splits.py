@@ -1,5 +1,5 @@
-"""The experiment's fact splits (docs/methods.md, "Protocol"): held-out validation and test sets, the SFT mix,
-and the pool of Known facts for extra (distillation or replay) inputs.
+"""The experiment's fact splits (docs/methods.md, "Protocol"): held-out validation and test sets,
+the SFT mix, and the pool of Known facts for extra (distillation or replay) inputs.
 
     splits = split_facts(facts, SplitSpec(n_train=400, n_heldout=200, n_heldout_val=100))
     splits.heldout_test      # what every table reports

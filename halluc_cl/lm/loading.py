@@ -3,9 +3,10 @@
     model, tok = load_causal_lm("smollm2-135m-instruct"), load_tokenizer("smollm2-135m-instruct")
 
 Specs: a local model folder (``halluc_cl.synthetic.resolve`` turns ``synthetic://<world>`` into
-one), a ``.gguf`` file or ``gguf://<alias or file>`` (converted once into a cached safetensors folder by
-gguf.py), a GGUF alias such as ``smollm2-135m-instruct``, or a Hugging Face hub id. Weights are
-read from safetensors only, and remote code never runs unless ``trust_remote_code`` is set.
+one), a ``.gguf`` file or ``gguf://<alias or file>`` (converted once into a cached safetensors
+folder by gguf.py), a GGUF alias such as ``smollm2-135m-instruct``, or a Hugging Face hub id.
+Weights are read from safetensors only, and remote code never runs unless ``trust_remote_code``
+is set.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The frozen snapshot teacher, held outside the LightningModule's registered submodules
-(docs/methods.md): not in the optimizer, not in the module's ``state_dict``, not partitioned by ZeRO."""
+(docs/methods.md): not in the optimizer, not in the module's ``state_dict``, not partitioned by
+ZeRO."""
 
 from __future__ import annotations
 

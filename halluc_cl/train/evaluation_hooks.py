@@ -3,11 +3,11 @@ rates against the warm-up-end reference, the held-out decline from its peak
 (``metrics/decline.py``) and representation drift (``metrics/drift.py``), computed at every
 validation (and test) epoch.
 
-The module (``train/module.py``) provides the state these hooks read and write:
-``student``, ``tokenizer``, ``max_new_tokens``, ``eval_method``, ``want_prediction_text``,
-``drift_layer``, the torchmetrics (``accuracy``, ``hallucination``, ``abstain``,
-``new_fact_abstain``, ``format_rate``, ``peak``, ``drift``; built with
-``sync_on_compute=False``: they are updated with every process's outcomes already), ``reference``, ``drift_reference``, ``history`` and
+The module (``train/module.py``) provides the state these hooks read and write: ``student``,
+``tokenizer``, ``max_new_tokens``, ``eval_method``, ``want_prediction_text``, ``drift_layer``,
+the torchmetrics (``accuracy``, ``hallucination``, ``abstain``, ``new_fact_abstain``,
+``format_rate``, ``peak``, ``drift``; built with ``sync_on_compute=False``: they are updated
+with every process's outcomes already), ``reference``, ``drift_reference``, ``history`` and
 ``last_predictions``. Batches carry ``positions``, each fact's index in its split.
 """
 

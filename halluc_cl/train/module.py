@@ -89,7 +89,8 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
             raise ConfigError(f"dtype must be float32 or bfloat16, got {dtype!r}")
         self.save_hyperparameters(ignore=["regularizers", "optimizer", "scheduler"])
         self.model_spec = model
-        self.student = load_causal_lm(resolve(model), dtype).train()  # from_pretrained returns eval mode
+        # from_pretrained returns eval mode
+        self.student = load_causal_lm(resolve(model), dtype).train()
         if gradient_checkpointing:
             self.student.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -1,5 +1,5 @@
-"""What a fit leaves in its run folder (docs/metrics.md, "summary.json"): per-epoch predictions, ``summary.json``,
-the final student as a plain HF model folder, and a closing table on stdout.
+"""What a fit leaves in its run folder (docs/metrics.md, "summary.json"): per-epoch predictions,
+``summary.json``, the final student as a plain HF model folder, and a closing table on stdout.
 
 The run folder is ``<root>/<name>/<version>/`` (``RunArtifacts``), whatever the loggers: it
 holds ``config.yaml``, ``metrics.csv``, ``summary.json``, ``predictions/``, ``checkpoints/``

@@ -143,7 +143,8 @@ def test_fact_states_are_unit_norm_and_follow_the_question(tiny_model_dir, one_t
     facts = load_source("synthetic://tiny")[:5]
     twin = Fact(id="twin", subject=facts[0].subject, relation=facts[0].relation,
                 object="x", question=facts[0].question)
-    model, tok = load_causal_lm(resolve("synthetic://tiny")), load_tokenizer(resolve("synthetic://tiny"))
+    spec = resolve("synthetic://tiny")
+    model, tok = load_causal_lm(spec), load_tokenizer(spec)
     states = fact_states(model, tok, [*facts, twin], layer=-1, batch_size=2)
     assert set(states) == {f.id for f in facts} | {"twin"}
     norms = torch.stack([v.norm() for v in states.values()])

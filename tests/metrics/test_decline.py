@@ -48,7 +48,8 @@ def test_the_metric_gives_the_functional_forms_numbers():
     metric.update(None, 0.5)
     metric.update(None, 0.8)
     metric.update(None, 0.6)
-    assert metric.compute() == {"heldout_test_peak": 0.8, "heldout_test_decline": pytest.approx(0.25)}
+    assert metric.compute() == {"heldout_test_peak": 0.8,
+                                "heldout_test_decline": pytest.approx(0.25)}
 
 
 def test_a_split_missing_from_one_evaluation_has_no_peak():

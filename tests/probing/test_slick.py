@@ -89,7 +89,8 @@ def tiny(tiny_model_dir):
 
     torch.set_num_threads(1)
     facts = read_facts(tiny_model_dir / "facts.jsonl")
-    return load_causal_lm(resolve("synthetic://tiny")), load_tokenizer(resolve("synthetic://tiny")), facts
+    spec = resolve("synthetic://tiny")
+    return load_causal_lm(spec), load_tokenizer(spec), facts
 
 
 def test_greedy_rows_agree_with_generate(tiny):

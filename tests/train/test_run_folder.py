@@ -1,6 +1,6 @@
-"""The run folder (docs/metrics.md, "summary.json"): ``<artifacts root>/<name>/<version>/`` holds config.yaml,
-metrics.csv, summary.json, predictions/, checkpoints/ and model/ whatever the logger, one
-folder per run; compare gives each cell its own folder and W&B run name."""
+"""The run folder (docs/metrics.md, "summary.json"): ``<artifacts root>/<name>/<version>/`` holds
+config.yaml, metrics.csv, summary.json, predictions/, checkpoints/ and model/ whatever the
+logger, one folder per run; compare gives each cell its own folder and W&B run name."""
 
 from __future__ import annotations
 
