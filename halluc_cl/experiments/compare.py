@@ -251,9 +251,9 @@ def fit_in_subprocess(args: list[str], name: str) -> None:
                             "printed above)")
 
 
-def run_cell(cell: Cell, out: Path, fit_args: list[str]) -> None:
+def run_cell(cell: Cell, out: Path, fit_args: list[str], keep_checkpoints: bool = True) -> None:
     """Fit one cell in-process (resuming its interrupted fit, or from a clean folder), then
-    record its hash."""
+    record its hash; without ``keep_checkpoints`` the finished cell's ``checkpoints/`` go."""
     run = cell.run_dir(out)
     last = resumable(cell, out)
     if run.exists() and last is None:
@@ -272,6 +272,8 @@ def run_cell(cell: Cell, out: Path, fit_args: list[str]) -> None:
     if not (run / "summary.json").is_file():
         raise RuntimeError(f"fit of {cell.name} finished without {run / 'summary.json'}")
     atomic_write_text(run / "cell.json", json.dumps({**record, "finished": True}, indent=2) + "\n")
+    if not keep_checkpoints:  # the cell is finished: nothing resumes from them
+        shutil.rmtree(run / "checkpoints", ignore_errors=True)
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:
@@ -320,6 +322,7 @@ def compare(
     dry_run: bool = False,
     tables: str = "results",
     shard: str | None = None,
+    keep_checkpoints: bool = True,
 ) -> list[CellResult]:
     """Fit every method × unknown fraction × seed (reusing finished cells) and tabulate them.
 
@@ -346,6 +349,10 @@ def compare(
         shard: ``i/n``: run only the cells ``i, i + n, …`` of the grid (``0 <= i < n``), e.g.
             ``$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`` in a Slurm array. The tables are
             written by whichever command finds every cell finished.
+        keep_checkpoints: Keep each finished cell's ``checkpoints/`` (``last.ckpt``, which
+            ``halluc-cl analyze rescore`` reads). False deletes them once the cell's summary
+            is written (a SmolLM2 distillation cell's two checkpoints, with the optimizer
+            state and the teacher, take 4.3 GB).
 
     Returns:
         The finished cells with their summaries, in grid order (none on a dry run).
@@ -383,7 +390,7 @@ def compare(
                 tqdm.write(f"{'skip' if done else 'resume' if resumable(cell, root) else 'run'}"
                            f" {cell.name}")
                 if not done:
-                    run_cell(cell, root, fit_args)
+                    run_cell(cell, root, fit_args, keep_checkpoints)
     except Interrupted as exc:  # SIGINT / SIGTERM: finished cells stay; rerun to go on
         if cell is not None and exc.details:  # inside a cell's fit, which resumes next time
             exc.details = [f"in cell {cell.name}: {', '.join(exc.details)}"]

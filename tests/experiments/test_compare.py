@@ -294,3 +294,24 @@ def test_every_shipped_grid_names_configs_that_parse(grid):
     for name, configs in resolve_methods(spec["methods"], grid.parent).items():
         cell = Cell(name, tuple(configs), spec["unknown_fractions"][0], spec["seeds"][0])
         assert len(cell.resolve(spec.get("fit_args", [])).sha256) == 64, name
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_finished_cells_keep_their_checkpoints_only_if_asked(tmp_path, monkeypatch, summary_stub,
+                                                             keep):
+    calls = []
+    fit = fake_fit(calls, summary_stub())
+
+    def fit_with_checkpoint(args):
+        fit(args)
+        arg = {k: v for k, v in itertools.pairwise(args) if k.startswith("--artifacts.")}
+        run = Path(arg["--artifacts.root"], arg["--artifacts.name"], arg["--artifacts.version"])
+        (run / "checkpoints").mkdir()
+        (run / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+
+    monkeypatch.setattr(compare_module, "run_verb", fit_with_checkpoint)
+    compare({"sft": [str(ROOT / "configs/sft.yaml")]}, seeds=[0], out=str(tmp_path), plots=False,
+            keep_checkpoints=keep)
+    (summary,) = tmp_path.glob("runs/sft/*/summary.json")
+    assert (summary.parent / "checkpoints" / "last.ckpt").is_file() == keep
+    assert (tmp_path / "results.csv").is_file()
