@@ -153,7 +153,21 @@ def test_method_overlay_is_small_and_names_its_run(method):
     overlay = yaml.safe_load((ROOT / "configs/method" / f"{method}.yaml").read_text())
     assert overlay["trainer"]["logger"]["init_args"]["name"] == method
     assert set(overlay) <= {"trainer", "model", "data"} and set(overlay["trainer"]) == {"logger"}
-    assert "optimizer" not in overlay.get("model", {})  # the shared settings stay in sft.yaml
+    shared = _leaves(yaml.safe_load((ROOT / "configs/sft.yaml").read_text()))
+    groups: dict[str, list[bool]] = {}  # "model.optimizer" -> which of its values are sft's
+    for key, value in _leaves(overlay).items():
+        groups.setdefault(".".join(key.split(".")[:2]), []).append(shared.get(key) == value)
+    restated = [g for g, same in groups.items() if all(same) and g != "trainer.logger"]
+    assert restated == []  # every setting it gives changes something of sft.yaml
+
+
+def _leaves(cfg: dict, prefix: str = "") -> dict:
+    """A nested config as ``{dotted key: value}``."""
+    out = {}
+    for key, value in cfg.items():
+        dotted = f"{prefix}{key}"
+        out.update(_leaves(value, dotted + ".") if isinstance(value, dict) else {dotted: value})
+    return out
 
 
 def test_distill_is_sft_plus_its_overlay():

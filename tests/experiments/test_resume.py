@@ -55,7 +55,7 @@ def test_interrupted_fit_resumes_exactly(method, tmp_path, tiny_model_dir, one_t
             assert state["snapshot_taken"] and state["reference"]
             assert state["teacher"] is not None or method != "distill"
         run = ROOT.joinpath(found[4]).parents[1]
-        assert run == tmp_path / "int" / "sft" / "version_0"
+        assert run == tmp_path / "int" / method / "version_0"  # the overlay names the run
         assert not (run / "summary.json").exists()
         if resume == "printed":
             args = shlex.split(found[5])
@@ -64,4 +64,4 @@ def test_interrupted_fit_resumes_exactly(method, tmp_path, tiny_model_dir, one_t
                     "--trainer.logger.init_args.version", "0", "--ckpt_path", "last"]
     code, errors = run_cli(args, capsys)
     assert code == 0 and errors == []
-    assert_same_run(run, tmp_path / "ref" / "sft" / "version_0")
+    assert_same_run(run, tmp_path / "ref" / method / "version_0")
