@@ -21,7 +21,7 @@ from collections import OrderedDict
 import torch
 
 from halluc_cl.facts.padding import left_pad
-from halluc_cl.lm.modes import eval_mode, left_pad_positions
+from halluc_cl.lm.modes import eval_mode, left_pad_positions, returned_cache, with_cache
 
 
 @functools.lru_cache(maxsize=8)
@@ -71,7 +71,7 @@ class PrefixCache:
             with eval_mode(self.model):
                 out = self.model(input_ids=torch.tensor([prefix], device=device),
                                  use_cache=True)
-            self._caches[key] = out.past_key_values
+            self._caches[key] = returned_cache(out)
             if len(self._caches) > self.max_entries:
                 self._caches.popitem(last=False)
         self._caches.move_to_end(key)
@@ -117,8 +117,8 @@ def _decode(model, tokenizer, prompts, n_samples, temperature, top_k, max_new_to
         cache.batch_repeat_interleave(len(prompts))
         mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, n_prefix), mask], dim=1)
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                past_key_values=cache, use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
+                use_cache=True, logits_to_keep=1, **with_cache(model, cache))
+    cache = returned_cache(out)
     cache.batch_repeat_interleave(rows)
     logits = out.logits[:, -1].repeat_interleave(rows, dim=0)
     mask = mask.repeat_interleave(rows, dim=0)
@@ -137,8 +137,8 @@ def _decode(model, tokenizer, prompts, n_samples, temperature, top_k, max_new_to
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         out = model(input_ids=choice[:, None], attention_mask=mask, position_ids=next_pos,
-                    past_key_values=cache, use_cache=True)
-        cache, logits, next_pos = out.past_key_values, out.logits[:, -1], next_pos + 1
+                    use_cache=True, **with_cache(model, cache))
+        cache, logits, next_pos = returned_cache(out), out.logits[:, -1], next_pos + 1
     generated = torch.stack(tokens, dim=1).tolist()
     stop_set = set(stop.tolist())
     texts = []
