@@ -257,8 +257,7 @@ def resolved_config(args: list[str]) -> dict:
     nothing is instantiated, built or written."""
     cli = type("ParseOnlyCLI", (HallucCLI,), {"parse_only": True})
     try:
-        cli(FactSFTModule, FactDataModule, args=config_args(args), seed_everything_default=0,
-            trainer_defaults=TRAINER_DEFAULTS, parser_kwargs={"exit_on_error": False})
+        _build(cli, args)
     except ParsedOnly as parsed:
         return parsed.resolved
     raise RuntimeError("the parse-only CLI did not stop after parsing")
@@ -272,10 +271,13 @@ def run_verb(args: list[str]) -> HallucCLI:
         HallucError: a user error (a bad config, a missing file, a full disk...).
         Interrupted: SIGINT or SIGTERM stopped it (a fit first saves a checkpoint).
     """
+    return _build(HallucCLI, args, save_config_kwargs={"overwrite": True})
+
+
+def _build(cli: type[HallucCLI], args: list[str], **kwargs) -> HallucCLI:
+    """``cli`` on ``args`` (never ``sys.argv``), with halluc-cl's defaults."""
     with warnings.catch_warnings():  # LightningCLI's note that ``args`` beats sys.argv
         warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
-        return HallucCLI(
-            FactSFTModule, FactDataModule, args=config_args(args), seed_everything_default=0,
-            trainer_defaults=TRAINER_DEFAULTS, parser_kwargs={"exit_on_error": False},
-            save_config_kwargs={"overwrite": True},
-        )
+        return cli(FactSFTModule, FactDataModule, args=config_args(args),
+                   seed_everything_default=0, trainer_defaults=TRAINER_DEFAULTS,
+                   parser_kwargs={"exit_on_error": False}, **kwargs)
