@@ -27,7 +27,7 @@ def left_pad_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cache_keyword(model_class: type) -> str:
     params = inspect.signature(model_class.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
@@ -45,4 +45,5 @@ def with_cache(model: torch.nn.Module, cache) -> dict:
 
 def returned_cache(output):
     """The KV cache a forward with ``use_cache=True`` returned, under either name."""
-    return output["cache"] if "cache" in output else output.past_key_values
+    cache = output.get("cache")  # not ``get("cache", output.past_key_values)``: that one warns
+    return output.past_key_values if cache is None else cache

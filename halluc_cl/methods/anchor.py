@@ -18,7 +18,7 @@ from torch import Tensor
 
 from halluc_cl.errors import ConfigError
 from halluc_cl.lm.zero import deepspeed_stage
-from halluc_cl.methods.base import Regularizer
+from halluc_cl.methods.base import Regularizer, StepOutputs
 
 
 def trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -94,7 +94,7 @@ class QuadraticAnchor(Regularizer):
         """The λ multiplying ``distance() / 2`` (``None`` while it is not known yet)."""
         return self.weight
 
-    def penalty(self, batch: dict, outputs: dict) -> Tensor | None:
+    def penalty(self, batch: dict, outputs: StepOutputs) -> Tensor | None:
         if self.fused:
             return None  # see before_optimizer_step
         return 0.5 * self.weight * self.distance()

@@ -3,15 +3,55 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 from torch import Tensor
+
+
+@dataclass
+class ExtraOutputs:
+    """The student (and teacher) on a batch's extra inputs: inputs that carry no new fact,
+    ``data.extra_per_batch`` of them per batch (``halluc_cl/data/extra_inputs.py``).
+
+    Attributes:
+        logits: Student logits ``[E, T, V]``.
+        attention_mask: ``[E, T]``, 1 on real tokens.
+        labels: ``[E, T]``, the answer tokens (``IGNORE_INDEX`` elsewhere).
+        teacher_logits: The snapshot teacher's logits, when a plugin that uses extra inputs
+            ``needs_teacher``.
+    """
+
+    logits: Tensor
+    attention_mask: Tensor
+    labels: Tensor
+    teacher_logits: Tensor | None = None
+
+
+@dataclass
+class StepOutputs:
+    """What a plugin's ``penalty`` sees of one SFT step (built by the module).
+
+    Attributes:
+        logits: Student logits on the SFT batch, ``[B, T, V]``.
+        loss: The SFT loss of the batch.
+        sft_epoch: 1 in the first epoch after the warm-up (``None``: not counted).
+        teacher_logits: The snapshot teacher's logits on the SFT batch, when a plugin
+            ``wants_teacher_logits``.
+        extra: The extra inputs' outputs, when a plugin ``uses_extra_inputs``.
+    """
+
+    logits: Tensor
+    loss: Tensor | None = None
+    sft_epoch: int | None = None
+    teacher_logits: Tensor | None = None
+    extra: ExtraOutputs | None = None
 
 
 class Regularizer(ABC):
     """A plugin that shapes SFT: a penalty added to the loss and/or setup-time changes.
 
     Subclasses set ``name`` (logged as ``reg/<name>``) and ``needs_teacher`` (the module then
-    keeps a frozen snapshot teacher and passes its logits as ``outputs["teacher_logits"]``).
+    keeps a frozen snapshot teacher and passes its logits as ``outputs.teacher_logits``).
     Penalties apply after the warm-up, once the snapshot exists.
     """
 
@@ -37,17 +77,13 @@ class Regularizer(ABC):
         before the teacher is built."""
 
     @abstractmethod
-    def penalty(self, batch: dict, outputs: dict) -> Tensor | None:
+    def penalty(self, batch: dict, outputs: StepOutputs) -> Tensor | None:
         """Extra loss for one training batch, or ``None``.
 
         Args:
             batch: The training batch (``input_ids``, ``attention_mask``, ``labels``,
                 ``is_unknown``).
-            outputs: ``logits`` and ``loss`` of the student, ``sft_epoch`` (1 in the first
-                epoch after the warm-up), ``teacher_logits`` when ``needs_teacher``, and
-                ``extra_logits`` / ``extra_attention_mask`` / ``extra_labels`` (and
-                ``extra_teacher_logits`` when ``needs_teacher``) for the batch's extra
-                inputs when ``uses_extra_inputs``.
+            outputs: The student's outputs on it, and what this plugin asked for.
         """
 
     def before_optimizer_step(self, module) -> None:

@@ -19,7 +19,7 @@ from torch import Tensor
 from halluc_cl.distributed import mean_over_ranks
 from halluc_cl.errors import ConfigError
 from halluc_cl.facts.prompts import IGNORE_INDEX
-from halluc_cl.methods.base import Regularizer
+from halluc_cl.methods.base import Regularizer, StepOutputs
 from halluc_cl.methods.teacher_cache import TeacherCache, bucketed
 
 Direction = Literal["forward", "reverse", "jsd"]
@@ -149,10 +149,10 @@ class KLSelfDistillation(Regularizer):
         """Teacher logits on the SFT batch: only for a live teacher with ``weight`` > 0."""
         return self.needs_teacher and self.weight > 0
 
-    def _ramp(self, outputs: dict) -> float:
-        if not self.ramp_epochs:
+    def _ramp(self, outputs: StepOutputs) -> float:
+        if not self.ramp_epochs or outputs.sft_epoch is None:
             return 1.0
-        return min(1.0, outputs.get("sft_epoch", self.ramp_epochs) / self.ramp_epochs)
+        return min(1.0, outputs.sft_epoch / self.ramp_epochs)
 
     def setup(self, module) -> None:
         data = getattr(getattr(module, "_trainer", None), "datamodule", None)
@@ -169,8 +169,8 @@ class KLSelfDistillation(Regularizer):
         self.cache.build(module.student, data.cache_examples(), data.collate_train,
                          lambda batch: position_mask(batch, self.tokens))
 
-    def _cached_term(self, batch: dict, outputs: dict) -> Tensor | None:
-        logits = outputs["logits"]
+    def _cached_term(self, batch: dict, outputs: StepOutputs) -> Tensor | None:
+        logits = outputs.logits
         rows, pos, index, log_t = self.cache.lookup(batch["keys"], logits.device)
         if self.examples != "all":
             unknown = batch["is_unknown"].bool().to(logits.device)[rows]
@@ -180,7 +180,7 @@ class KLSelfDistillation(Regularizer):
         return _weighted(self.weight, mean_over_ranks(
             log_divergence(bucketed(log_s, index), log_t, self.direction)))
 
-    def _batch_term(self, batch: dict, outputs: dict) -> Tensor | None:
+    def _batch_term(self, batch: dict, outputs: StepOutputs) -> Tensor | None:
         if self.cache is not None:
             return self._cached_term(batch, outputs)
         mask = position_mask(batch, self.tokens)
@@ -188,19 +188,19 @@ class KLSelfDistillation(Regularizer):
             rows = batch["is_unknown"].bool()
             mask = mask & (rows if self.examples == "unknown" else ~rows)[:, None]
         # softmax only at the distilled positions (a few answer tokens per example)
-        div = divergence(outputs["logits"][:, :-1][mask], outputs["teacher_logits"][:, :-1][mask],
+        div = divergence(outputs.logits[:, :-1][mask], outputs.teacher_logits[:, :-1][mask],
                          self.temperature, self.direction)
         return _weighted(self.weight, mean_over_ranks(div))
 
-    def _extra_term(self, outputs: dict) -> Tensor:
-        if "extra_logits" not in outputs:
+    def _extra_term(self, outputs: StepOutputs) -> Tensor:
+        extra = outputs.extra
+        if extra is None:
             raise ConfigError("KLSelfDistillation extra_weight > 0 needs data.extra_per_batch > 0")
-        mask = outputs["extra_attention_mask"].bool()
-        div = divergence(outputs["extra_logits"], outputs["extra_teacher_logits"],
-                         self.temperature, self.direction)
+        mask = extra.attention_mask.bool()
+        div = divergence(extra.logits, extra.teacher_logits, self.temperature, self.direction)
         return _weighted(self.extra_weight, mean_over_ranks(div[mask]))
 
-    def penalty(self, batch: dict, outputs: dict) -> Tensor | None:
+    def penalty(self, batch: dict, outputs: StepOutputs) -> Tensor | None:
         terms = []
         if self.weight > 0:
             terms.append(self._batch_term(batch, outputs))

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from halluc_cl.errors import ConfigError
 from halluc_cl.lm.param_groups import select
-from halluc_cl.methods.base import Regularizer
+from halluc_cl.methods.base import Regularizer, StepOutputs
 
 
 class Freeze(Regularizer):
@@ -55,5 +55,5 @@ class Freeze(Regularizer):
                               "trainable parameter")
         self.frozen = [n for n in params if n in frozen]
 
-    def penalty(self, batch: dict, outputs: dict) -> Tensor | None:
+    def penalty(self, batch: dict, outputs: StepOutputs) -> Tensor | None:
         return None

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from halluc_cl.errors import ConfigError
 from halluc_cl.methods.anchor import QuadraticAnchor
+from halluc_cl.methods.base import StepOutputs
 from halluc_cl.methods.distill import KLSelfDistillation
 
 
@@ -77,7 +78,7 @@ class L2ToAnchor(QuadraticAnchor):
     def strength(self) -> float | None:
         return None if self.scale is None else self.weight * self.scale
 
-    def penalty(self, batch: dict, outputs: dict) -> Tensor | None:
+    def penalty(self, batch: dict, outputs: StepOutputs) -> Tensor | None:
         if self.fused and self.scale is not None:
             return None  # the gradient is added before the optimizer step
         half_dist = 0.5 * self.distance()

@@ -23,7 +23,7 @@ from torch import Tensor
 from halluc_cl.errors import ConfigError
 from halluc_cl.lm.param_groups import select
 from halluc_cl.lm.zero import deepspeed_stage
-from halluc_cl.methods.base import Regularizer
+from halluc_cl.methods.base import Regularizer, StepOutputs
 from halluc_cl.methods.teacher import AdapterOffTeacher
 
 LINEAR_TYPES = ("Linear", "Conv1D")  # torch.nn.Linear and GPT-2's transposed Conv1D
@@ -100,5 +100,5 @@ class LoRA(Regularizer):
                 for p in (layer.lora_A[adapter].weight, layer.lora_B[adapter].weight):
                     optimizer_state.pop(p, None)  # Adam moments of the old adapter are stale
 
-    def penalty(self, batch: dict, outputs: dict) -> Tensor | None:
+    def penalty(self, batch: dict, outputs: StepOutputs) -> Tensor | None:
         return None

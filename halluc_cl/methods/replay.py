@@ -20,7 +20,7 @@ from torch import Tensor
 from halluc_cl.distributed import mean_over_ranks, rank_and_world
 from halluc_cl.errors import ConfigError
 from halluc_cl.facts.prompts import IGNORE_INDEX
-from halluc_cl.methods.base import Regularizer
+from halluc_cl.methods.base import Regularizer, StepOutputs
 
 
 class ReplayLoss(Regularizer):
@@ -50,10 +50,10 @@ class ReplayLoss(Regularizer):
             raise ConfigError(f"ReplayLoss trains on answers: it needs data.extra_source qa, "
                               f"got {source!r}")
 
-    def penalty(self, batch: dict, outputs: dict) -> Tensor | None:
-        if "extra_logits" not in outputs:
+    def penalty(self, batch: dict, outputs: StepOutputs) -> Tensor | None:
+        if outputs.extra is None:
             raise ConfigError("ReplayLoss needs data.extra_per_batch > 0")
-        logits, labels = outputs["extra_logits"][:, :-1], outputs["extra_labels"][:, 1:]
+        logits, labels = outputs.extra.logits[:, :-1], outputs.extra.labels[:, 1:]
         keep = labels != IGNORE_INDEX
         if rank_and_world()[1] == 1:
             if not keep.any():

@@ -20,7 +20,7 @@ from halluc_cl.errors import ConfigError
 from halluc_cl.facts.prompts import IGNORE_INDEX
 from halluc_cl.lm.context import check_context
 from halluc_cl.lm.loading import load_causal_lm, load_tokenizer
-from halluc_cl.methods.base import Regularizer
+from halluc_cl.methods.base import ExtraOutputs, Regularizer, StepOutputs
 from halluc_cl.methods.teacher import AdapterOffTeacher, SnapshotTeacher
 from halluc_cl.metrics.decline import PeakDecline
 from halluc_cl.metrics.drift import RepresentationDrift
@@ -285,23 +285,23 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         every = trainer.log_every_n_steps
         return every > 0 and ((self.global_step + 1) % every == 0 or trainer.should_stop)
 
-    def _plugin_outputs(self, batch: dict, out) -> dict:
-        outputs = {"logits": out.logits, "loss": out.loss,
-                   "sft_epoch": self.current_epoch - self.warmup_epochs + 1}
+    def _plugin_outputs(self, batch: dict, out) -> StepOutputs:
+        outputs = StepOutputs(logits=out.logits, loss=out.loss,
+                              sft_epoch=self.current_epoch - self.warmup_epochs + 1)
         if any(r.wants_teacher_logits for r in self.regularizers):
-            outputs["teacher_logits"] = self._teacher.logits(batch)
+            outputs.teacher_logits = self._teacher.logits(batch)
             self.add_cost(teacher=batch["attention_mask"].sum())
         extra_users = [r for r in self.regularizers if r.uses_extra_inputs]
         if "extra_input_ids" in batch and extra_users:
-            extra = {"input_ids": batch["extra_input_ids"],
-                     "attention_mask": batch["extra_attention_mask"]}
-            outputs["extra_logits"] = self.student(**extra).logits
-            self.add_cost(student=extra["attention_mask"].sum())
+            inputs = {"input_ids": batch["extra_input_ids"],
+                      "attention_mask": batch["extra_attention_mask"]}
+            outputs.extra = ExtraOutputs(logits=self.student(**inputs).logits,
+                                         attention_mask=inputs["attention_mask"],
+                                         labels=batch["extra_labels"])
+            self.add_cost(student=inputs["attention_mask"].sum())
             if any(r.needs_teacher for r in extra_users):
-                outputs["extra_teacher_logits"] = self._teacher.logits(extra)
-                self.add_cost(teacher=extra["attention_mask"].sum())
-            outputs["extra_attention_mask"] = extra["attention_mask"]
-            outputs["extra_labels"] = batch["extra_labels"]
+                outputs.extra.teacher_logits = self._teacher.logits(inputs)
+                self.add_cost(teacher=inputs["attention_mask"].sum())
         return outputs
 
     def add_cost(self, student=0, teacher=0, every_process: bool = False) -> None:

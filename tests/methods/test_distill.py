@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from halluc_cl.errors import ConfigError
-from halluc_cl.methods import KLSelfDistillation
+from halluc_cl.methods import ExtraOutputs, KLSelfDistillation, StepOutputs
 from halluc_cl.methods.distill import divergence, position_mask
 
 STUDENT = [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]
@@ -142,16 +143,16 @@ def test_position_mask_all():
 
 # ---- the penalty ------------------------------------------------------------------------
 
-def _outputs(seed: int = 0, vocab: int = 5) -> dict:
+def _outputs(seed: int = 0, vocab: int = 5) -> StepOutputs:
     g = torch.Generator().manual_seed(seed)
-    return {"logits": torch.randn(2, 6, vocab, generator=g) * 2,
-            "teacher_logits": torch.randn(2, 6, vocab, generator=g) * 2}
+    return StepOutputs(logits=torch.randn(2, 6, vocab, generator=g) * 2,
+                       teacher_logits=torch.randn(2, 6, vocab, generator=g) * 2)
 
 
 def _ref_penalty(batch, outputs, weight, tau, direction, positions) -> float:
     """weight * mean over (b, i) of the divergence at logit position i, for hand-picked i."""
-    values = [ref_divergence(outputs["logits"][b, i].tolist(),
-                             outputs["teacher_logits"][b, i].tolist(), tau, direction)
+    values = [ref_divergence(outputs.logits[b, i].tolist(),
+                             outputs.teacher_logits[b, i].tolist(), tau, direction)
               for b, i in positions]
     return weight * sum(values) / len(values)
 
@@ -178,12 +179,12 @@ def test_penalty_ignores_unselected_positions():
     batch, outputs = _batch(), _outputs()
     reg = KLSelfDistillation(weight=1.0, temperature=1.0)
     before = reg.penalty(batch, outputs).item()
-    changed = {k: v.clone() for k, v in outputs.items()}
-    changed["logits"][:, -1] += torch.tensor([9.0, -9.0, 0.0, 3.0, 1.0])  # predicts nothing
-    changed["logits"][0, 0:2] *= 5  # question positions
-    changed["logits"][1, 3:] -= torch.tensor([4.0, 0.0, 0.0, 0.0, 8.0])  # padding positions
+    changed = replace(outputs, logits=outputs.logits.clone())
+    changed.logits[:, -1] += torch.tensor([9.0, -9.0, 0.0, 3.0, 1.0])  # predicts nothing
+    changed.logits[0, 0:2] *= 5  # question positions
+    changed.logits[1, 3:] -= torch.tensor([4.0, 0.0, 0.0, 0.0, 8.0])  # padding positions
     assert reg.penalty(batch, changed).item() == pytest.approx(before, rel=1e-6)
-    changed["logits"][1, 2, 0] += 3.0  # an answer position
+    changed.logits[1, 2, 0] += 3.0  # an answer position
     assert reg.penalty(batch, changed).item() != pytest.approx(before, rel=1e-3)
 
 
@@ -198,7 +199,7 @@ def test_penalty_default_is_forward_answer():
 
 def test_penalty_zero_for_identical_teacher_and_none_without_positions():
     batch, outputs = _batch(), _outputs()
-    outputs["teacher_logits"] = outputs["logits"].clone()
+    outputs.teacher_logits = outputs.logits.clone()
     assert KLSelfDistillation(weight=5.0).penalty(batch, outputs).item() == pytest.approx(
         0.0, abs=1e-6)
     batch["labels"] = torch.full_like(batch["labels"], -100)
@@ -207,13 +208,13 @@ def test_penalty_zero_for_identical_teacher_and_none_without_positions():
 
 def test_penalty_gradient_reaches_student_only():
     batch, outputs = _batch(), _outputs()
-    outputs["logits"].requires_grad_(True)
+    outputs.logits.requires_grad_(True)
     KLSelfDistillation(weight=1.0).penalty(batch, outputs).backward()
-    grad = outputs["logits"].grad
+    grad = outputs.logits.grad
     assert grad[0, 2].abs().sum() > 0 and grad[1, 1].abs().sum() > 0
     assert grad[0, 0].abs().sum() == 0 and grad[1, 4].abs().sum() == 0
     assert grad[:, 5].abs().sum() == 0
-    assert outputs["teacher_logits"].grad is None
+    assert outputs.teacher_logits.grad is None
 
 
 @pytest.mark.parametrize("tau", [0.5, 2.0, 3.0])
@@ -273,8 +274,8 @@ def _train(student, teacher, batch, reg, steps=25, lr=0.2) -> float:
             with torch.no_grad():
                 teacher_logits = teacher(input_ids=batch["input_ids"],
                                          attention_mask=batch["attention_mask"]).logits
-            loss = loss + reg.penalty(batch, {"logits": out.logits, "loss": out.loss,
-                                              "teacher_logits": teacher_logits})
+            loss = loss + reg.penalty(batch, StepOutputs(logits=out.logits, loss=out.loss,
+                                                         teacher_logits=teacher_logits))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -318,12 +319,13 @@ def _batch_and_outputs(seed: int = 0):
     batch = {"input_ids": torch.zeros(2, 4, dtype=torch.long), "labels": labels,
              "attention_mask": torch.ones(2, 4, dtype=torch.long),
              "is_unknown": torch.tensor([True, False])}
-    outputs = {"logits": torch.randn(2, 4, 5, generator=g),
-               "teacher_logits": torch.randn(2, 4, 5, generator=g),
-               "extra_logits": torch.randn(3, 6, 5, generator=g),
-               "extra_teacher_logits": torch.randn(3, 6, 5, generator=g),
-               "extra_attention_mask": torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4]),
-               "sft_epoch": 1}
+    extra = ExtraOutputs(
+        logits=torch.randn(3, 6, 5, generator=g), teacher_logits=torch.randn(3, 6, 5, generator=g),
+        attention_mask=torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4]),
+        labels=torch.full((3, 6), -100))
+    outputs = StepOutputs(logits=torch.randn(2, 4, 5, generator=g),
+                          teacher_logits=torch.randn(2, 4, 5, generator=g), extra=extra,
+                          sft_epoch=1)
     return batch, outputs
 
 
@@ -331,7 +333,7 @@ def _batch_and_outputs(seed: int = 0):
 def test_examples_select_rows(examples, row):
     batch, outputs = _batch_and_outputs()
     reg = KLSelfDistillation(weight=1.0, examples=examples, tokens="answer")
-    div = divergence(outputs["logits"][:, :-1], outputs["teacher_logits"][:, :-1], 0.5, "forward")
+    div = divergence(outputs.logits[:, :-1], outputs.teacher_logits[:, :-1], 0.5, "forward")
     expected = div[row, 1:3].mean()  # positions 1 and 2 predict the answer tokens 2 and 3
     assert torch.allclose(reg.penalty(batch, outputs), expected)
 
@@ -339,7 +341,7 @@ def test_examples_select_rows(examples, row):
 def test_extra_term_averages_real_positions_only():
     batch, outputs = _batch_and_outputs()
     reg = KLSelfDistillation(weight=0.0, extra_weight=2.0)
-    div = divergence(outputs["extra_logits"], outputs["extra_teacher_logits"], 0.5, "forward")
+    div = divergence(outputs.extra.logits, outputs.extra.teacher_logits, 0.5, "forward")
     expected = 2.0 * torch.cat([div[0, :6], div[1, :4], div[2, :2]]).mean()
     assert torch.allclose(reg.penalty(batch, outputs), expected)
     assert reg.uses_extra_inputs
@@ -355,8 +357,7 @@ def test_both_forms_add_up():
 
 def test_extra_weight_without_inputs_is_a_config_error():
     batch, outputs = _batch_and_outputs()
-    for key in ("extra_logits", "extra_teacher_logits", "extra_attention_mask"):
-        outputs.pop(key)
+    outputs.extra = None
     with pytest.raises(ConfigError, match="extra_per_batch"):
         KLSelfDistillation(weight=0.0, extra_weight=1.0).penalty(batch, outputs)
 
@@ -366,7 +367,7 @@ def test_ramp_grows_linearly_to_full_weight():
     full = KLSelfDistillation().penalty(batch, outputs)
     reg = KLSelfDistillation(ramp_epochs=4)
     for epoch, factor in [(1, 0.25), (2, 0.5), (4, 1.0), (9, 1.0)]:
-        outputs["sft_epoch"] = epoch
+        outputs.sft_epoch = epoch
         assert torch.allclose(reg.penalty(batch, outputs), factor * full)
 
 
@@ -420,15 +421,15 @@ def test_cached_teacher_matches_the_live_teacher(fit_tiny, top_k, rel):
         batch = data.collate_train(data._train_rows(epoch=1)[:16])
         logits = module.student(input_ids=batch["input_ids"],
                                 attention_mask=batch["attention_mask"]).logits
-        want = live.penalty(batch, {"logits": logits, "teacher_logits": teacher.logits(batch)})
-        got = cached.penalty(batch, {"logits": logits})
+        want = live.penalty(batch, StepOutputs(logits=logits, teacher_logits=teacher.logits(batch)))
+        got = cached.penalty(batch, StepOutputs(logits=logits))
         assert want > 0.01
         assert got.item() == pytest.approx(want.item(), rel=rel)
     # the cache survives a checkpoint round trip (tensors and plain data only)
     restored = KLSelfDistillation(weight=1.0, temperature=0.5, cache_top_k=top_k,
                                   examples="unknown")
     restored.load_state_dict(cached.state_dict())
-    assert restored.penalty(batch, {"logits": logits}).item() == pytest.approx(got.item())
+    assert restored.penalty(batch, StepOutputs(logits=logits)).item() == pytest.approx(got.item())
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -9,7 +9,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from halluc_cl.errors import ConfigError
-from halluc_cl.methods import KLSelfDistillation, L2ToAnchor
+from halluc_cl.methods import KLSelfDistillation, L2ToAnchor, StepOutputs
 from halluc_cl.methods.anchor import trainable
 
 
@@ -59,8 +59,9 @@ def test_match_kl_sets_lambda_to_equal_gradient_norms():
     assert reg.needs_teacher and reg.wants_teacher_logits
     reg.on_snapshot(Holder(teacher))  # anchor = teacher weights ...
     reg._params = trainable(student)  # ... applied to the student
-    outputs = lambda: {"logits": student(**{k: batch[k] for k in ("input_ids", "attention_mask")}).logits,
-                       "teacher_logits": teacher(input_ids=batch["input_ids"]).logits.detach()}
+    outputs = lambda: StepOutputs(
+        logits=student(**{k: batch[k] for k in ("input_ids", "attention_mask")}).logits,
+        teacher_logits=teacher(input_ids=batch["input_ids"]).logits.detach())
 
     # at the anchor both gradients vanish: no penalty, no scale yet
     assert reg.penalty(batch, outputs()) is None and reg.scale is None

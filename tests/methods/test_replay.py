@@ -9,18 +9,22 @@ import torch
 
 from halluc_cl.errors import ConfigError
 from halluc_cl.facts.prompts import IGNORE_INDEX
-from halluc_cl.methods import ReplayLoss
+from halluc_cl.methods import ExtraOutputs, ReplayLoss, StepOutputs
 
 
 def test_penalty_is_weighted_cross_entropy_on_answer_tokens():
     # one sequence of 3 tokens over a vocabulary of 2; only token 2 (value 1) is an answer
     logits = torch.tensor([[[0.0, 0.0], [1.0, 3.0], [5.0, -5.0]]])
     labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 1]])
-    out = ReplayLoss(weight=2.0).penalty({}, {"extra_logits": logits, "extra_labels": labels})
+    def outputs(labels):
+        mask = torch.ones_like(labels)
+        return StepOutputs(logits=torch.zeros(1, 1, 2),
+                           extra=ExtraOutputs(logits=logits, attention_mask=mask, labels=labels))
+
+    out = ReplayLoss(weight=2.0).penalty({}, outputs(labels))
     # position 1 predicts token 2: -log softmax([1, 3])[1] = log(1 + e^-2)
     assert out.item() == pytest.approx(2.0 * math.log(1 + math.exp(-2.0)), rel=1e-6)
-    none = ReplayLoss().penalty({}, {"extra_logits": logits,
-                                     "extra_labels": torch.full_like(labels, IGNORE_INDEX)})
+    none = ReplayLoss().penalty({}, outputs(torch.full_like(labels, IGNORE_INDEX)))
     assert none is None
 
 
@@ -28,7 +32,7 @@ def test_weight_and_missing_inputs_are_config_errors():
     with pytest.raises(ConfigError, match="must be > 0"):
         ReplayLoss(weight=0.0)
     with pytest.raises(ConfigError, match="extra_per_batch"):
-        ReplayLoss().penalty({}, {"logits": torch.zeros(1, 2, 3)})
+        ReplayLoss().penalty({}, StepOutputs(logits=torch.zeros(1, 2, 3)))
 
 
 def _pool_loss(module, trainer) -> float:
