@@ -1,10 +1,20 @@
 """The frozen snapshot teacher, held outside the LightningModule's registered submodules
 (docs/methods.md): not in the optimizer, not in the module's ``state_dict``, not partitioned by
-ZeRO."""
+ZeRO.
+
+One interface (``Teacher``: logits on a batch), two live forms: a frozen copy of the student
+(``SnapshotTeacher``) and, for a LoRA student, the student with its adapter off
+(``AdapterOffTeacher``). The module holds the one live teacher of a fit, built at the snapshot
+by ``snapshot_teacher`` and shared by every plugin that reads it. The third form, the cached
+top-k log-probabilities (``methods/teacher_cache.py``), belongs to the ``KLSelfDistillation``
+that fills it: it holds that plugin's positions at that plugin's temperature, which no other
+plugin could read.
+"""
 
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 
 import torch
 
@@ -27,7 +37,26 @@ def _whole_copy(student: torch.nn.Module) -> torch.nn.Module:
     return model.to(next(student.parameters()).device)
 
 
-class SnapshotTeacher:
+class Teacher(ABC):
+    """The model at the snapshot, read by the penalties through its logits."""
+
+    @abstractmethod
+    def logits(self, batch: dict) -> torch.Tensor:
+        """Logits on ``batch`` (``input_ids``, ``attention_mask``): no graph, eval mode."""
+
+    def to(self, device: torch.device) -> Teacher:
+        """Move to ``device`` (a no-op for a teacher that shares the student's weights)."""
+        return self
+
+    def state_dict(self) -> dict | None:
+        """What a checkpoint must keep of it (``None``: nothing beyond the student's state)."""
+        return None
+
+    def load_state_dict(self, state: dict | None) -> None:
+        """Restore what ``state_dict`` returned."""
+
+
+class SnapshotTeacher(Teacher):
     """A frozen copy of the student taken at the end of the warm-up.
 
     Args:
@@ -48,7 +77,6 @@ class SnapshotTeacher:
 
     @torch.no_grad()
     def logits(self, batch: dict) -> torch.Tensor:
-        """Teacher logits for a training batch (no graph, eval mode)."""
         return self.model(input_ids=batch["input_ids"],
                           attention_mask=batch["attention_mask"]).logits
 
@@ -59,7 +87,7 @@ class SnapshotTeacher:
         self.model.load_state_dict(state)
 
 
-class AdapterOffTeacher:
+class AdapterOffTeacher(Teacher):
     """The student itself with its LoRA adapter switched off: no second copy in memory.
 
     Valid as a snapshot teacher because the LoRA plugin folds the adapter into the frozen base
@@ -73,17 +101,22 @@ class AdapterOffTeacher:
     def __init__(self, peft_model: torch.nn.Module) -> None:
         self.model = peft_model
 
-    def to(self, device: torch.device) -> AdapterOffTeacher:
-        return self  # shares the student's weights and device
-
     @torch.no_grad()
     def logits(self, batch: dict) -> torch.Tensor:
         with eval_mode(self.model), self.model.disable_adapter():
             return self.model(input_ids=batch["input_ids"],
                               attention_mask=batch["attention_mask"]).logits
 
-    def state_dict(self) -> None:
-        return None  # the base weights are in the student's own state
 
-    def load_state_dict(self, state: dict | None) -> None:
-        pass
+def snapshot_teacher(module, plugins: list) -> Teacher:
+    """The live teacher of ``module`` at the snapshot: the one a plugin supplies
+    (``make_teacher``; LoRA's adapter-off student), else a frozen copy of the student on its
+    device, compiled like the student when ``module.compile_model``."""
+    for plugin in plugins:
+        teacher = plugin.make_teacher(module)
+        if teacher is not None:
+            return teacher
+    teacher = SnapshotTeacher(module.student).to(module.device)
+    if module.compile_model:
+        teacher.model.compile(dynamic=True)
+    return teacher

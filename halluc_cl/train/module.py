@@ -21,7 +21,7 @@ from halluc_cl.facts.prompts import IGNORE_INDEX
 from halluc_cl.lm.context import check_context
 from halluc_cl.lm.loading import load_causal_lm, load_tokenizer
 from halluc_cl.methods.base import ExtraOutputs, Regularizer, StepOutputs
-from halluc_cl.methods.teacher import AdapterOffTeacher, SnapshotTeacher
+from halluc_cl.methods.teacher import Teacher, snapshot_teacher
 from halluc_cl.metrics.decline import PeakDecline
 from halluc_cl.metrics.drift import RepresentationDrift
 from halluc_cl.metrics.hallucination import AbstainRate, ExactMatchAccuracy, HallucinationRate
@@ -111,7 +111,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
                                           for s in HELDOUT_RATE_PREFIX})
         self.peak = PeakDecline()  # held-out peak and decline since the warm-up's end
         self.drift = RepresentationDrift()  # of held-out states from the warm-up's end
-        self._teacher: SnapshotTeacher | AdapterOffTeacher | None = None  # not a submodule
+        self._teacher: Teacher | None = None  # not a submodule (methods/teacher.py)
         self.snapshot_taken = False
         self._plugins_ready = False  # regularizer setup runs once per module
         self.reference: dict[str, bool] = {}  # held-out fact id -> snapshot answered correctly
@@ -136,7 +136,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         return any(r.needs_teacher for r in self.regularizers)
 
     @property
-    def teacher(self) -> SnapshotTeacher | AdapterOffTeacher | None:
+    def teacher(self) -> Teacher | None:
         return self._teacher
 
     def _ordered_plugins(self) -> list[Regularizer]:
@@ -222,16 +222,8 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
             self._teacher = self._make_teacher()
         self.snapshot_taken = True
 
-    def _make_teacher(self) -> SnapshotTeacher | AdapterOffTeacher:
-        """The teacher a plugin provides (LoRA: adapter off), else a frozen copy."""
-        for reg in self._ordered_plugins():
-            teacher = reg.make_teacher(self)
-            if teacher is not None:
-                return teacher
-        teacher = SnapshotTeacher(self.student).to(self.device)
-        if self.compile_model:
-            teacher.model.compile(dynamic=True)
-        return teacher
+    def _make_teacher(self) -> Teacher:
+        return snapshot_teacher(self, self._ordered_plugins())
 
     # --- training -----------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
