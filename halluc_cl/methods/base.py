@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from torch import Tensor
@@ -47,7 +46,7 @@ class StepOutputs:
     extra: ExtraOutputs | None = None
 
 
-class Regularizer(ABC):
+class Regularizer:
     """A plugin that shapes SFT: a penalty added to the loss and/or setup-time changes.
 
     Subclasses set ``name`` (logged as ``reg/<name>``) and ``needs_teacher`` (the module then
@@ -76,15 +75,16 @@ class Regularizer(ABC):
         """Called when the end-of-warm-up snapshot is taken (capture anchors, Fisher ...),
         before the teacher is built."""
 
-    @abstractmethod
     def penalty(self, batch: dict, outputs: StepOutputs) -> Tensor | None:
-        """Extra loss for one training batch, or ``None``.
+        """Extra loss for one training batch, or ``None`` (the default: a plugin that only
+        changes the model, such as freezing or LoRA, adds none).
 
         Args:
             batch: The training batch (``input_ids``, ``attention_mask``, ``labels``,
                 ``is_unknown``).
             outputs: The student's outputs on it, and what this plugin asked for.
         """
+        return None
 
     def before_optimizer_step(self, module) -> None:
         """Called after the backward pass and before the optimizer step of every SFT step

@@ -18,11 +18,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from torch import Tensor
-
 from halluc_cl.errors import ConfigError
 from halluc_cl.lm.param_groups import select
-from halluc_cl.methods.base import Regularizer, StepOutputs
+from halluc_cl.methods.base import Regularizer
 
 
 class Freeze(Regularizer):
@@ -54,6 +52,3 @@ class Freeze(Regularizer):
             raise ConfigError(f"Freeze(groups={self.groups}, mode={self.mode}) leaves no "
                               "trainable parameter")
         self.frozen = [n for n in params if n in frozen]
-
-    def penalty(self, batch: dict, outputs: StepOutputs) -> Tensor | None:
-        return None

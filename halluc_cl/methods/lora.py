@@ -18,12 +18,11 @@ from __future__ import annotations
 import torch
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
-from torch import Tensor
 
 from halluc_cl.errors import ConfigError
 from halluc_cl.lm.param_groups import select
 from halluc_cl.lm.zero import deepspeed_stage
-from halluc_cl.methods.base import Regularizer, StepOutputs
+from halluc_cl.methods.base import Regularizer
 from halluc_cl.methods.teacher import AdapterOffTeacher
 
 LINEAR_TYPES = ("Linear", "Conv1D")  # torch.nn.Linear and GPT-2's transposed Conv1D
@@ -99,6 +98,3 @@ class LoRA(Regularizer):
                 layer.lora_B[adapter].weight.zero_()
                 for p in (layer.lora_A[adapter].weight, layer.lora_B[adapter].weight):
                     optimizer_state.pop(p, None)  # Adam moments of the old adapter are stale
-
-    def penalty(self, batch: dict, outputs: StepOutputs) -> Tensor | None:
-        return None
