@@ -55,8 +55,8 @@ import torch
 import transformers
 from lightning.pytorch.loggers import CSVLogger
 
-from halluc_cl.cli import TRAINER_DEFAULTS
 from halluc_cl.data.datamodule import FactDataModule
+from halluc_cl.experiments.fit import TRAINER_DEFAULTS
 from halluc_cl.lm.loading import load_causal_lm
 from halluc_cl.synthetic.resolve import is_synthetic, resolve
 from halluc_cl.train.interrupt import InterruptCheckpoint

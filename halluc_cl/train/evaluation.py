@@ -3,7 +3,7 @@
 ``forward`` (the default) decides exact match with one teacher-forced forward pass over every
 alias and every abstention phrase (``forward_match.greedy_produces``); a fact that matches
 none is generated only when its prediction text is wanted (run folders save predictions).
-``generate`` decodes every answer greedily and matches the text (``metrics.matching``), which
+``generate`` decodes every answer greedily and matches the text (``facts/matching.py``), which
 also accepts answers that differ from an alias only by case, punctuation or articles.
 ``hybrid`` gives ``generate``'s numbers at a fraction of its cost on a model that is mostly
 right: one forward finds the facts whose greedy answer is an alias as written (``generate``
