@@ -25,7 +25,7 @@ from halluc_cl.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 SFT = ["fit", "--config", str(ROOT / "configs/sft.yaml"),
        "--config", str(ROOT / "configs/world/tiny.yaml")]
-KL = "halluc_cl.regularizers.KLSelfDistillation"
+KL = "halluc_cl.methods.KLSelfDistillation"
 
 
 @dataclass

@@ -89,7 +89,7 @@ def test_print_config_shows_regularizer(capsys):
         main(["fit", "--config", str(ROOT / "configs/distill.yaml"), "--print_config"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert "halluc_cl.regularizers.KLSelfDistillation" in out and "temperature: 0.5" in out
+    assert "halluc_cl.methods.KLSelfDistillation" in out and "temperature: 0.5" in out
 
 
 def _error_line(capsys, args) -> str:

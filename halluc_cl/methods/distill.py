@@ -4,7 +4,7 @@ YAML::
 
     model:
       regularizers:
-        - class_path: halluc_cl.regularizers.KLSelfDistillation
+        - class_path: halluc_cl.methods.KLSelfDistillation
           init_args: {weight: 1.0, temperature: 0.5, direction: forward, tokens: answer}
 """
 

@@ -4,7 +4,7 @@ YAML::
 
     model:
       regularizers:
-        - class_path: halluc_cl.regularizers.EWC
+        - class_path: halluc_cl.methods.EWC
           init_args: {weight: 1.0, fisher_samples: 256}
 
 Loss: ``λ/2 · Σ_i F_i (θ_i − θ*_i)²`` with θ* the snapshot and ``F`` the empirical diagonal

@@ -4,7 +4,7 @@ YAML (train only the attention blocks, as in the paper's attention-only baseline
 
     model:
       regularizers:
-        - class_path: halluc_cl.regularizers.Freeze
+        - class_path: halluc_cl.methods.Freeze
           init_args: {groups: [attention], mode: train_only}
 
 Groups: ``attention``, ``mlp``, ``embeddings``, ``lm_head``, ``norms``, ``layers[a:b]`` and

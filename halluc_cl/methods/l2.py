@@ -4,7 +4,7 @@ YAML (λ matched to the KL term's gradient norm, as Kaplan et al. 2026 did)::
 
     model:
       regularizers:
-        - class_path: halluc_cl.regularizers.L2ToAnchor
+        - class_path: halluc_cl.methods.L2ToAnchor
           init_args:
             anchor: snapshot
             weight: 1.0

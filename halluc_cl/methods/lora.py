@@ -4,7 +4,7 @@ YAML::
 
     model:
       regularizers:
-        - class_path: halluc_cl.regularizers.LoRA
+        - class_path: halluc_cl.methods.LoRA
           init_args: {rank: 8, alpha: 16, groups: [attention, mlp]}
 
 The student is wrapped with ``peft.get_peft_model`` before training (this plugin's setup runs

@@ -5,7 +5,7 @@ YAML::
 
     model:
       regularizers:
-        - class_path: halluc_cl.regularizers.ReplayLoss
+        - class_path: halluc_cl.methods.ReplayLoss
           init_args: {weight: 1.0}
     data:
       extra_per_batch: 64

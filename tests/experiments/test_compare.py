@@ -168,6 +168,21 @@ def test_cell_hash_follows_the_resolved_config(tmp_path):
         ["--trainer.logger.init_args.save_dir", str(tmp_path / "elsewhere")]).sha256
 
 
+def test_a_plugin_under_either_class_path_is_one_cell(tmp_path):
+    """``halluc_cl.methods.X`` and its former name ``halluc_cl.regularizers.X`` are one class:
+    cells finished under one name stay valid under the other, and a real change still shows."""
+    overlay = (ROOT / "configs/method/distill_paper.yaml").read_text()
+    assert "class_path: halluc_cl.methods.KLSelfDistillation" in overlay
+    paths = {}
+    for name, text in [("new", overlay),
+                       ("old", overlay.replace("halluc_cl.methods.", "halluc_cl.regularizers.")),
+                       ("changed", overlay.replace("temperature: 0.5", "temperature: 0.25"))]:
+        (tmp_path / f"{name}.yaml").write_text(text)
+        paths[name] = Cell("m", (str(ROOT / "configs/sft.yaml"), str(tmp_path / f"{name}.yaml")),
+                           0.5, 0).resolve([]).sha256
+    assert paths["new"] == paths["old"] != paths["changed"]
+
+
 def test_dry_run_lists_cells_and_fits_nothing(tmp_path, monkeypatch, capsys, summary_stub):
     calls = []
     monkeypatch.setattr(compare_module, "run_verb", fake_fit(calls, summary_stub()))
