@@ -3,21 +3,21 @@ rates against the warm-up-end reference, the held-out decline from its peak
 (``metrics/decline.py``) and representation drift (``metrics/drift.py``), computed at every
 validation (and test) epoch.
 
-The module (``train/module.py``) provides the state these hooks read and write: ``student``,
-``tokenizer``, ``max_new_tokens``, ``eval_method``, ``want_prediction_text``, ``drift_layer``,
-the torchmetrics (``accuracy``, ``hallucination``, ``abstain``, ``new_fact_abstain``,
-``format_rate``, ``peak``, ``drift``; built with ``sync_on_compute=False``: they are updated
-with every process's outcomes already), ``reference``, ``drift_reference``, ``history`` and
-``last_predictions``. Batches carry ``positions``, each fact's index in its split.
+The module (``train/module.py``) provides the state these hooks read and write, declared
+with its types on ``EvaluationHooks`` (the torchmetrics are built with
+``sync_on_compute=False``: they are updated with every process's outcomes already). Batches
+carry ``positions``, each fact's index in its split.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
+from torchmetrics import Metric
 
 from halluc_cl.distributed import gather_lists
-from halluc_cl.metrics.decline import peak_and_decline
-from halluc_cl.metrics.drift import last_token_states
+from halluc_cl.metrics.decline import PeakDecline, peak_and_decline
+from halluc_cl.metrics.drift import RepresentationDrift, last_token_states
 from halluc_cl.train.evaluation import answer_batch
 
 SPLIT_METRIC = {"heldout_test": "heldout_test_acc", "heldout_val": "heldout_val_acc",
@@ -39,6 +39,27 @@ class EvaluationHooks:
     every process the predictions, the hallucination reference and the drift states, so the
     numbers, the checkpoints and ``summary.json`` do not depend on the number of processes.
     """
+
+    # what the module provides (``FactSFTModule.__init__``)
+    student: nn.Module
+    tokenizer: object  # a transformers tokenizer
+    max_new_tokens: int
+    eval_method: str  # ``train.evaluation.EvalMethod``
+    want_prediction_text: bool
+    drift_layer: int | None
+    warmup_epochs: int
+    accuracy: nn.ModuleDict  # split -> ExactMatchAccuracy
+    hallucination: nn.ModuleDict  # held-out split -> HallucinationRate
+    abstain: nn.ModuleDict  # held-out split -> AbstainRate
+    format_rate: nn.ModuleDict  # held-out split -> ExactMatchAccuracy of the answer format
+    new_fact_abstain: Metric
+    peak: PeakDecline
+    drift: RepresentationDrift
+    # what the hooks write
+    reference: dict[str, bool]  # held-out fact id -> answered correctly at the warm-up's end
+    drift_reference: dict[str, torch.Tensor]  # fact id -> hidden state at the warm-up's end
+    history: list[dict]  # the metrics of every evaluation of the fit
+    last_predictions: list[dict]  # every fact's outcome in the last evaluation
 
     def on_validation_epoch_start(self) -> None:
         self.last_predictions = []
