@@ -2,8 +2,8 @@
 
     bash tools/gpu_check.sh          # on a CUDA machine (installs carried wheels, then this)
 
-Each combination is a real ``halluc-cl fit`` (in this process, one after the other) of the
-method's configs (``config_files.method_configs``) + ``configs/world/tiny.yaml`` +
+Each combination is a real fit (``halluc_cl.api.fit``, in this process, one after the other)
+of the method's configs (``config_files.method_configs``) + ``configs/world/tiny.yaml`` +
 ``configs/deepspeed/zero<k>.yaml`` for two epochs (the warm-up, then SFT with the plugin). A
 line reads ``ok`` with the run's decline, new-fact accuracy and wall time, ``refused`` with the
 one-line error for combinations halluc-cl declines on purpose (anchors under ZeRO-3), or
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import sys
 import tempfile
 import time
@@ -33,30 +32,28 @@ def configs(method: str) -> list[str]:
 
 
 def run(method: str, stage: int, out: Path) -> str:
-    from halluc_cl.cli import main
+    from halluc_cl import api
+    from halluc_cl.errors import HallucError
 
-    args = ["fit"]
+    args = []
     for c in [*configs(method), "configs/world/tiny.yaml", f"configs/deepspeed/zero{stage}.yaml"]:
         args += ["--config", str(ROOT / c)]
     args += ["--trainer.max_epochs", "2", "--trainer.devices", "1",
              "--trainer.enable_progress_bar", "false", "--artifacts.save_model", "true",
              "--trainer.logger.init_args.save_dir", str(out),
              "--trainer.logger.init_args.name", f"{method}_zero{stage}"]
-    err = io.StringIO()
     t0 = time.perf_counter()
     try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            main(args)
-    except SystemExit as exc:
-        msg = (err.getvalue().strip().splitlines() or ["(no message)"])[-1]
+        with contextlib.redirect_stdout(io.StringIO()):
+            summary = api.fit(*args)
+    except HallucError as exc:  # a user error, as ``halluc-cl`` would print it
         tag = "refused" if (method, stage) in REFUSED else "FAILED"
-        return f"{tag} (exit {exc.code}): {msg}"
+        return f"{tag}: {' '.join(str(exc).split())}"
     except Exception as exc:  # noqa: BLE001 (report every failure on one line)
         tb = traceback.extract_tb(exc.__traceback__)[-1]
         return f"FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:200]} " \
                f"({Path(tb.filename).name}:{tb.lineno})"
     run_dir = next(out.glob(f"{method}_zero{stage}/version_*"))
-    summary = json.loads((run_dir / "summary.json").read_text())
     saved = any((run_dir / "model" / f).is_file() for f in ("config.json", "adapter_config.json"))
     expected = "ok" if (method, stage) not in REFUSED else "ok (expected a refusal)"
     return (f"{expected}: decline {summary['heldout_test_decline']:.3f}, new-fact acc "
