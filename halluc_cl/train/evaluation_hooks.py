@@ -47,7 +47,7 @@ class EvaluationHooks:
     eval_method: str  # ``train.evaluation.EvalMethod``
     want_prediction_text: bool
     drift_layer: int | None
-    warmup_epochs: int
+    warmup_end_epoch: int  # the last warm-up epoch
     accuracy: nn.ModuleDict  # split -> ExactMatchAccuracy
     hallucination: nn.ModuleDict  # held-out split -> HallucinationRate
     abstain: nn.ModuleDict  # held-out split -> AbstainRate
@@ -104,7 +104,7 @@ class EvaluationHooks:
             return
         fitting = self.trainer.state.fn == "fit"
         metrics = self._metrics_of(outcomes)
-        if fitting and self.current_epoch == self.warmup_epochs - 1:
+        if fitting and self.current_epoch == self.warmup_end_epoch:
             self.reference = {p["id"]: p["correct"] for p in self.last_predictions
                               if p["split"] in HELDOUT_RATE_PREFIX}
             self.drift_reference = dict(self._eval_states)
@@ -114,7 +114,7 @@ class EvaluationHooks:
                               torch.stack([self.drift_reference[i] for i in ids]))
             metrics["heldout_drift"] = float(self.drift.compute())
             self.drift.reset()
-        if fitting and self.current_epoch >= self.warmup_epochs - 1:
+        if fitting and self.current_epoch >= self.warmup_end_epoch:
             self.peak.update(metrics.get("heldout_val_acc"), metrics.get("heldout_test_acc"))
             metrics.update(self.peak.compute())
         elif not fitting:  # a model or checkpoint evaluated on its own: against its history
@@ -125,7 +125,7 @@ class EvaluationHooks:
             self.history.append({"epoch": self.current_epoch, **metrics})
 
     def _since_warmup(self) -> list[dict]:
-        return [h for h in self.history if h["epoch"] >= self.warmup_epochs - 1]
+        return [h for h in self.history if h["epoch"] >= self.warmup_end_epoch]
 
     def on_test_epoch_end(self) -> None:
         metrics = self._metrics_of(self._gather_outcomes())

@@ -128,8 +128,17 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
 
     # --- phases -------------------------------------------------------------------------
     @property
+    def warmup_end_epoch(self) -> int:
+        """The last warm-up epoch: its end takes the snapshot (``on_train_epoch_end``), its
+        evaluation is the hallucination and drift reference and the first the held-out peak
+        is taken over (``EvaluationHooks``), and the summary's ``warmup_end``. The data module
+        switches to the SFT mix after it (``data.warmup_epochs``, linked to
+        ``model.warmup_epochs``)."""
+        return self.warmup_epochs - 1
+
+    @property
     def in_sft_phase(self) -> bool:
-        return self.current_epoch >= self.warmup_epochs
+        return self.current_epoch > self.warmup_end_epoch
 
     @property
     def needs_teacher(self) -> bool:
@@ -211,7 +220,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
                               "saved by a run without them); start the run from scratch")
 
     def on_train_epoch_end(self) -> None:
-        if self.snapshot == "warmup" and self.current_epoch == self.warmup_epochs - 1:
+        if self.snapshot == "warmup" and self.current_epoch == self.warmup_end_epoch:
             self.take_snapshot()
 
     def take_snapshot(self) -> None:

@@ -114,7 +114,7 @@ def build_summary(module, wall_time_s: float, protocol: dict | None = None,
     history = module.history
     final = {k: history[-1][k] for k in SUMMARY_KEYS if history and k in history[-1]}
     last = history[-1] if history else {}
-    sft = [h for h in history if h["epoch"] >= module.warmup_epochs - 1]
+    sft = [h for h in history if h["epoch"] >= module.warmup_end_epoch]
     # held-out peaks as the evaluation hooks define them (the test one at the val peak)
     peak = {f"heldout_{s}_acc": last[f"heldout_{s}_peak"] for s in ("test", "val")
             if f"heldout_{s}_peak" in last}
@@ -128,7 +128,7 @@ def build_summary(module, wall_time_s: float, protocol: dict | None = None,
         "heldout_val_decline": last.get("heldout_val_decline"),
         "cost": cost if cost is not None else run_cost(module),
         "protocol": protocol or {},
-        "warmup_end": next((h for h in history if h["epoch"] == module.warmup_epochs - 1), None),
+        "warmup_end": next((h for h in history if h["epoch"] == module.warmup_end_epoch), None),
         "epochs": len(history),
         "history": history,
         "warmup_epochs": module.warmup_epochs,

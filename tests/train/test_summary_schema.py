@@ -18,7 +18,8 @@ def _module() -> SimpleNamespace:
                 "heldout_test_peak": 1.0, "heldout_test_decline": e / 4,
                 "heldout_val_peak": 1.0, "heldout_val_decline": 0.0} for e in range(3)]
     history[-1].update(hallucination_rate=0.5, abstain_rate=0.0, heldout_drift=0.1)
-    return SimpleNamespace(history=history, warmup_epochs=1, model_spec="synthetic://tiny",
+    return SimpleNamespace(history=history, warmup_epochs=1, warmup_end_epoch=0,
+                           model_spec="synthetic://tiny",
                            regularizers=[], cost={"student_tokens": 10, "teacher_tokens": 4})
 
 
