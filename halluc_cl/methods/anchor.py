@@ -48,7 +48,7 @@ class QuadraticAnchor(Regularizer):
     fused = False  # setup turns it on: the gradient is added before the optimizer step
 
     def setup(self, module) -> None:
-        stage = deepspeed_stage(getattr(module, "_trainer", None))
+        stage = deepspeed_stage(module.attached_trainer)
         self.fused = stage is None
         if stage == 3:
             raise ConfigError(f"{type(self).__name__} needs whole parameters on every rank; "
@@ -114,7 +114,7 @@ class QuadraticAnchor(Regularizer):
         if importance is not None:
             torch._foreach_mul_(diffs, importance)
         torch._foreach_add_([p.grad for p in params], diffs, alpha=strength)
-        if module._logs_this_step():
+        if module.logs_this_step():
             module.log(f"reg/{self.name}", 0.5 * strength * self.distance().detach(),
                        batch_size=1)
 

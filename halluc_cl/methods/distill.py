@@ -155,7 +155,7 @@ class KLSelfDistillation(Regularizer):
         return min(1.0, outputs.sft_epoch / self.ramp_epochs)
 
     def setup(self, module) -> None:
-        data = getattr(getattr(module, "_trainer", None), "datamodule", None)
+        data = getattr(module.attached_trainer, "datamodule", None)
         if self.cache is not None and getattr(data, "answer_shuffle", "none") == "epoch":
             raise ConfigError("cache_top_k needs fixed SFT examples; data.answer_shuffle=epoch "
                               "changes the answers every epoch")

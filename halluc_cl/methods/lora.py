@@ -70,11 +70,11 @@ class LoRA(Regularizer):
                             target_modules=targets, fan_in_fan_out=is_gpt2, bias="none")
         # under DeepSpeed the adapters take the base weights' dtype (one dtype for ZeRO's flat
         # buffers; its optimizer keeps fp32 masters); elsewhere peft keeps them in fp32
-        on_deepspeed = deepspeed_stage(getattr(module, "_trainer", None)) is not None
+        on_deepspeed = deepspeed_stage(module.attached_trainer) is not None
         module.student = get_peft_model(student, config, autocast_adapter_dtype=not on_deepspeed)
 
     def make_teacher(self, module) -> AdapterOffTeacher | None:
-        if deepspeed_stage(getattr(module, "_trainer", None)) is not None:
+        if deepspeed_stage(module.attached_trainer) is not None:
             return None  # no fold under DeepSpeed: a frozen copy is the snapshot
         return AdapterOffTeacher(module.student)
 
@@ -86,7 +86,7 @@ class LoRA(Regularizer):
         overwrite the restart, so there the adapter goes on and the teacher is a frozen copy
         (ZeRO-2) or the cached teacher (ZeRO-3).
         """
-        if deepspeed_stage(getattr(module, "_trainer", None)) is not None:
+        if deepspeed_stage(module.attached_trainer) is not None:
             return
         optimizer_state = module.optimizers().optimizer.state
         for layer in module.student.modules():

@@ -141,6 +141,12 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         return self.current_epoch > self.warmup_end_epoch
 
     @property
+    def attached_trainer(self) -> L.Trainer | None:
+        """The Trainer running this module, or ``None`` before one is attached (where
+        ``self.trainer`` raises): what plugins read their settings from."""
+        return self._trainer
+
+    @property
     def needs_teacher(self) -> bool:
         return any(r.needs_teacher for r in self.regularizers)
 
@@ -250,7 +256,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
                     loss = loss + penalty
         if any_rank(not torch.isfinite(loss)):  # every process stops, or none
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.global_step}")
-        if self._logs_this_step():  # step values reach the logger only on its steps anyway
+        if self.logs_this_step():  # step values reach the logger only on its steps anyway
             n = batch["input_ids"].shape[0]
             # each process's loss is its share of the global batch's (``_loss_normaliser``):
             # their mean over processes is the one-process value
@@ -277,7 +283,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
             for reg in self.regularizers:
                 reg.before_optimizer_step(self)
 
-    def _logs_this_step(self) -> bool:
+    def logs_this_step(self) -> bool:
         """Whether the logger writes this step's values: every ``trainer.log_every_n_steps``
         optimizer steps and at the last one (Lightning's own rule, from public state)."""
         trainer = self._trainer

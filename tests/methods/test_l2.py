@@ -14,6 +14,10 @@ from halluc_cl.methods.anchor import trainable
 
 
 class Holder:
+    """The part of a FactSFTModule the anchor plugins read, outside a Trainer."""
+
+    attached_trainer = None
+
     def __init__(self, student):
         self.student = student
 

@@ -52,7 +52,7 @@ class DeepSpeedStrategy:  # stands in for lightning's (same name, same ``config`
 
 def _module(strategy) -> SimpleNamespace:
     student = torch.nn.Linear(3, 2)
-    return SimpleNamespace(student=student, _trainer=SimpleNamespace(strategy=strategy))
+    return SimpleNamespace(student=student, attached_trainer=SimpleNamespace(strategy=strategy))
 
 
 def test_stage_is_read_from_the_strategy():
