@@ -22,36 +22,39 @@ def _ratio(num: Tensor, den: Tensor) -> Tensor:
     return num.float() / den if den > 0 else torch.tensor(float("nan"), device=num.device)
 
 
-class ExactMatchAccuracy(Metric):
-    """Share of facts answered correctly (greedy exact match against aliases)."""
+class _CountRatio(Metric):
+    """One integer count over another (NaN when the second is 0); ``COUNTS`` names the two
+    states, numerator first."""
 
     is_differentiable = False
-    higher_is_better = True
     full_state_update = False
+    COUNTS: tuple[str, str]
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.add_state("correct", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("total", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        for name in self.COUNTS:
+            self.add_state(name, torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def compute(self) -> Tensor:
+        numerator, denominator = (getattr(self, name) for name in self.COUNTS)
+        return _ratio(numerator, denominator)
+
+
+class ExactMatchAccuracy(_CountRatio):
+    """Share of facts answered correctly (greedy exact match against aliases)."""
+
+    higher_is_better = True
+    COUNTS = ("correct", "total")
 
     def update(self, correct: Tensor) -> None:
         self.correct += correct.long().sum()
         self.total += correct.numel()
 
-    def compute(self) -> Tensor:
-        return _ratio(self.correct, self.total)
 
-
-class _ReferenceConditioned(Metric):
+class _ReferenceConditioned(_CountRatio):
     """Counts outcomes among facts the reference (snapshot) model answered correctly."""
 
-    is_differentiable = False
-    full_state_update = False
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state("reference_correct", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+    COUNTS = ("count", "reference_correct")
 
     def _selected(self, now_correct: Tensor, abstained: Tensor) -> Tensor:
         raise NotImplementedError
@@ -60,9 +63,6 @@ class _ReferenceConditioned(Metric):
         ref = reference_correct.bool()
         self.reference_correct += ref.long().sum()
         self.count += (ref & self._selected(now_correct.bool(), abstained.bool())).long().sum()
-
-    def compute(self) -> Tensor:
-        return _ratio(self.count, self.reference_correct)
 
 
 class HallucinationRate(_ReferenceConditioned):
