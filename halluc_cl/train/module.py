@@ -294,7 +294,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
 
     def _plugin_outputs(self, batch: dict, out) -> StepOutputs:
         outputs = StepOutputs(logits=out.logits, loss=out.loss,
-                              sft_epoch=self.current_epoch - self.warmup_epochs + 1)
+                              sft_epoch=self.current_epoch - self.warmup_end_epoch)
         if any(r.wants_teacher_logits for r in self.regularizers):
             outputs.teacher_logits = self._teacher.logits(batch)
             self.add_cost(teacher=batch["attention_mask"].sum())
