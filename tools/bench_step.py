@@ -29,8 +29,8 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ["sft", "distill_paper", "distill_cached", "distill", "ewc", "l2",
-           "freeze_attention_only", "lora"]
+METHODS = ["sft", "distill_paper", "distill_paper_cached", "distill_cached", "distill",
+           "distill_nearest", "ewc", "l2", "freeze_attention_only", "lora"]
 LLAMA = {"125m": {"hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 12,
                       "num_attention_heads": 12, "num_key_value_heads": 12},
          "1b": {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22,

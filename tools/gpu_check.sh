@@ -36,5 +36,6 @@ fi
 timeout 240 python3 tools/bench_mfu.py --out "$out/bench_mfu.json" 2>"$out/bench_mfu.err" \
     | tail -n 40
 timeout 200 python3 tools/bench_step.py --device cuda --llama 1b --steps 20 --skip 5 \
-    --methods sft distill_paper distill_cached ewc l2 freeze_attention_only \
+    --methods sft distill_paper distill_paper_cached distill_cached distill_nearest ewc l2 \
+        freeze_attention_only \
     --out "$out/bench_step_gpu.json" 2>"$out/bench_step.err" | grep -E '"(method|ratio_to_sft|step_s_median)"'

@@ -16,7 +16,7 @@ import json
 import math
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Literal
 
@@ -26,7 +26,7 @@ import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader, DistributedSampler
 
-from halluc_cl.data.extra_inputs import ExtraInputs, ExtraKind
+from halluc_cl.data.extra_inputs import ExtraInputs, ExtraKind, ExtraSelect
 from halluc_cl.data.resumable import EpochBatches
 from halluc_cl.data.sources import load_source
 from halluc_cl.data.splits import HELDOUT_SPLITS, Disjoint, SplitSpec, split_facts
@@ -83,6 +83,10 @@ class FactDataModule(L.LightningDataModule):
             ``ReplayLoss``.
         extra_source: Kind of those inputs: ``questions`` / ``qa`` of pool facts, or
             ``statements`` (synthetic worlds); ``ReplayLoss`` needs ``qa``.
+        distill_select: Which pool facts a batch's extra inputs are: a ``random`` sample,
+            or the ``nearest`` to the batch's Unknown facts by the snapshot's hidden state at
+            the last prompt token (``data/extra_inputs.py``; ranked when the snapshot is
+            taken).
         replay_fraction: Share of every SFT epoch made of replayed pool facts (question →
             answer), drawn afresh each epoch (replay by whole examples).
         unknown_answer: Train Unknown facts on this answer instead of their object (the "I
@@ -119,6 +123,7 @@ class FactDataModule(L.LightningDataModule):
         split_seed: int = 0,
         extra_per_batch: int = 0,
         extra_source: ExtraKind = "questions",
+        distill_select: ExtraSelect = "random",
         replay_fraction: float = 0.0,
         unknown_answer: str | None = None,
         answer_shuffle: Literal["none", "fixed", "epoch"] = "none",
@@ -181,11 +186,15 @@ class FactDataModule(L.LightningDataModule):
                 f"per epoch needed, {len(self.replay_facts)} pool facts are outside the splits")
         if extra_per_batch < 0:
             raise ConfigError(f"extra_per_batch must be >= 0, got {extra_per_batch}")
+        if distill_select == "nearest" and not extra_per_batch:
+            raise ConfigError("distill_select=nearest chooses extra inputs; it needs "
+                              "extra_per_batch > 0")
         self.extra_per_batch, self.extra_source = extra_per_batch, extra_source
+        self.distill_select = distill_select
         self.extra_inputs = None
         if extra_per_batch:
             self.extra_inputs = ExtraInputs(split.pool, extra_source, self.tokenizer,
-                                            self.prompt, world_of(source))
+                                            self.prompt, world_of(source), distill_select)
 
     def setup(self, stage: str) -> None:
         trainer = self.trainer
@@ -295,6 +304,28 @@ class FactDataModule(L.LightningDataModule):
         return [(f"{s}:{r['idx']}", dict(r, unknown=s == "unknown_train"))
                 for s in splits for r in self.encoded(s)]
 
+    @torch.no_grad()
+    def rank_neighbours(self, states: Callable[[list[list[int]]], torch.Tensor]) -> None:
+        """Rank the pool for every Unknown training fact (``distill_select=nearest``; called
+        at the snapshot with the snapshot model).
+
+        Args:
+            states: Prompt token lists -> their ``[n, d]`` hidden states.
+        """
+        inputs = self.extra_inputs
+        inputs.set_neighbours(states(inputs.prompt_ids(self.splits["unknown_train"])),
+                              states(inputs.prompt_ids()), depth=self.extra_per_batch)
+
+    def state_dict(self) -> dict:
+        """The nearest-neighbour ranking, which only the snapshot model can remake."""
+        inputs = self.extra_inputs
+        return {} if inputs is None or inputs.neighbours is None else {
+            "neighbours": inputs.neighbours}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "neighbours" in state and self.extra_inputs is not None:
+            self.extra_inputs.neighbours = state["neighbours"].cpu()
+
     def known_samples(self, n: int) -> list[dict]:
         """Up to ``n`` Known training facts, each as a one-example training batch (EWC)."""
         rows = [dict(r, unknown=False) for r in self.encoded("known_train")]
@@ -313,8 +344,11 @@ class FactDataModule(L.LightningDataModule):
                    for i in range(0, len(rows), self.batch_size)]
         if self.extra_inputs is not None and epoch >= self.warmup_epochs:
             rng = random.Random(self.order_seed * 104_729 + epoch)
-            for batch in batches:
-                extra = self.extra_inputs.sample(self.extra_per_batch, rng)
+            for start, batch in zip(range(0, len(rows), self.batch_size), batches):
+                # the one-process batch's Unknown facts: every process draws the same inputs
+                queries = [r["idx"] for r in rows[start:start + self.batch_size]
+                           if r["key"].startswith("unknown_train:")]
+                extra = self.extra_inputs.sample(self.extra_per_batch, rng, queries)
                 batch.update({k: v[rank::world] for k, v in extra.items()})
         return EpochBatches(batches, epoch=epoch, seed=self.order_seed * 7919 + epoch)
 

@@ -7,7 +7,9 @@ the logger (its folder, name and version), the progress bar, the checkpoint fold
 artifact options, ``ckpt_path`` (a resumed fit is the same run) and the config file names.
 A plugin is hashed under one name whichever of its two class paths a config uses
 (``halluc_cl.methods.<Name>``, or ``halluc_cl.regularizers.<Name>``, the package's former
-name, which the results made before the move were hashed under).
+name, which the results made before the move were hashed under). A setting added later is
+left out while it has its default (``ADDED``), so that the cells made before it keep their
+hash: they ran with what the default does.
 """
 
 from __future__ import annotations
@@ -27,6 +29,16 @@ def _drop(cfg: dict, dotted: str) -> None:
         if not isinstance(cfg, dict):
             return
     cfg.pop(leaf, None)
+
+
+# settings added after results were made -> their default, which adds nothing to a hash
+ADDED = {"data.distill_select": "random"}
+
+
+def _get(cfg: dict, dotted: str) -> object:
+    for key in dotted.split("."):
+        cfg = cfg.get(key) if isinstance(cfg, dict) else None
+    return cfg
 
 
 # a plugin's current class path prefix -> the one it is hashed under (its first name)
@@ -60,9 +72,16 @@ def config_hash(resolved: dict) -> str:
     >>> old = {"model": {"regularizers": [{"class_path": "halluc_cl.regularizers.EWC"}]}}
     >>> config_hash(new) == config_hash(old)
     True
+    >>> before = {"data": {"extra_per_batch": 16}}
+    >>> config_hash(before) == config_hash({"data": {"extra_per_batch": 16,
+    ...                                              "distill_select": "random"}})
+    True
     """
     cfg = json.loads(json.dumps(resolved, default=str))
     for key in VOLATILE:
         _drop(cfg, key)
+    for key, default in ADDED.items():
+        if _get(cfg, key) == default:
+            _drop(cfg, key)
     _one_name(cfg)
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()

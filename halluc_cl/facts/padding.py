@@ -28,6 +28,15 @@ def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
     return _pad(sequences, pad_id, left=True)
 
 
+def stack_padded(tensors: list[torch.Tensor], value: int) -> torch.Tensor:
+    """Right-padded ``[n_i, T_i]`` batches stacked into one ``[Σ n_i, max T_i]`` batch, the
+    new columns filled with ``value`` (the pad id, 0 for a mask, the ignore index for labels).
+    """
+    width = max(t.shape[1] for t in tensors)
+    return torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+                      for t in tensors])
+
+
 def length_bucketed(rows: list[dict], batch_size: int, window: int,
                     rng: random.Random) -> list[dict]:
     """Rows reordered so that each batch holds rows of similar length (less padding).

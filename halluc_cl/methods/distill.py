@@ -98,9 +98,11 @@ class KLSelfDistillation(Regularizer):
             comparable across temperatures.
         cache_top_k: 0: a live teacher (a frozen copy of the snapshot, one forward per step).
             k > 0: the snapshot's top-k log-probabilities (and tail mass) on the distilled
-            positions of every SFT example, computed once at the snapshot and read back
-            each step (``methods/teacher_cache.py``): no teacher copy, no teacher
-            forward. The SFT-batch form only (``extra_weight`` 0, fixed answers).
+            positions of every SFT example and, with ``extra_weight`` > 0, on every
+            position of every input of the extra-input pool, computed once at the snapshot
+            and read back each step (``methods/teacher_cache.py``): no teacher copy, no
+            teacher forward. Needs fixed inputs: SFT answers that stay (no
+            ``data.answer_shuffle=epoch``) and pool inputs that do (``questions`` or ``qa``).
     """
 
     name = "distill"
@@ -133,10 +135,10 @@ class KLSelfDistillation(Regularizer):
             raise ConfigError(f"ramp_epochs must be >= 0, got {ramp_epochs}")
         if cache_top_k < 0:
             raise ConfigError(f"cache_top_k must be >= 0, got {cache_top_k}")
-        if cache_top_k and extra_weight > 0:
-            raise ConfigError("cache_top_k caches the SFT examples only; it cannot serve "
-                              "extra_weight > 0 (fresh distillation inputs every epoch)")
         self.cache = TeacherCache(cache_top_k, temperature) if cache_top_k else None
+        # the pool's inputs (``data/extra_inputs.py``), every position
+        self.pool_cache = TeacherCache(cache_top_k, temperature) \
+            if cache_top_k and extra_weight > 0 else None
         self.needs_teacher = self.cache is None
         self.weight, self.temperature, self.direction, self.tokens = (
             weight, temperature, direction, tokens)
@@ -156,29 +158,50 @@ class KLSelfDistillation(Regularizer):
 
     def setup(self, module) -> None:
         data = getattr(module.attached_trainer, "datamodule", None)
-        if self.cache is not None and getattr(data, "answer_shuffle", "none") == "epoch":
+        if self.cache is not None and self.weight > 0 and \
+                getattr(data, "answer_shuffle", "none") == "epoch":
             raise ConfigError("cache_top_k needs fixed SFT examples; data.answer_shuffle=epoch "
                               "changes the answers every epoch")
+        if self.pool_cache is not None and getattr(data, "extra_source", "questions") == \
+                "statements":
+            raise ConfigError("cache_top_k with extra_weight > 0 needs fixed extra inputs; "
+                              "data.extra_source=statements draws new ones every time (use "
+                              "questions or qa)")
 
     def on_snapshot(self, module) -> None:
-        if self.cache is None:
+        if self.cache is None and self.pool_cache is None:
             return
-        data = module.trainer.datamodule
-        module.add_cost(teacher=sum(len(r["input_ids"]) for _, r in data.cache_examples()),
-                        every_process=True)
-        self.cache.build(module.student, data.cache_examples(), data.collate_train,
-                         lambda batch: position_mask(batch, self.tokens))
+        data = module.attached_trainer.datamodule
+        builds = []
+        if self.cache is not None and self.weight > 0:
+            builds.append((self.cache, data.cache_examples(), data.collate_train,
+                           lambda batch: position_mask(batch, self.tokens)))
+        if self.pool_cache is not None and data.extra_inputs is not None:
+            builds.append((self.pool_cache, data.extra_inputs.cache_examples(),
+                           data.extra_inputs.collate, lambda batch: batch["attention_mask"].bool()))
+        for cache, examples, collate, mask_fn in builds:
+            module.add_cost(teacher=sum(len(r["input_ids"]) for _, r in examples),
+                            every_process=True)
+            cache.build(module.student, examples, collate, mask_fn)
 
-    def _cached_term(self, batch: dict, outputs: StepOutputs) -> Tensor | None:
-        logits = outputs.logits
-        rows, pos, index, log_t = self.cache.lookup(batch["keys"], logits.device)
-        if self.examples != "all":
-            unknown = batch["is_unknown"].bool().to(logits.device)[rows]
-            keep = unknown if self.examples == "unknown" else ~unknown
+    def _cached_divergence(self, cache: TeacherCache, keys: list[str], logits: Tensor,
+                           keep_rows: Tensor | None = None) -> Tensor | None:
+        """``mean_over_ranks`` of the divergence at the cached positions of the ``keys`` rows
+        of ``logits`` (only the rows where ``keep_rows`` is true, if given)."""
+        rows, pos, index, log_t = cache.lookup(keys, logits.device)
+        if keep_rows is not None:
+            keep = keep_rows.to(logits.device)[rows]
             rows, pos, index, log_t = rows[keep], pos[keep], index[keep], log_t[keep]
         log_s = F.log_softmax(logits[rows, pos].float() / self.temperature, dim=-1)
-        return _weighted(self.weight, mean_over_ranks(
-            log_divergence(bucketed(log_s, index), log_t, self.direction)))
+        return mean_over_ranks(log_divergence(bucketed(log_s, index), log_t, self.direction))
+
+    def _cached_term(self, batch: dict, outputs: StepOutputs) -> Tensor | None:
+        keep = None
+        if self.examples != "all":
+            unknown = batch["is_unknown"].bool()
+            keep = unknown if self.examples == "unknown" else ~unknown
+        return _weighted(self.weight, self._cached_divergence(
+            self.cache, batch["keys"], outputs.logits, keep))
 
     def _batch_term(self, batch: dict, outputs: StepOutputs) -> Tensor | None:
         if self.cache is not None:
@@ -192,10 +215,13 @@ class KLSelfDistillation(Regularizer):
                          self.temperature, self.direction)
         return _weighted(self.weight, mean_over_ranks(div))
 
-    def _extra_term(self, outputs: StepOutputs) -> Tensor:
+    def _extra_term(self, batch: dict, outputs: StepOutputs) -> Tensor:
         extra = outputs.extra
         if extra is None:
             raise ConfigError("KLSelfDistillation extra_weight > 0 needs data.extra_per_batch > 0")
+        if self.pool_cache is not None:
+            return _weighted(self.extra_weight, self._cached_divergence(
+                self.pool_cache, batch["extra_keys"], extra.logits))
         mask = extra.attention_mask.bool()
         div = divergence(extra.logits, extra.teacher_logits, self.temperature, self.direction)
         return _weighted(self.extra_weight, mean_over_ranks(div[mask]))
@@ -205,15 +231,20 @@ class KLSelfDistillation(Regularizer):
         if self.weight > 0:
             terms.append(self._batch_term(batch, outputs))
         if self.extra_weight > 0:
-            terms.append(self._extra_term(outputs))
+            terms.append(self._extra_term(batch, outputs))
         terms = [t for t in terms if t is not None]
         if not terms:
             return None
         return self._ramp(outputs) * self.scale * sum(terms)
 
     def state_dict(self) -> dict:
-        return {"cache": self.cache.state_dict()} if self.cache is not None else {}
+        return {name: cache.state_dict() for name, cache in self._caches().items()}
 
     def load_state_dict(self, state: dict) -> None:
-        if self.cache is not None and "cache" in state:
-            self.cache.load_state_dict(state["cache"])
+        for name, cache in self._caches().items():
+            if name in state:
+                cache.load_state_dict(state[name])
+
+    def _caches(self) -> dict[str, TeacherCache]:
+        return {name: cache for name, cache in
+                (("cache", self.cache), ("pool_cache", self.pool_cache)) if cache is not None}

@@ -54,9 +54,13 @@ class TeacherCache:
 
         Args:
             model: The model at the snapshot.
-            examples: ``(key, row)`` pairs; ``collate([row, ...])`` makes a training batch.
-            collate: The data module's training collate function.
-            mask_fn: ``batch -> [B, T-1]`` bool mask of the distilled positions.
+            examples: ``(key, row)`` pairs; ``collate([row, ...])`` makes a batch.
+            collate: Rows -> a batch with ``input_ids`` and ``attention_mask`` (the data
+                module's training collate for SFT examples, ``ExtraInputs.collate`` for the
+                extra-input pool).
+            mask_fn: ``batch -> [B, T']`` bool mask of the distilled logit positions
+                (``T' = T - 1`` for positions that predict a token of the row, ``T`` for
+                every real position).
             batch_size: Examples per forward pass.
         """
         device = next(model.parameters()).device

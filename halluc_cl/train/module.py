@@ -15,20 +15,21 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from halluc_cl.distributed import any_rank, rank_and_world, total_over_ranks
+from halluc_cl.distributed import any_rank, total_over_ranks
 from halluc_cl.errors import ConfigError
-from halluc_cl.facts.prompts import IGNORE_INDEX
+from halluc_cl.facts.padding import left_pad
 from halluc_cl.lm.context import check_context
 from halluc_cl.lm.loading import load_causal_lm, load_tokenizer
-from halluc_cl.methods.base import ExtraOutputs, Regularizer, StepOutputs
+from halluc_cl.methods.base import Regularizer
 from halluc_cl.methods.teacher import Teacher, snapshot_teacher
 from halluc_cl.metrics.decline import PeakDecline
-from halluc_cl.metrics.drift import RepresentationDrift
+from halluc_cl.metrics.drift import RepresentationDrift, last_token_states
 from halluc_cl.metrics.hallucination import AbstainRate, ExactMatchAccuracy, HallucinationRate
 from halluc_cl.runtime.rng import rng_state, set_rng_state
 from halluc_cl.synthetic.resolve import resolve
 from halluc_cl.train.evaluation import EVAL_METHODS, EvalMethod
 from halluc_cl.train.evaluation_hooks import HELDOUT_RATE_PREFIX, SPLIT_METRIC, EvaluationHooks
+from halluc_cl.train.step import plugin_outputs, student_forward
 
 
 class FactSFTModule(EvaluationHooks, L.LightningModule):
@@ -230,25 +231,42 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
             self.take_snapshot()
 
     def take_snapshot(self) -> None:
-        """Let plugins capture their anchors, then freeze the teacher (if any plugin needs one)."""
+        """Let plugins capture their anchors, then freeze the teacher (if any plugin needs one);
+        with ``data.distill_select=nearest``, the data module ranks the extra inputs' pool by
+        the snapshot's states."""
         for reg in self._ordered_plugins():
             reg.on_snapshot(self)
         if self.needs_teacher:
             self._teacher = self._make_teacher()
+        data = getattr(self.attached_trainer, "datamodule", None)
+        if getattr(data, "distill_select", "random") == "nearest":
+            data.rank_neighbours(self.prompt_states)
         self.snapshot_taken = True
+
+    def prompt_states(self, prompts: list[list[int]], batch_size: int = 256) -> torch.Tensor:
+        """The student's last-block hidden states ``[n, d]`` at the last token of each prompt
+        (counted as teacher tokens: a forward of the snapshot, once, on every process)."""
+        states = []
+        for start in range(0, len(prompts), batch_size):
+            ids, mask = left_pad(prompts[start:start + batch_size], self.tokenizer.pad_token_id)
+            states.append(last_token_states(self.student, ids.to(self.device),
+                                            mask.to(self.device), layer=-1))
+            self.add_cost(teacher=int(mask.sum()), every_process=True)
+        return torch.cat(states) if states else torch.zeros(0, 1)
 
     def _make_teacher(self) -> Teacher:
         return snapshot_teacher(self, self._ordered_plugins())
 
     # --- training -----------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self.student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           labels=batch["labels"], **self._loss_normaliser(batch["labels"]))
-        loss = out.loss
+        extra = self.in_sft_phase and "extra_input_ids" in batch and any(
+            r.uses_extra_inputs for r in self.regularizers)
+        sft_loss, logits, extra_logits = student_forward(self, batch, extra)
+        loss = sft_loss
         self.add_cost(student=batch["attention_mask"].sum())
         logged = {"train/sft_loss": loss}
         if self.in_sft_phase and self.regularizers:
-            outputs = self._plugin_outputs(batch, out)
+            outputs = plugin_outputs(self, batch, sft_loss, logits, extra_logits)
             for reg in self.regularizers:
                 penalty = reg.penalty(batch, outputs)
                 if penalty is not None:
@@ -258,7 +276,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.global_step}")
         if self.logs_this_step():  # step values reach the logger only on its steps anyway
             n = batch["input_ids"].shape[0]
-            # each process's loss is its share of the global batch's (``_loss_normaliser``):
+            # each process's loss is its share of the global batch's (``loss_normaliser``):
             # their mean over processes is the one-process value
             self.log("train/sft_loss", logged.pop("train/sft_loss"), batch_size=n, prog_bar=True,
                      sync_dist=True)
@@ -266,17 +284,6 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
                 self.log(name, value, batch_size=n, sync_dist=True)
             self.log("train/loss", loss, batch_size=n, sync_dist=True)
         return loss
-
-    def _loss_normaliser(self, labels: torch.Tensor) -> dict:
-        """Arguments that make the causal-LM loss this process's share of the global batch's
-        token mean (``num_items_in_batch``: the answer tokens of all processes over their
-        number, ``halluc_cl/distributed.py``); none in a single process."""
-        _, world = rank_and_world()
-        if world == 1:
-            return {}
-        count = (labels[:, 1:] != IGNORE_INDEX).sum().to(torch.float64).reshape(1)
-        torch.distributed.all_reduce(count)
-        return {"num_items_in_batch": count / world}
 
     def on_before_optimizer_step(self, optimizer) -> None:
         if self.in_sft_phase:
@@ -291,25 +298,6 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
             return True
         every = trainer.log_every_n_steps
         return every > 0 and ((self.global_step + 1) % every == 0 or trainer.should_stop)
-
-    def _plugin_outputs(self, batch: dict, out) -> StepOutputs:
-        outputs = StepOutputs(logits=out.logits, loss=out.loss,
-                              sft_epoch=self.current_epoch - self.warmup_end_epoch)
-        if any(r.wants_teacher_logits for r in self.regularizers):
-            outputs.teacher_logits = self._teacher.logits(batch)
-            self.add_cost(teacher=batch["attention_mask"].sum())
-        extra_users = [r for r in self.regularizers if r.uses_extra_inputs]
-        if "extra_input_ids" in batch and extra_users:
-            inputs = {"input_ids": batch["extra_input_ids"],
-                      "attention_mask": batch["extra_attention_mask"]}
-            outputs.extra = ExtraOutputs(logits=self.student(**inputs).logits,
-                                         attention_mask=inputs["attention_mask"],
-                                         labels=batch["extra_labels"])
-            self.add_cost(student=inputs["attention_mask"].sum())
-            if any(r.needs_teacher for r in extra_users):
-                outputs.extra.teacher_logits = self._teacher.logits(inputs)
-                self.add_cost(teacher=inputs["attention_mask"].sum())
-        return outputs
 
     def add_cost(self, student=0, teacher=0, every_process: bool = False) -> None:
         """Count tokens through the student (forward + backward) and through the teacher

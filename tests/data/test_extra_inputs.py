@@ -3,6 +3,7 @@
 import random
 
 import pytest
+import torch
 
 from halluc_cl.data.datamodule import FactDataModule
 from halluc_cl.data.extra_inputs import ExtraInputs
@@ -85,3 +86,57 @@ def test_errors():
         ExtraInputs([], "questions", None, PromptFormat())
     with pytest.raises(ConfigError, match="statements needs a synthetic"):
         ExtraInputs(["x"], "statements", None, PromptFormat())
+
+
+def test_random_selection_keeps_its_stream_and_names_its_facts(tiny_model_dir):
+    """``random`` draws what ``rng.sample(pool, n)`` draws, and ``extra_keys`` name those
+    pool facts: their prompts are the inputs."""
+    dm = make(extra_source="questions")
+    inputs = dm.extra_inputs
+    batch = inputs.sample(5, random.Random(7))
+    want = random.Random(7).sample(inputs.pool, 5)
+    assert batch["extra_keys"] == [f"pool:{inputs.pool.index(f)}" for f in want]
+    prompts = inputs.prompt_ids(want)
+    for ids, mask, prompt in zip(batch["extra_input_ids"], batch["extra_attention_mask"], prompts):
+        assert ids[mask.bool()].tolist() == prompt
+    keys, rows = zip(*inputs.cache_examples())
+    assert keys[3] == "pool:3" and rows[3]["input_ids"] == inputs.prompt_ids()[3]
+
+
+def test_nearest_takes_each_querys_neighbours_in_rank_order():
+    pool = [f"f{i}" for i in range(6)]
+    inputs = ExtraInputs(pool, "questions", None, PromptFormat(), select="nearest")
+    angles = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0])  # pool states on the unit circle
+    pool_states = torch.stack([angles.cos(), angles.sin()], dim=1)
+    queries = torch.tensor([[1.0, 0.1], [-1.0, 0.05]])  # near angle 0.1 and near angle 3.09
+    inputs.set_neighbours(queries, 3 * pool_states, depth=3)  # cosine: the scale is irrelevant
+    assert inputs.neighbours.tolist() == [[0, 1, 2], [5, 4, 3]]
+    rng = random.Random(0)
+    assert inputs.indices(4, rng, queries=[0, 1]) == [0, 5, 1, 4]  # first ranks first
+    assert inputs.indices(2, rng, queries=[1]) == [5, 4]
+    # a shared neighbour is taken once; the shortfall is drawn from the rest of the pool
+    inputs.neighbours = torch.tensor([[2, 0], [2, 1]], dtype=torch.int)
+    picked = inputs.indices(5, rng, queries=[0, 1])
+    assert picked[:3] == [2, 0, 1] and len(set(picked)) == 5
+    # a batch without Unknown facts draws at random, as ``random`` does
+    assert inputs.indices(3, random.Random(4), queries=[]) == random.Random(4).sample(range(6), 3)
+
+
+def test_nearest_needs_extra_inputs_and_a_ranking(tiny_model_dir):
+    with pytest.raises(ConfigError, match="nearest chooses extra inputs"):
+        make(extra_per_batch=0, distill_select="nearest")
+    dm = make(distill_select="nearest")
+    with pytest.raises(RuntimeError, match="no snapshot has ranked"):
+        dm.extra_inputs.sample(4, random.Random(0), queries=[0])
+    with pytest.raises(ConfigError, match="unknown distill_select"):
+        ExtraInputs(["x"], "questions", None, PromptFormat(), select="closest")
+    assert dm.state_dict() == {}
+    dm.extra_inputs.neighbours = torch.tensor([[1, 2]], dtype=torch.int)
+    other = make(distill_select="nearest")
+    other.load_state_dict(dm.state_dict())
+    assert other.extra_inputs.neighbours.tolist() == [[1, 2]]
+
+
+def test_statements_cannot_be_cached(tiny_model_dir):
+    with pytest.raises(ConfigError, match="cannot hold"):
+        make(extra_source="statements").extra_inputs.cache_examples()

@@ -1,5 +1,6 @@
 """``halluc-cl compare``: the grid on the tiny world, resumption, and input errors."""
 
+import copy
 import csv
 import itertools
 import json
@@ -181,6 +182,21 @@ def test_a_plugin_under_either_class_path_is_one_cell(tmp_path):
         paths[name] = Cell("m", (str(ROOT / "configs/sft.yaml"), str(tmp_path / f"{name}.yaml")),
                            0.5, 0).resolve([]).sha256
     assert paths["new"] == paths["old"] != paths["changed"]
+
+
+def test_a_setting_added_later_keeps_the_hash_at_its_default():
+    """``data.distill_select`` came after results were made: at its default (what those cells
+    ran with) the hash is the one of the config without it; the other value is a new cell."""
+    from halluc_cl.experiments.config_hash import config_hash
+    from halluc_cl.experiments.fit import resolved_config
+
+    resolved = resolved_config(["fit", "--config", str(ROOT / "configs/distill.yaml")])
+    assert resolved["data"]["distill_select"] == "random"
+    with_default = config_hash(resolved)
+    nearest = copy.deepcopy(resolved)
+    nearest["data"]["distill_select"] = "nearest"
+    del resolved["data"]["distill_select"]  # a config made before the setting existed
+    assert config_hash(resolved) == with_default != config_hash(nearest)
 
 
 def test_dry_run_lists_cells_and_fits_nothing(tmp_path, monkeypatch, capsys, summary_stub):

@@ -25,6 +25,8 @@ CASES = {
     # mid-SFT with the teacher restored
     "distill": ("distill.yaml", ["--data.extra_per_batch", "8"],
                 [(0, "SIGTERM"), (4, "SIGTERM")], "printed"),
+    # mid-SFT: the nearest-input ranking (data module state) and the pool's teacher cache
+    "distill_nearest": ("distill_nearest.yaml", [], [(4, "SIGTERM")], "printed"),
     "ewc": ("ewc.yaml", [], [(6, "SIGINT")], "last"),  # anchor + Fisher restored
     "l2": ("l2.yaml", [], [(3, "SIGTERM")], "printed"),  # the matched λ scale restored
 }
@@ -54,6 +56,9 @@ def test_interrupted_fit_resumes_exactly(method, tmp_path, tiny_model_dir, one_t
         else:
             assert state["snapshot_taken"] and state["reference"]
             assert state["teacher"] is not None or method != "distill"
+            if method == "distill_nearest":
+                assert state["regularizers"][0]["pool_cache"]["keys"]
+                assert ckpt["FactDataModule"]["neighbours"].shape[1] == 4
         run = ROOT.joinpath(found[4]).parents[1]
         assert run == tmp_path / "int" / method / "version_0"  # the overlay names the run
         assert not (run / "summary.json").exists()

@@ -432,9 +432,46 @@ def test_cached_teacher_matches_the_live_teacher(fit_tiny, top_k, rel):
     assert restored.penalty(batch, StepOutputs(logits=logits)).item() == pytest.approx(got.item())
 
 
+def test_cached_pool_teacher_matches_the_live_teacher(fit_tiny):
+    """The extra-input form from the cache: every position of every pool input, the same
+    penalty as the live teacher's (top-k = the whole vocabulary: exact)."""
+    from halluc_cl.methods.teacher import SnapshotTeacher
+
+    cached = KLSelfDistillation(weight=0.0, extra_weight=1.0, temperature=0.5,
+                                cache_top_k=10_000)
+    module, trainer = fit_tiny([cached], epochs=2, lr=0.0, extra_per_batch=4)
+    pool = trainer.datamodule.extra_inputs
+    assert module.teacher is None and cached.cache is not None and not len(cached.cache)
+    assert len(cached.pool_cache) == len(pool.pool)
+    teacher = SnapshotTeacher(module.student)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in module.student.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    extra = pool.sample(6, __import__("random").Random(3))
+    inputs = {"input_ids": extra["extra_input_ids"],
+              "attention_mask": extra["extra_attention_mask"]}
+    logits = module.student(**inputs).logits
+    live = KLSelfDistillation(weight=0.0, extra_weight=1.0, temperature=0.5)
+    outputs = StepOutputs(logits=logits, extra=ExtraOutputs(
+        logits=logits, attention_mask=inputs["attention_mask"], labels=extra["extra_labels"],
+        teacher_logits=teacher.logits(inputs)))
+    want = live.penalty(extra, outputs)
+    assert want > 0.01
+    assert cached.penalty(extra, outputs).item() == pytest.approx(want.item(), rel=1e-4)
+    restored = KLSelfDistillation(weight=0.0, extra_weight=1.0, cache_top_k=10_000)
+    restored.load_state_dict(cached.state_dict())
+    assert restored.penalty(extra, outputs).item() == pytest.approx(want.item(), rel=1e-4)
+
+
+def test_cached_pool_needs_fixed_inputs(fit_tiny):
+    with pytest.raises(ConfigError, match="statements draws new ones"):
+        fit_tiny([KLSelfDistillation(extra_weight=1.0, cache_top_k=8)], epochs=2,
+                 extra_per_batch=4, extra_source="statements")
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"cache_top_k": -1}, "cache_top_k must be >= 0"),
-    ({"cache_top_k": 8, "extra_weight": 1.0}, "cannot serve extra_weight"),
 ])
 def test_cache_options_are_checked(kwargs, message):
     with pytest.raises(ConfigError, match=message):

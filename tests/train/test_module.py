@@ -5,6 +5,7 @@ import torch
 
 from halluc_cl.methods import KLSelfDistillation
 from halluc_cl.train.module import FactSFTModule
+from halluc_cl.train.step import student_forward
 
 
 def test_teacher_is_not_a_registered_submodule(tiny_model_dir):
@@ -141,3 +142,63 @@ def test_schedule_that_ends_within_the_warm_up_is_refused(tiny_model_dir, max_ep
     else:
         with pytest.raises(ConfigError, match=refused):
             module._check_schedule()
+
+
+@pytest.mark.parametrize("extra_pad", [0, 12])  # extra rows narrower, wider than the SFT rows
+def test_extra_inputs_ride_in_the_sft_forward(tiny_model_dir, one_thread, extra_pad):
+    """One stacked forward gives the SFT loss and the logits of both row sets as two
+    separate forwards do (the extra rows carry no labels, so the loss is the batch's)."""
+    import random
+
+    import torch.nn.functional as F
+
+    from halluc_cl.data.datamodule import FactDataModule
+
+    module = FactSFTModule("synthetic://tiny", regularizers=[KLSelfDistillation(extra_weight=1.0)])
+    data = FactDataModule(source="synthetic://tiny", tokenizer="synthetic://tiny", n_train=32,
+                          n_heldout=16, extra_per_batch=6)
+    batch = data.collate_train(data._train_rows(epoch=1)[:8])
+    batch.update(data.extra_inputs.sample(6, random.Random(0)))
+    for key, value in (("extra_input_ids", module.tokenizer.pad_token_id),
+                       ("extra_attention_mask", 0)):  # trailing padding columns
+        batch[key] = F.pad(batch[key], (0, extra_pad), value=value)
+    width, extra_width = batch["input_ids"].shape[1], batch["extra_input_ids"].shape[1]
+    assert (extra_width > width) if extra_pad else (extra_width < width)
+    student = module.student.eval()
+    with torch.no_grad():
+        loss, logits, extra_logits = student_forward(module, batch, extra=True)
+        sft = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      labels=batch["labels"])
+        alone = student(input_ids=batch["extra_input_ids"],
+                        attention_mask=batch["extra_attention_mask"]).logits
+    assert loss.item() == pytest.approx(sft.loss.item(), rel=1e-5)
+    real, extra_real = batch["attention_mask"].bool(), batch["extra_attention_mask"].bool()
+    assert torch.allclose(logits[real], sft.logits[real], atol=1e-5)
+    assert torch.allclose(extra_logits[extra_real], alone[extra_real], atol=1e-5)
+
+
+def test_nearest_inputs_are_the_snapshots_neighbours_of_the_batchs_new_facts(fit_tiny):
+    """The snapshot ranks the pool by its states; each SFT batch then carries the first
+    neighbours of its Unknown facts."""
+    import torch.nn.functional as F
+
+    module, trainer = fit_tiny([KLSelfDistillation(extra_weight=1.0)], epochs=2, lr=0.0,
+                               extra_per_batch=4, distill_select="nearest")
+    data = trainer.datamodule
+    inputs = data.extra_inputs
+    unknown = data.splits["unknown_train"]
+    assert inputs.neighbours.shape == (len(unknown), 4)
+    queries = module.prompt_states(inputs.prompt_ids(unknown))  # lr 0: still the snapshot
+    pool = module.prompt_states(inputs.prompt_ids())
+    similarity = F.normalize(queries, dim=-1) @ F.normalize(pool, dim=-1).T
+    best = similarity.argmax(-1)
+    assert (similarity.gather(1, inputs.neighbours[:, :1].long()).squeeze(1)
+            >= similarity[torch.arange(len(unknown)), best] - 1e-6).all()
+    checked = 0
+    for batch in data.train_dataloader():  # an SFT epoch (the fit ended after one)
+        rows = [int(k.split(":")[1]) for k in batch["keys"] if k.startswith("unknown_train:")]
+        firsts = {f"pool:{inputs.neighbours[r, 0]}" for r in rows}
+        if rows and len(firsts) <= 4:
+            assert firsts <= set(batch["extra_keys"])
+            checked += 1
+    assert checked

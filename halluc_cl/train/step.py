@@ -1,0 +1,87 @@
+"""What one SFT step runs through the models: the student's forward (with the batch's extra
+inputs in the same call), the loss normaliser of several processes, and the teacher's
+outputs the plugins asked for (``methods/base.py``: ``StepOutputs``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from halluc_cl.distributed import rank_and_world
+from halluc_cl.facts.padding import stack_padded
+from halluc_cl.facts.prompts import IGNORE_INDEX
+from halluc_cl.methods.base import ExtraOutputs, StepOutputs
+
+SFT_INPUTS = ("input_ids", "attention_mask")
+EXTRA_INPUTS = ("extra_input_ids", "extra_attention_mask")
+
+
+def loss_normaliser(labels: Tensor) -> dict:
+    """Arguments that make the causal-LM loss this process's share of the global batch's
+    token mean (``num_items_in_batch``: the answer tokens of all processes over their
+    number, ``halluc_cl/distributed.py``); none in a single process."""
+    _, world = rank_and_world()
+    if world == 1:
+        return {}
+    count = (labels[:, 1:] != IGNORE_INDEX).sum().to(torch.float64).reshape(1)
+    torch.distributed.all_reduce(count)
+    return {"num_items_in_batch": count / world}
+
+
+def student_forward(module, batch: dict, extra: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(SFT loss, logits, extra logits or None)`` of ``module.student`` on the SFT batch
+    and, with ``extra``, on the batch's extra inputs in the same forward.
+
+    The extra rows are stacked under the SFT rows (one padding-aware call instead of two:
+    fewer, larger kernels). They carry no labels, so the loss is the SFT batch's alone.
+    """
+    normaliser = loss_normaliser(batch["labels"])
+    student = module.student
+    if not extra:
+        out = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      labels=batch["labels"], **normaliser)
+        return out.loss, out.logits, None
+    rows, width = batch["input_ids"].shape
+    extra_ids = batch["extra_input_ids"]
+    pad = module.tokenizer.pad_token_id
+    out = student(
+        input_ids=stack_padded([batch["input_ids"], extra_ids], pad),
+        attention_mask=stack_padded([batch["attention_mask"], batch["extra_attention_mask"]], 0),
+        labels=stack_padded([batch["labels"], torch.full_like(extra_ids, IGNORE_INDEX)],
+                            IGNORE_INDEX),
+        **normaliser)
+    module.add_cost(student=batch["extra_attention_mask"].sum())
+    return out.loss, out.logits[:rows, :width], out.logits[rows:, :extra_ids.shape[1]]
+
+
+def plugin_outputs(module, batch: dict, loss: Tensor, logits: Tensor,
+                   extra_logits: Tensor | None) -> StepOutputs:
+    """What the plugins' ``penalty`` sees of this step; the live teacher, where a plugin
+    needs it, runs once over the SFT rows and/or the extra rows (stacked like the student's)."""
+    plugins = module.regularizers
+    outputs = StepOutputs(logits=logits, loss=loss,
+                          sft_epoch=module.current_epoch - module.warmup_end_epoch)
+    if extra_logits is not None:
+        outputs.extra = ExtraOutputs(logits=extra_logits,
+                                     attention_mask=batch["extra_attention_mask"],
+                                     labels=batch["extra_labels"])
+    wanted = []
+    if any(r.wants_teacher_logits for r in plugins):
+        wanted.append(SFT_INPUTS)
+    if extra_logits is not None and any(r.needs_teacher for r in plugins if r.uses_extra_inputs):
+        wanted.append(EXTRA_INPUTS)
+    if not wanted:
+        return outputs
+    masks = [batch[mask] for _, mask in wanted]
+    teacher = module.teacher.logits({
+        "input_ids": stack_padded([batch[ids] for ids, _ in wanted], module.tokenizer.pad_token_id),
+        "attention_mask": stack_padded(masks, 0)})
+    module.add_cost(teacher=sum(m.sum() for m in masks))
+    for inputs, mask, part in zip(wanted, masks, teacher.split([m.shape[0] for m in masks])):
+        part = part[:, :mask.shape[1]]
+        if inputs == SFT_INPUTS:
+            outputs.teacher_logits = part
+        else:
+            outputs.extra.teacher_logits = part
+    return outputs
