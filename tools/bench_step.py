@@ -58,14 +58,16 @@ class StepTimer(L.Callback):
 
 
 def plugins_and_data(method: str) -> tuple[list, dict]:
-    """The plugins and data settings of ``configs/method/<method>.yaml`` (none: sft)."""
+    """The plugins and data settings of ``configs/method/<method>.yaml``, or of the overlay
+    ``method`` names if it ends in ``.yaml`` (a path from the repository root); none: sft."""
     if method == "sft":
         return [], {}
     from jsonargparse import ArgumentParser
 
     from halluc_cl.methods.base import Regularizer
 
-    cfg = yaml.safe_load((ROOT / "configs/method" / f"{method}.yaml").read_text())
+    path = ROOT / method if method.endswith(".yaml") else ROOT / "configs/method" / f"{method}.yaml"
+    cfg = yaml.safe_load(path.read_text())
     parser = ArgumentParser()
     parser.add_argument("--plugins", type=list[Regularizer])  # nested class_path specs too
     parsed = parser.parse_object({"plugins": cfg.get("model", {}).get("regularizers", [])})
