@@ -142,6 +142,23 @@ def test_two_processes_give_the_summary_and_predictions_of_one(one, two, launch)
         assert len(ids) == len(set(ids)) == 15 + 13 + 16 + 16  # no fact twice, none lost
 
 
+def test_nearest_inputs_from_the_cached_teacher_two_processes_give_the_numbers_of_one(
+        tmp_path, halluc_cache, tiny_model_dir):
+    """``configs/method/distill_nearest.yaml``: each process ranks the pool at the snapshot
+    and reads the pool's teacher cache; both draw the one-process batch's nearest inputs."""
+    def args(out: Path, *extra: str) -> list[str]:
+        configs = [*CONFIGS, str(ROOT / "configs/method/distill_nearest.yaml")]
+        return ["fit", *(a for c in configs for a in ("--config", c)), *SETTINGS,
+                "--trainer.logger.init_args.save_dir", str(out), *extra]
+
+    with one_thread():
+        main(args(tmp_path / "one"))
+    run_cli(args(tmp_path / "two", *TWO), tmp_path)
+    one, two = (tmp_path / d / "distill_nearest" / "version_0" for d in ("one", "two"))
+    assert json.loads((two / "summary.json").read_text())["protocol"]["processes"] == 2
+    assert_same(comparable(one), comparable(two))
+
+
 def test_two_processes_log_the_losses_of_one(one, two):
     rows_one, rows_two = metric_rows(one), metric_rows(two["torchrun"])
     assert len(rows_one) == len(rows_two)
