@@ -13,6 +13,7 @@ from typing import Literal
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from halluc_cl.distributed import any_rank, total_over_ranks
@@ -20,6 +21,7 @@ from halluc_cl.errors import ConfigError
 from halluc_cl.facts.padding import left_pad
 from halluc_cl.lm.context import check_context
 from halluc_cl.lm.loading import load_causal_lm, load_tokenizer
+from halluc_cl.lm.precision import slow_bf16_warning
 from halluc_cl.methods.base import Regularizer
 from halluc_cl.methods.teacher import Teacher, snapshot_teacher
 from halluc_cl.metrics.decline import PeakDecline
@@ -161,6 +163,9 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self._check_fit_config()
+            warning = slow_bf16_warning(self.trainer.precision, self.device.type)
+            if warning:
+                rank_zero_warn(warning)
         check_context(self, getattr(self.trainer, "datamodule", None), training=stage == "fit")
         if self._plugins_ready:
             return
