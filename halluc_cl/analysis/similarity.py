@@ -10,10 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from halluc_cl.facts.padding import left_pad
 from halluc_cl.facts.prompts import PromptFormat
 from halluc_cl.facts.schema import Fact
-from halluc_cl.metrics.drift import last_token_states
+from halluc_cl.metrics.drift import prompt_states
 
 
 def fact_states(model, tokenizer, facts: list[Fact], layer: int = -1,
@@ -29,16 +28,10 @@ def fact_states(model, tokenizer, facts: list[Fact], layer: int = -1,
         batch_size: Prompts per forward pass.
     """
     fmt = prompt or PromptFormat()
-    device = next(model.parameters()).device
-    states: dict[str, torch.Tensor] = {}
-    for start in range(0, len(facts), batch_size):
-        chunk = facts[start:start + batch_size]
-        ids = [tokenizer(fmt.prompt(f.question), add_special_tokens=False)["input_ids"]
-               for f in chunk]
-        input_ids, mask = left_pad(ids, tokenizer.pad_token_id)
-        h = last_token_states(model, input_ids.to(device), mask.to(device), layer)
-        states.update(zip((f.id for f in chunk), F.normalize(h, dim=-1).cpu()))
-    return states
+    ids = [tokenizer(fmt.prompt(f.question), add_special_tokens=False)["input_ids"]
+           for f in facts]
+    h = prompt_states(model, ids, tokenizer.pad_token_id, layer, batch_size)
+    return dict(zip((f.id for f in facts), F.normalize(h, dim=-1).cpu()))
 
 
 def cosine(states: dict[str, torch.Tensor]):

@@ -304,7 +304,6 @@ class FactDataModule(L.LightningDataModule):
         return [(f"{s}:{r['idx']}", dict(r, unknown=s == "unknown_train"))
                 for s in splits for r in self.encoded(s)]
 
-    @torch.no_grad()
     def rank_neighbours(self, states: Callable[[list[list[int]]], torch.Tensor]) -> None:
         """Rank the pool for every Unknown training fact (``distill_select=nearest``; called
         at the snapshot with the snapshot model).

@@ -30,8 +30,11 @@ def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
 
 def stack_padded(tensors: list[torch.Tensor], value: int) -> torch.Tensor:
     """Right-padded ``[n_i, T_i]`` batches stacked into one ``[Σ n_i, max T_i]`` batch, the
-    new columns filled with ``value`` (the pad id, 0 for a mask, the ignore index for labels).
+    new columns filled with ``value`` (the pad id, 0 for a mask, the ignore index for labels);
+    a single batch is returned as it is (no copy).
     """
+    if len(tensors) == 1:
+        return tensors[0]
     width = max(t.shape[1] for t in tensors)
     return torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
                       for t in tensors])

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from halluc_cl.facts.padding import left_pad
 from halluc_cl.lm.modes import eval_mode, left_pad_positions
 from halluc_cl.metrics.gathered import GatheredMetric
 
@@ -32,6 +33,18 @@ def last_token_states(model, input_ids: Tensor, attention_mask: Tensor, layer: i
         out = model(input_ids=input_ids, attention_mask=attention_mask,
                     position_ids=left_pad_positions(attention_mask), output_hidden_states=True)
     return out.hidden_states[layer][:, -1].float()
+
+
+def prompt_states(model, prompts: list[list[int]], pad_id: int, layer: int = -1,
+                  batch_size: int = 256) -> Tensor:
+    """``last_token_states`` of token-id prompts, left-padded in batches of ``batch_size``
+    on the model's device: ``[len(prompts), d]`` (``[0, 0]`` for no prompt)."""
+    device = next(model.parameters()).device
+    states = []
+    for start in range(0, len(prompts), batch_size):
+        ids, mask = left_pad(prompts[start:start + batch_size], pad_id)
+        states.append(last_token_states(model, ids.to(device), mask.to(device), layer))
+    return torch.cat(states) if states else torch.zeros(0, 0)
 
 
 def cosine_drift(current: Tensor, reference: Tensor) -> Tensor:

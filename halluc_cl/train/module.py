@@ -18,14 +18,13 @@ from torch import nn
 
 from halluc_cl.distributed import any_rank, total_over_ranks
 from halluc_cl.errors import ConfigError
-from halluc_cl.facts.padding import left_pad
 from halluc_cl.lm.context import check_context
 from halluc_cl.lm.loading import load_causal_lm, load_tokenizer
 from halluc_cl.lm.precision import slow_bf16_warning
 from halluc_cl.methods.base import Regularizer
 from halluc_cl.methods.teacher import Teacher, snapshot_teacher
 from halluc_cl.metrics.decline import PeakDecline
-from halluc_cl.metrics.drift import RepresentationDrift, last_token_states
+from halluc_cl.metrics.drift import RepresentationDrift, prompt_states
 from halluc_cl.metrics.hallucination import AbstainRate, ExactMatchAccuracy, HallucinationRate
 from halluc_cl.runtime.rng import rng_state, set_rng_state
 from halluc_cl.synthetic.resolve import resolve
@@ -248,16 +247,11 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
             data.rank_neighbours(self.prompt_states)
         self.snapshot_taken = True
 
-    def prompt_states(self, prompts: list[list[int]], batch_size: int = 256) -> torch.Tensor:
+    def prompt_states(self, prompts: list[list[int]]) -> torch.Tensor:
         """The student's last-block hidden states ``[n, d]`` at the last token of each prompt
         (counted as teacher tokens: a forward of the snapshot, once, on every process)."""
-        states = []
-        for start in range(0, len(prompts), batch_size):
-            ids, mask = left_pad(prompts[start:start + batch_size], self.tokenizer.pad_token_id)
-            states.append(last_token_states(self.student, ids.to(self.device),
-                                            mask.to(self.device), layer=-1))
-            self.add_cost(teacher=int(mask.sum()), every_process=True)
-        return torch.cat(states) if states else torch.zeros(0, 1)
+        self.add_cost(teacher=sum(len(p) for p in prompts), every_process=True)
+        return prompt_states(self.student, prompts, self.tokenizer.pad_token_id, layer=-1)
 
     def _make_teacher(self) -> Teacher:
         return snapshot_teacher(self, self._ordered_plugins())
