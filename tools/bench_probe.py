@@ -6,6 +6,9 @@
 
 Prints and writes JSON: facts/s of each path and their ratio. The loop is timed on a subset
 (``--loop_facts``) and both rates are per fact, so the ratio does not need the whole slow loop.
+The batched probe runs twice, reading one shared copy of each few-shot prefix (where the
+model's attention allows) and with a copy per row, and counts the facts both give the same
+category.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from halluc_cl.data.sources import exemplar_pool, load_source
 from halluc_cl.facts.prompts import PromptFormat
 from halluc_cl.lm.loading import load_causal_lm, load_tokenizer
+from halluc_cl.probing.sampling import PrefixCache
 from halluc_cl.probing.slick import SliCKProbe, fact_prompts
 from halluc_cl.synthetic.resolve import resolve
 
@@ -39,6 +43,14 @@ def loop_rate(probe: SliCKProbe, facts, max_new_tokens: int) -> float:
                 model.generate(**ids, do_sample=True, temperature=probe.temperature,
                                top_k=probe.top_k, **common)
     return len(facts) / (time.perf_counter() - t0)
+
+
+def batched_rate(probe: SliCKProbe, facts, facts_per_batch: int) -> tuple[float, list[str]]:
+    """Facts per second of ``probe_batch``, and the category it gave each fact."""
+    t0, categories = time.perf_counter(), []
+    for start in range(0, len(facts), facts_per_batch):
+        categories += [f.category for f in probe.probe_batch(facts[start:start + facts_per_batch])]
+    return len(facts) / (time.perf_counter() - t0), categories
 
 
 def main() -> None:
@@ -71,17 +83,21 @@ def main() -> None:
                        shared_exemplars=not args.per_fact_exemplars)
     todo = probe_facts[:args.facts]
     probe.probe_batch(todo[:1])  # warm-up
-    t0 = time.perf_counter()
-    for start in range(0, len(todo), args.facts_per_batch):
-        probe.probe_batch(todo[start:start + args.facts_per_batch])
-    batched = len(todo) / (time.perf_counter() - t0)
+    batched, categories = batched_rate(probe, todo, args.facts_per_batch)
+    probe.prefixes = PrefixCache(model, share=False)  # every row its own copy of the prefix
+    probe.probe_batch(todo[:1])
+    copies, categories_copies = batched_rate(probe, todo, args.facts_per_batch)
     naive = loop_rate(probe, todo[:args.loop_facts], args.max_new_tokens)
     result = {"model": args.model, "facts": len(todo), "loop_facts": args.loop_facts,
               "n_prompts": args.n_prompts, "k_shot": args.k_shot, "n_samples": args.n_samples,
               "max_new_tokens": args.max_new_tokens, "threads": torch.get_num_threads(),
               "shared_exemplars": probe.shared, "facts_per_batch": args.facts_per_batch,
               "batch_prompts": args.batch_prompts, "dtype": args.dtype,
-              "batched_facts_per_s": round(batched, 3), "loop_facts_per_s": round(naive, 4),
+              "batched_facts_per_s": round(batched, 3),
+              "batched_prefix_copies_facts_per_s": round(copies, 3),
+              "same_category_both_ways": sum(a == b for a, b in zip(categories,
+                                                                     categories_copies)),
+              "loop_facts_per_s": round(naive, 4),
               "speedup": round(batched / naive, 1)}
     print(json.dumps(result, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

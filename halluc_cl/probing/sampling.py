@@ -8,8 +8,10 @@ question otherwise).
 Prompts that share a few-shot prefix (a probe's exemplars, the same for every fact of a
 relation) can pass it apart: the prefix is encoded once per ``PrefixCache`` and only each
 prompt's own question is run, attending to the prefix's keys and values. With a 4-shot prefix
-of ~100 tokens and questions of ~15, that is most of a probe's compute. ``generate`` has no
-such batch-shared prefix, hence the hand-written decoding loop.
+of ~100 tokens and questions of ~15, that is most of a probe's compute. Where the model's
+attention allows (``lm.shared_prefix``), every row reads the one copy of the prefix's keys and
+values; otherwise each row gets its own copy. ``generate`` has no such batch-shared prefix,
+hence the hand-written decoding loop.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ import torch
 
 from halluc_cl.facts.padding import left_pad
 from halluc_cl.lm.modes import eval_mode, left_pad_positions, returned_cache, with_cache
+from halluc_cl.lm.shared_prefix import SharedPrefix, shared_prefix_attention
+
+# model classes whose attention ignored the shared prefix once: they get per-row copies
+_NO_SHARING: set[type] = set()
 
 
 @functools.lru_cache(maxsize=8)
@@ -51,20 +57,32 @@ def _pick(logits: torch.Tensor, greedy: torch.Tensor, temperature: float, top_k:
 
 
 class PrefixCache:
-    """KV caches of shared prompt prefixes, each encoded once; ``get`` hands out a copy.
+    """KV caches of shared prompt prefixes, each encoded once; ``get`` hands out a copy,
+    ``shared`` the one copy every row reads.
 
     Args:
         model: The causal LM whose caches these are.
         max_entries: Prefixes kept (least recently used dropped first).
+        share: Let every row read the one copy where the model's attention allows
+            (``lm.shared_prefix``); ``False`` copies the prefix into every row (slower, the
+            same answers; for comparison).
     """
 
-    def __init__(self, model, max_entries: int = 64) -> None:
-        self.model, self.max_entries = model, max_entries
+    def __init__(self, model, max_entries: int = 64, share: bool = True) -> None:
+        self.model, self.max_entries, self.share = model, max_entries, share
         self._caches: OrderedDict[tuple[int, ...], object] = OrderedDict()
 
     @torch.no_grad()
     def get(self, prefix: list[int]):
         """A fresh copy of ``prefix``'s KV cache (batch 1), encoding it on first use."""
+        return copy.deepcopy(self._encoded(prefix))
+
+    def shared(self, prefix: list[int]) -> SharedPrefix:
+        """``prefix``'s keys and values, not copied (no call may change them)."""
+        return SharedPrefix(self._encoded(prefix))
+
+    @torch.no_grad()
+    def _encoded(self, prefix: list[int]):
         key = tuple(prefix)
         if key not in self._caches:
             device = next(self.model.parameters()).device
@@ -75,7 +93,7 @@ class PrefixCache:
             if len(self._caches) > self.max_entries:
                 self._caches.popitem(last=False)
         self._caches.move_to_end(key)
-        return copy.deepcopy(self._caches[key])
+        return self._caches[key]
 
 
 @torch.no_grad()
@@ -98,26 +116,43 @@ def greedy_and_sampled(model, tokenizer, prompts: list[list[int]], n_samples: in
         prefix: Token ids that come before every prompt, encoded once.
         prefixes: Where ``prefix``'s encoding is kept between calls (default: encoded anew).
     """
+    decode = functools.partial(_decode, model, tokenizer, prompts, n_samples, temperature,
+                               top_k, max_new_tokens, generator)
     with eval_mode(model):
-        cache = None
-        if prefix:
-            cache = (prefixes or PrefixCache(model)).get(prefix)
-        return _decode(model, tokenizer, prompts, n_samples, temperature, top_k,
-                       max_new_tokens, generator, cache, len(prefix or ()))
+        if not prefix:
+            return decode(None, 0)
+        prefixes = prefixes or PrefixCache(model)
+        if prefixes.share and type(model) not in _NO_SHARING:
+            with shared_prefix_attention(model) as can_share:
+                got = decode(prefixes.shared(prefix), len(prefix)) if can_share else None
+            if got is not None:
+                return got
+            if can_share:  # its attention ignored the prefix
+                _NO_SHARING.add(type(model))
+        return decode(prefixes.get(prefix), len(prefix))
 
 
 def _decode(model, tokenizer, prompts, n_samples, temperature, top_k, max_new_tokens,
-            generator, cache, n_prefix: int) -> list[list[str]]:
+            generator, prefix, n_prefix: int) -> list[list[str]] | None:
+    """The answers; ``prefix`` is a ``SharedPrefix`` (read by every row), a KV cache (copied
+    per row) or ``None``. ``None`` comes back where the model's attention ignored a
+    ``SharedPrefix``, before any token is drawn."""
     device = next(model.parameters()).device
     rows = 1 + n_samples
     ids, mask = left_pad(prompts, tokenizer.pad_token_id)
     ids, mask = ids.to(device), mask.to(device)
     positions = left_pad_positions(mask) + n_prefix
-    if cache is not None:  # the prefix's keys and values, one copy per prompt
+    extra, cache = {}, None
+    if isinstance(prefix, SharedPrefix):  # the rows' caches and mask hold their own tokens
+        extra = {"shared_prefix": prefix}
+    elif prefix is not None:  # the prefix's keys and values, one copy per prompt
+        cache = prefix
         cache.batch_repeat_interleave(len(prompts))
         mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, n_prefix), mask], dim=1)
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                use_cache=True, logits_to_keep=1, **with_cache(model, cache))
+                use_cache=True, logits_to_keep=1, **with_cache(model, cache), **extra)
+    if extra and prefix.calls != len(prefix.kv):
+        return None
     cache = returned_cache(out)
     cache.batch_repeat_interleave(rows)
     logits = out.logits[:, -1].repeat_interleave(rows, dim=0)
@@ -137,7 +172,7 @@ def _decode(model, tokenizer, prompts, n_samples, temperature, top_k, max_new_to
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         out = model(input_ids=choice[:, None], attention_mask=mask, position_ids=next_pos,
-                    use_cache=True, **with_cache(model, cache))
+                    use_cache=True, **with_cache(model, cache), **extra)
         cache, logits, next_pos = returned_cache(out), out.logits[:, -1], next_pos + 1
     generated = torch.stack(tokens, dim=1).tolist()
     stop_set = set(stop.tolist())

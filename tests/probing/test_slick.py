@@ -107,19 +107,26 @@ def test_greedy_rows_agree_with_generate(tiny):
     assert all(len(o) == 4 for o in out)
 
 
+def _few_shot(tok, facts, n: int):
+    """A 3-shot prefix and ``n`` questions after it: (prefix, prompts, their token ids)."""
+    fmt = PromptFormat()
+    prefix = "".join(fmt.prompt(f.question) + fmt.target(f.object) + "\n\n" for f in facts[:3])
+    prompts = [fmt.prompt(f.question) for f in facts[10:10 + n]]
+    return (prefix, prompts, tok(prefix, add_special_tokens=False)["input_ids"],
+            [tok(p, add_special_tokens=False)["input_ids"] for p in prompts])
+
+
 def test_a_shared_prefix_gives_the_answers_of_whole_prompts(tiny):
     from halluc_cl.lm.generation import answer_prompts
+    from halluc_cl.probing import sampling
     from halluc_cl.probing.sampling import PrefixCache, greedy_and_sampled
 
     model, tok, facts = tiny
-    fmt = PromptFormat()
-    prefix = "".join(fmt.prompt(f.question) + fmt.target(f.object) + "\n\n" for f in facts[:3])
-    prompts = [fmt.prompt(f.question) for f in facts[10:40]]
-    head = tok(prefix, add_special_tokens=False)["input_ids"]
-    tails = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    prefix, prompts, head, tails = _few_shot(tok, facts, 30)
     assert all(tok(prefix + p, add_special_tokens=False)["input_ids"] == head + t
                for p, t in zip(prompts, tails))  # this word-level tokenizer cuts at the seam
     cache = PrefixCache(model)
+    assert type(model) not in sampling._NO_SHARING  # every row reads one copy of the prefix
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = greedy_and_sampled(model, tok, tails, n_samples=2, max_new_tokens=8,
@@ -133,6 +140,34 @@ def test_a_shared_prefix_gives_the_answers_of_whole_prompts(tiny):
     again = greedy_and_sampled(model, tok, tails[:5], n_samples=0, max_new_tokens=8,
                                prefix=head, prefixes=cache)
     assert [a[0] for a in again] == whole[:5] and len(cache._caches) == 1
+    assert type(model) not in sampling._NO_SHARING
+    # a copy of the prefix per row: the same greedy and sampled answers
+    copies = greedy_and_sampled(model, tok, tails, n_samples=2, max_new_tokens=8,
+                                generator=torch.Generator().manual_seed(0), prefix=head,
+                                prefixes=PrefixCache(model, share=False))
+    assert copies == out
+
+
+def test_a_model_that_ignores_the_shared_prefix_gets_copies(tiny, monkeypatch):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.modeling_utils import AttentionInterface
+
+    from halluc_cl.lm.generation import answer_prompts
+    from halluc_cl.lm.shared_prefix import ATTENTION
+    from halluc_cl.probing import sampling
+
+    def ignores_it(module, q, k, v, mask, shared_prefix=None, **kwargs):
+        return sdpa_attention_forward(module, q, k, v, mask, **kwargs)
+
+    monkeypatch.setitem(AttentionInterface._global_mapping, ATTENTION, ignores_it)
+    monkeypatch.setattr(sampling, "_NO_SHARING", set())
+    model, tok, facts = tiny
+    prefix, prompts, head, tails = _few_shot(tok, facts, 10)
+    out = sampling.greedy_and_sampled(model, tok, tails, n_samples=0, max_new_tokens=8,
+                                      prefix=head)
+    assert [o[0] for o in out] == answer_prompts(model, tok, [prefix + p for p in prompts],
+                                                 max_new_tokens=8)
+    assert type(model) in sampling._NO_SHARING
 
 
 def test_probe_cuts_prompts_where_the_tokens_of_the_whole_prompt_agree(tiny):
