@@ -22,12 +22,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 ATTENTION = "halluc_cl_shared_prefix"
 
 
 class SharedPrefix:
-    """The keys and values of one prefix, per layer, batch 1 (positions ``0..length-1``).
+    """The keys and values of one prefix, per layer, batch 1 (positions ``0, 1, …``).
 
     Args:
         cache: The ``DynamicCache`` a forward of the prefix alone returned.
@@ -39,7 +40,6 @@ class SharedPrefix:
             self.kv = [(layer.keys, layer.values) for layer in layers]
         else:  # transformers < 4.56
             self.kv = list(zip(cache.key_cache, cache.value_cache))
-        self.length = self.kv[0][0].shape[-2]
         self.calls = 0  # attention calls that used it (one per layer and forward)
 
 
@@ -50,8 +50,6 @@ def _attend(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     """Attention of ``query`` ([B, H, Lq, D]) over the shared prefix and the rows' own
     ``key``/``value`` ([B, Hkv, S, D]); returns ``[B, Lq, H, D]`` as transformers' own do."""
     if shared_prefix is None:
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       dropout=dropout, scaling=scaling, **kwargs)
     shared_prefix.calls += 1

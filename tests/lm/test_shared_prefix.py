@@ -38,8 +38,8 @@ def test_attention_over_a_shared_prefix_equals_attention_over_copies(lq):
     # causal over the rows' own keys, row 1 left-padded by two
     own = torch.ones(lq, s, dtype=torch.bool).tril(s - lq).expand(b, 1, lq, s).clone()
     own[1, :, :, :2] = False
-    shared = SharedPrefix.__new__(SharedPrefix)
-    shared.kv, shared.length, shared.calls = [(prefix_k, prefix_v)], p, 0
+    layer = types.SimpleNamespace(keys=prefix_k, values=prefix_v)
+    shared = SharedPrefix(types.SimpleNamespace(layers=[layer]))
     out, _ = _attend(_Layer(), query, key, value, own, scaling=d ** -0.5, shared_prefix=shared)
     torch.testing.assert_close(out, _reference(query, prefix_k, prefix_v, key, value, own))
     assert shared.calls == 1
