@@ -39,6 +39,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 import halluc_cl
 from halluc_cl import api
+from halluc_cl.distributed import close_process_group
 from halluc_cl.errors import ConfigError, HallucError
 from halluc_cl.experiments.compare import CHILD_ENV, resolve_methods
 from halluc_cl.experiments.config_files import SHIPPED, config_args, setting_folder
@@ -125,16 +126,16 @@ def _run(args: list[str]) -> None:
     args = config_args(args)  # shipped names resolved, every config file read as UTF-8
     if args[0] in COMMANDS:
         _run_function(args[0], COMMANDS[args[0]], args[1:])
-        return
-    if args[0] == "analyze":
+    elif args[0] == "analyze":
         if len(args) < 2 or args[1] not in ANALYSES:
             raise ConfigError(f"halluc-cl analyze needs a study: one of {sorted(ANALYSES)}")
         _run_function(f"analyze {args[1]}", ANALYSES[args[1]], args[2:])
-        return
-    if args[0] not in VERBS and not args[0].startswith("-"):
+    elif args[0] not in VERBS and not args[0].startswith("-"):
         raise ConfigError(f"unknown command {args[0]!r}; the commands are "
                           f"{', '.join([*VERBS, *COMMANDS, 'analyze'])} (halluc-cl --help)")
-    run_verb(args)
+    else:
+        run_verb(args)
+    close_process_group()  # only after success: a failed rank must not wait for the others
 
 
 def main(args: list[str] | None = None) -> None:

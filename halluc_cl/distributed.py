@@ -37,6 +37,19 @@ def init_from_environment() -> bool:
     return True
 
 
+def close_process_group() -> None:
+    """Destroy the default process group, if there is one, while the interpreter is whole.
+
+    Call it when a command has finished on every rank. Lightning registers this at exit only
+    for NCCL; a gloo group left to interpreter finalization can abort the process (SIGABRT,
+    "terminate called without an active exception": gloo's worker threads still hold work
+    with Python references), which a launcher reports as a failed run although every file was
+    written.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def rank_and_world() -> tuple[int, int]:
     """This process's rank and the number of processes (``(0, 1)`` without a process group)."""
     if dist.is_available() and dist.is_initialized():

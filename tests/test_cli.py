@@ -282,3 +282,31 @@ def test_a_fit_teaches_an_answer_format_and_reports_its_rate(tmp_path, tiny_mode
     assert final["heldout_test_acc"] > 0  # answers are matched without it:
     preds = [json.loads(line) for line in (run / "predictions/epoch_19.jsonl").read_text().splitlines()]
     assert any(p["prediction"].endswith(".") and p["correct"] for p in preds)
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_finished_command_closes_its_process_group(fails, tmp_path, monkeypatch, capsys):
+    """A gloo group left to interpreter exit can abort the process, so a command that finished
+    destroys it; one that failed leaves it (its other ranks may still be in a collective)."""
+    import torch.distributed as dist
+
+    from halluc_cl import cli
+    from halluc_cl.errors import ConfigError
+
+    def verb(args):  # what Lightning does when a fit starts on several processes
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                                world_size=1)
+        if fails:
+            raise ConfigError("a bad setting")
+
+    monkeypatch.setattr(cli, "run_verb", verb)
+    try:
+        if fails:
+            with pytest.raises(SystemExit):
+                main(["fit"])
+        else:
+            main(["fit"])
+        assert dist.is_initialized() == fails
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
