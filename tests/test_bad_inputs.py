@@ -207,7 +207,7 @@ CASES = {
     "hub-id-offline": (
         lambda e: e.fit("--model.model", "someorg/some-model", "--data.source",
                         "synthetic://tiny"),
-        ["cannot load model 'someorg/some-model'", "HF_HUB_OFFLINE=1"]),
+        ["cannot load tokenizer 'someorg/some-model'", "HF_HUB_OFFLINE=1"]),
     "broken-gguf": (
         lambda e: e.fit("--model.model", e.file("broken.gguf", b"GGUF\x03\x00\x00\x00" + b"x" * 64),
                         "--data.source", "synthetic://tiny"),

@@ -138,10 +138,12 @@ def main() -> None:
     module = FactSFTModule(model=args.model, max_new_tokens=args.max_new_tokens,
                            eval_method="forward")
     module.want_prediction_text = False
+    module.load_model()
     module.eval()  # as Lightning's validation loop does
     dm = FactDataModule(source=args.source, tokenizer=args.model, n_train=args.n_train,
                         n_heldout=args.n_heldout, eval_batch_size=args.eval_batch_size,
                         split_seed=args.seed)
+    dm.load()
     loader = dm.val_dataloader()[dm.eval_split_names().index(SPLIT)]
     batches = list(loader)
     n_facts = sum(len(b["facts"]) for b in batches)

@@ -39,6 +39,7 @@ def main() -> None:
     data["prompt"] = PromptFormat(**(data.get("prompt") or {}))
     data["tokenizer"] = cfg["model"]["model"]  # linked from the model by the CLI, not saved
     dm = FactDataModule(**data)
+    dm.load()
     state = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     model = load_causal_lm(resolve(cfg["model"]["model"]))
     model.load_state_dict({k[len("student."):]: v for k, v in state["state_dict"].items()

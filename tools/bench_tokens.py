@@ -205,6 +205,7 @@ def main() -> None:
                         unknown_fraction=args.unknown_fraction, n_train=args.n_train,
                         n_heldout=args.n_heldout, batch_size=args.batch_size,
                         warmup_epochs=args.warmup_epochs, split_seed=args.seed)
+    dm.load()
     per_epoch = len(sft_batches(dm, args.warmup_epochs, 1))
     sft_epochs = math.ceil((args.warmup_steps + args.steps) / per_epoch)
     batches = sft_batches(dm, args.warmup_epochs, sft_epochs)

@@ -161,29 +161,12 @@ class FactDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.warmup_epochs, self.split_seed = warmup_epochs, split_seed
         self.order_seed = split_seed  # set to the training seed by ``setup``
-        facts = load_source(source)
-        spec = SplitSpec(unknown_fraction, n_train, n_heldout, n_heldout_val,
-                         tuple(known_categories), tuple(unknown_categories),
-                         tuple(pool_categories) if pool_categories else None, heldout_disjoint,
-                         split_seed)
-        split = split_facts(facts, spec)
-        self.heldout_disjoint, self.split_sizes = heldout_disjoint, split.sizes()
-        self.splits = split.as_dict()
-        if answer_shuffle == "fixed":
-            self.splits["unknown_train"] = self._shuffled_answers(split_seed)
-        if warmup_epochs and not self.splits["known_train"]:
-            raise ConfigError("the warm-up needs Known training facts, but unknown_fraction=1")
-        self.tokenizer = load_tokenizer(resolve(tokenizer))
-        self._encoded: dict[str, Dataset] = {}
-        self._eval_cache: dict[str, tuple[list, list, list]] = {}
-        self._abstain: list[str] | None = None  # abstention spellings (``abstain_phrases``)
-        self.unknown_answer = unknown_answer
-        self.replay_fraction = replay_fraction
-        self.replay_facts = split.pool
-        if replay_fraction and self.n_replay() > len(self.replay_facts):
-            raise ConfigError(
-                f"infeasible replay_fraction={replay_fraction}: {self.n_replay()} replayed facts "
-                f"per epoch needed, {len(self.replay_facts)} pool facts are outside the splits")
+        self.source, self.tokenizer_spec = source, tokenizer
+        self.spec = SplitSpec(unknown_fraction, n_train, n_heldout, n_heldout_val,
+                              tuple(known_categories), tuple(unknown_categories),
+                              tuple(pool_categories) if pool_categories else None,
+                              heldout_disjoint, split_seed)
+        self.heldout_disjoint = heldout_disjoint
         if extra_per_batch < 0:
             raise ConfigError(f"extra_per_batch must be >= 0, got {extra_per_batch}")
         if distill_select == "nearest" and not extra_per_batch:
@@ -191,12 +174,57 @@ class FactDataModule(L.LightningDataModule):
                               "extra_per_batch > 0")
         self.extra_per_batch, self.extra_source = extra_per_batch, extra_source
         self.distill_select = distill_select
-        self.extra_inputs = None
-        if extra_per_batch:
-            self.extra_inputs = ExtraInputs(split.pool, extra_source, self.tokenizer,
-                                            self.prompt, world_of(source), distill_select)
+        self.unknown_answer = unknown_answer
+        self.replay_fraction = replay_fraction
+        # read by ``load`` (from ``setup``): the facts, their split and the tokenizer
+        self.splits: dict[str, list[Fact]] | None = None
+        self.split_sizes: dict[str, int] = {}
+        self.replay_facts: list[Fact] = []
+        self.tokenizer = None
+        self.extra_inputs: ExtraInputs | None = None
+        self._encoded: dict[str, Dataset] = {}
+        self._eval_cache: dict[str, tuple[list, list, list]] = {}
+        self._abstain: list[str] | None = None  # abstention spellings (``abstain_phrases``)
+
+    def prepare_data(self) -> None:
+        """Build the base model of a ``synthetic://`` source or tokenizer if it is not cached
+        yet (Lightning calls this once per node, before any process reads it)."""
+        resolve(self.source)
+        resolve(self.tokenizer_spec)
+
+    def load(self) -> None:
+        """Read the facts, split them and load the tokenizer; once (later calls return).
+
+        ``setup`` calls it, so a Trainer verb reads the data where it runs, not when the
+        config is parsed; code that uses the data module without a Trainer calls it first.
+
+        Raises:
+            ConfigError: The split cannot be drawn as configured (too few facts of a
+                category, an infeasible replay fraction...).
+        """
+        if self.splits is not None:
+            return
+        # the tokenizer first: a model that cannot be loaded is named before the facts' problems
+        self.tokenizer = load_tokenizer(resolve(self.tokenizer_spec))
+        split = split_facts(load_source(self.source), self.spec)
+        self.split_sizes, self.splits = split.sizes(), split.as_dict()
+        if self.answer_shuffle == "fixed":
+            self.splits["unknown_train"] = self._shuffled_answers(self.split_seed)
+        if self.warmup_epochs and not self.splits["known_train"]:
+            raise ConfigError("the warm-up needs Known training facts, but unknown_fraction=1")
+        self.replay_facts = split.pool
+        if self.replay_fraction and self.n_replay() > len(self.replay_facts):
+            raise ConfigError(
+                f"infeasible replay_fraction={self.replay_fraction}: {self.n_replay()} replayed "
+                f"facts per epoch needed, {len(self.replay_facts)} pool facts are outside the "
+                "splits")
+        if self.extra_per_batch:
+            self.extra_inputs = ExtraInputs(split.pool, self.extra_source, self.tokenizer,
+                                            self.prompt, world_of(self.source),
+                                            self.distill_select)
 
     def setup(self, stage: str) -> None:
+        self.load()
         trainer = self.trainer
         self.rank, self.world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         if self.world > 1:

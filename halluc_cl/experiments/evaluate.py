@@ -71,7 +71,7 @@ class FactSetData(FactDataModule):
             raise ConfigError(f"eval_batch_size must be >= 1, got {eval_batch_size}")
         self.splits = {**{s: [] for s in EVAL_SPLITS}, CARRIER: list(facts)}
         self.prompt = prompt or PromptFormat()
-        self.tokenizer = load_tokenizer(resolve(tokenizer))
+        self.tokenizer_spec, self.tokenizer = tokenizer, None  # ``load``, from ``setup``
         self.eval_batch_size, self.eval_max_facts = eval_batch_size, None
         self.unknown_answer = unknown_answer
         self.split_seed = self.order_seed = 0
@@ -79,6 +79,14 @@ class FactSetData(FactDataModule):
         self.replay_fraction = 0.0  # nothing to train on
         self._eval_cache: dict = {}
         self._abstain: list[str] | None = None
+
+    def prepare_data(self) -> None:
+        resolve(self.tokenizer_spec)
+
+    def load(self) -> None:
+        """Load the tokenizer (the facts are given); once."""
+        if self.tokenizer is None:
+            self.tokenizer = load_tokenizer(resolve(self.tokenizer_spec))
 
 
 def run_config(run: str) -> tuple[Path, dict]:

@@ -90,13 +90,10 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         if dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"dtype must be float32 or bfloat16, got {dtype!r}")
         self.save_hyperparameters(ignore=["regularizers", "optimizer", "scheduler"])
-        self.model_spec = model
-        # from_pretrained returns eval mode
-        self.student = load_causal_lm(resolve(model), dtype).train()
-        if gradient_checkpointing:
-            self.student.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.tokenizer = load_tokenizer(resolve(model))
+        self.model_spec, self.weight_dtype = model, dtype
+        self.gradient_checkpointing = gradient_checkpointing
+        self.student: nn.Module | None = None  # ``load_model``, from ``setup``
+        self.tokenizer = None
         self.regularizers = list(regularizers or [])
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.warmup_epochs, self.max_new_tokens = warmup_epochs, max_new_tokens
@@ -159,7 +156,32 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
     def _ordered_plugins(self) -> list[Regularizer]:
         return sorted(self.regularizers, key=lambda r: r.setup_order)
 
+    def prepare_data(self) -> None:
+        """Build the base model of a ``synthetic://`` model if it is not cached yet (Lightning
+        calls this once per node, before any process loads it)."""
+        resolve(self.model_spec)
+
+    def load_model(self) -> None:
+        """Load the student and its tokenizer from ``model``; once (later calls return).
+
+        ``setup`` calls it, so a Trainer verb loads the model where it runs, not when the
+        config is parsed. Not Lightning's ``configure_model`` hook: DeepSpeed ZeRO-3 runs that
+        inside ``deepspeed.zero.Init``, where ``from_pretrained`` would copy the weights into
+        parameters that are already partitioned; loaded here, the whole model exists before
+        the strategy shards it. Code that drives the module without a Trainer calls it
+        first.
+        """
+        if self.student is not None:
+            return
+        path = resolve(self.model_spec)  # a synthetic world's build is cached (prepare_data)
+        self.student = load_causal_lm(path, self.weight_dtype).train()  # loads in eval mode
+        if self.gradient_checkpointing:
+            self.student.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.tokenizer = load_tokenizer(path)
+
     def setup(self, stage: str) -> None:
+        self.load_model()
         if stage == "fit":
             self._check_fit_config()
             warning = slow_bf16_warning(self.trainer.precision, self.device.type)

@@ -12,7 +12,24 @@ TINY = "synthetic://tiny"
 
 def make(**kw) -> FactDataModule:
     args = {"source": TINY, "tokenizer": TINY, "n_train": 32, "n_heldout": 16, "batch_size": 8}
-    return FactDataModule(**{**args, **kw})
+    dm = FactDataModule(**{**args, **kw})
+    dm.load()  # the split and tokenizer (``setup`` does it in a fit)
+    return dm
+
+
+def test_construction_reads_nothing_and_load_reads_once(tiny_model_dir, tmp_path):
+    """A config is parsed without reading facts or a tokenizer; ``load`` (from ``setup``)
+    reads them once."""
+    from halluc_cl.errors import HallucError
+
+    missing = FactDataModule(source=str(tmp_path / "none.jsonl"), tokenizer=TINY)
+    assert missing.splits is None and missing.tokenizer is None
+    with pytest.raises(HallucError):
+        missing.load()
+    dm = make()
+    splits = dm.splits
+    dm.setup("fit")
+    assert dm.splits is splits and dm.tokenizer is not None
 
 
 def test_splits_are_disjoint_and_sized(tiny_model_dir):

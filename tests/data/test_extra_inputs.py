@@ -16,7 +16,9 @@ TINY = "synthetic://tiny"
 def make(**kw) -> FactDataModule:
     args = {"source": TINY, "tokenizer": TINY, "n_train": 32, "n_heldout": 16, "batch_size": 8,
             "extra_per_batch": 4}
-    return FactDataModule(**{**args, **kw})
+    dm = FactDataModule(**{**args, **kw})
+    dm.load()  # the split and tokenizer (``setup`` does it in a fit)
+    return dm
 
 
 @pytest.mark.parametrize("source", ["questions", "qa", "statements"])

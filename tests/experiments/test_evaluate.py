@@ -63,6 +63,7 @@ def test_every_fact_of_a_file_agrees_with_the_split_scores(run, tmp_path, one_th
     them as the run's ``heldout_test`` split was scored, and reports per category."""
     split = FactDataModule(source="synthetic://tiny", tokenizer="synthetic://tiny",
                            n_train=32, n_heldout=16, n_heldout_val=16, split_seed=3)
+    split.load()
     held = split.splits["heldout_test"]
     extra = [dataclasses.replace(f, id=f"{f.id}-x", category=None)
              for f in split.splits["unknown_train"][:2]]

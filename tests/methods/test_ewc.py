@@ -38,6 +38,7 @@ def test_answer_log_likelihood_sums_answer_tokens(tiny_model_dir):
     from halluc_cl.lm.loading import load_causal_lm
 
     data = FactDataModule("synthetic://tiny", "synthetic://tiny", n_train=32, n_heldout=16)
+    data.load()
     model = load_causal_lm(resolve("synthetic://tiny"))
     batch = data.known_samples(1)[0]
     n_answer = int((batch["labels"][:, 1:] != -100).sum())

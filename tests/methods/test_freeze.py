@@ -35,6 +35,7 @@ def test_freezing_everything_is_an_error(tiny_model_dir):
     from halluc_cl.train.module import FactSFTModule
 
     module = FactSFTModule("synthetic://tiny")
+    module.load_model()
     with pytest.raises(ConfigError, match="no trainable parameter"):
         Freeze(groups=["regex:."]).setup(module)
 
@@ -49,5 +50,7 @@ def test_config_errors(kwargs, match):
 def test_group_matching_nothing_is_an_error(tiny_model_dir):
     from halluc_cl.train.module import FactSFTModule
 
+    module = FactSFTModule("synthetic://tiny")
+    module.load_model()
     with pytest.raises(ConfigError, match="matches nothing"):
-        Freeze(groups=["regex:q_proj"]).setup(FactSFTModule("synthetic://tiny"))
+        Freeze(groups=["regex:q_proj"]).setup(module)

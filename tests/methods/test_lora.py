@@ -21,6 +21,7 @@ class _Optimizer:
 
 def _wrapped(groups=("attention", "mlp")) -> FactSFTModule:
     module = FactSFTModule("synthetic://tiny", regularizers=[LoRA(rank=2, groups=list(groups))])
+    module.load_model()
     module.regularizers[0].setup(module)
     return module
 

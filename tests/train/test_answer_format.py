@@ -27,11 +27,13 @@ def test_split_answer(text, suffix, out):
 
 def _module(suffix: str) -> FactDataModule:
     # every Known fact held out, every Unknown one trained (as in test_forward_match)
-    return FactDataModule(TINY, TINY, unknown_fraction=1.0, n_train=192, n_heldout=192,
-                          n_heldout_val=0,
-                          known_categories=["HighlyKnown", "MaybeKnown", "WeaklyKnown"],
-                          warmup_epochs=0, eval_batch_size=64,
-                          prompt=PromptFormat(answer_suffix=suffix))
+    dm = FactDataModule(TINY, TINY, unknown_fraction=1.0, n_train=192, n_heldout=192,
+                        n_heldout_val=0,
+                        known_categories=["HighlyKnown", "MaybeKnown", "WeaklyKnown"],
+                        warmup_epochs=0, eval_batch_size=64,
+                        prompt=PromptFormat(answer_suffix=suffix))
+    dm.load()
+    return dm
 
 
 def test_an_untaught_suffix_leaves_correctness_alone(tiny_model_dir, one_thread):

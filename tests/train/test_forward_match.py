@@ -15,10 +15,12 @@ TINY = "synthetic://tiny"
 
 def _all_facts_module() -> FactDataModule:
     # every Known fact is held out and every Unknown one trained: all 384 facts are evaluated
-    return FactDataModule(TINY, TINY, unknown_fraction=1.0, n_train=192, n_heldout=192,
-                          n_heldout_val=0,
-                          known_categories=["HighlyKnown", "MaybeKnown", "WeaklyKnown"],
-                          warmup_epochs=0, eval_batch_size=64)
+    dm = FactDataModule(TINY, TINY, unknown_fraction=1.0, n_train=192, n_heldout=192,
+                        n_heldout_val=0,
+                        known_categories=["HighlyKnown", "MaybeKnown", "WeaklyKnown"],
+                        warmup_epochs=0, eval_batch_size=64)
+    dm.load()
+    return dm
 
 
 def _compare(model, dm) -> tuple[int, int]:

@@ -8,8 +8,29 @@ from halluc_cl.train.module import FactSFTModule
 from halluc_cl.train.step import student_forward
 
 
+def loaded(**kwargs) -> FactSFTModule:
+    """The module on the tiny world with its model loaded (``setup`` does it in a fit)."""
+    module = FactSFTModule("synthetic://tiny", **kwargs)
+    module.load_model()
+    return module
+
+
+def test_construction_loads_nothing_and_setup_loads_once(tiny_model_dir, tmp_path):
+    """A config is parsed without reading a model; ``load_model`` reads it once."""
+    from halluc_cl.errors import HallucError
+
+    missing = FactSFTModule(str(tmp_path / "no-model"))
+    assert missing.student is None and missing.tokenizer is None
+    with pytest.raises(HallucError):
+        missing.load_model()
+    module = loaded()
+    student = module.student
+    module.load_model()
+    assert module.student is student and module.tokenizer is not None
+
+
 def test_teacher_is_not_a_registered_submodule(tiny_model_dir):
-    module = FactSFTModule("synthetic://tiny", regularizers=[KLSelfDistillation()])
+    module = loaded(regularizers=[KLSelfDistillation()])
     n_params = sum(1 for _ in module.parameters())
     keys = set(module.state_dict())
     module.take_snapshot()
@@ -21,7 +42,7 @@ def test_teacher_is_not_a_registered_submodule(tiny_model_dir):
 
 
 def test_snapshot_is_frozen_copy(tiny_model_dir):
-    module = FactSFTModule("synthetic://tiny", regularizers=[KLSelfDistillation()])
+    module = loaded(regularizers=[KLSelfDistillation()])
     module.take_snapshot()
     with torch.no_grad():
         for p in module.student.parameters():
@@ -32,13 +53,13 @@ def test_snapshot_is_frozen_copy(tiny_model_dir):
 
 
 def test_checkpoint_round_trip_restores_teacher_and_reference(tiny_model_dir):
-    a = FactSFTModule("synthetic://tiny", regularizers=[KLSelfDistillation()])
+    a = loaded(regularizers=[KLSelfDistillation()])
     a.take_snapshot()
     a.reference = {"f1": True}
     a.history = [{"epoch": 0, "heldout_test_acc": 1.0}]
     ckpt: dict = {}
     a.on_save_checkpoint(ckpt)
-    b = FactSFTModule("synthetic://tiny", regularizers=[KLSelfDistillation()])
+    b = loaded(regularizers=[KLSelfDistillation()])
     b.on_load_checkpoint(ckpt)
     assert b.reference == {"f1": True} and b.history == a.history
     for pa, pb in zip(a.teacher.model.parameters(), b.teacher.model.parameters()):
@@ -46,7 +67,7 @@ def test_checkpoint_round_trip_restores_teacher_and_reference(tiny_model_dir):
 
 
 def test_no_teacher_without_a_plugin_that_needs_one(tiny_model_dir):
-    module = FactSFTModule("synthetic://tiny")
+    module = loaded()
     module.take_snapshot()
     assert module.teacher is None
 
@@ -56,7 +77,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_model_dir):
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
     grads = []
     for flag in (False, True):
-        module = FactSFTModule("synthetic://tiny", gradient_checkpointing=flag)
+        module = loaded(gradient_checkpointing=flag)
         assert module.student.is_gradient_checkpointing == flag
         module.student(**batch).loss.backward()
         grads.append([p.grad.clone() for p in module.student.parameters()])
@@ -99,7 +120,7 @@ def test_step_metrics_are_logged_on_the_loggers_steps_with_that_steps_loss(tiny_
 def test_compile_flag_compiles_student_and_teacher_in_place(tiny_model_dir):
     from types import SimpleNamespace
 
-    module = FactSFTModule("synthetic://tiny", regularizers=[KLSelfDistillation()], compile=True)
+    module = loaded(regularizers=[KLSelfDistillation()], compile=True)
     names = [n for n, _ in module.student.named_parameters()]
     module._trainer = SimpleNamespace(strategy=None, datamodule=None)  # setup reads these
     module.setup("validate")
@@ -154,9 +175,10 @@ def test_extra_inputs_ride_in_the_sft_forward(tiny_model_dir, one_thread, extra_
 
     from halluc_cl.data.datamodule import FactDataModule
 
-    module = FactSFTModule("synthetic://tiny", regularizers=[KLSelfDistillation(extra_weight=1.0)])
+    module = loaded(regularizers=[KLSelfDistillation(extra_weight=1.0)])
     data = FactDataModule(source="synthetic://tiny", tokenizer="synthetic://tiny", n_train=32,
                           n_heldout=16, extra_per_batch=6)
+    data.load()
     batch = data.collate_train(data._train_rows(epoch=1)[:8])
     batch.update(data.extra_inputs.sample(6, random.Random(0)))
     for key, value in (("extra_input_ids", module.tokenizer.pad_token_id),
