@@ -65,7 +65,7 @@ class FactSetData(FactDataModule):
 
     def __init__(self, facts: list[Fact], tokenizer: str, prompt: PromptFormat | None = None,
                  eval_batch_size: int = 256, unknown_answer: str | None = None) -> None:
-        # FactDataModule.__init__ draws the fit's split; only its evaluation state is set here
+        # FactDataModule.__init__ takes the fit's split settings; only evaluation state here
         L.LightningDataModule.__init__(self)
         if eval_batch_size < 1:
             raise ConfigError(f"eval_batch_size must be >= 1, got {eval_batch_size}")

@@ -40,7 +40,7 @@ class EvaluationHooks:
     numbers, the checkpoints and ``summary.json`` do not depend on the number of processes.
     """
 
-    # what the module provides (``FactSFTModule.__init__``)
+    # what the module provides (``FactSFTModule.__init__``; the model from ``load_model``)
     student: nn.Module
     tokenizer: object  # a transformers tokenizer
     max_new_tokens: int
