@@ -1,9 +1,13 @@
 """Greedy and sampled answers for a batch of prompts from one shared prefill.
 
-Each prompt is encoded once; its KV cache is then repeated for ``1 + n_samples`` rows (row 0
+Each prompt is encoded once and answered by ``1 + n_samples`` rows (row 0
 greedy, the others sampled at temperature τ with top-k), and all rows decode together. Rows
 stop at EOS or at a token that contains a newline (few-shot prompts continue with the next
-question otherwise).
+question otherwise). The model runs once per distinct token history, not once per row: the
+rows of a prompt share their history (and its cache row) for as long as they draw the same
+tokens, as most samples at a low temperature do, and a row that stopped leaves the batch.
+Answers are a few tokens and the longest of a few hundred rows is often the limit, so most
+decoding steps would otherwise run rows that repeat another or are done.
 
 Prompts that share a few-shot prefix (a probe's exemplars, the same for every fact of a
 relation) can pass it apart: the prefix is encoded once per ``PrefixCache`` and only each
@@ -38,20 +42,34 @@ def _newline_ids(tokenizer) -> frozenset[int]:
 
 
 def _pick(logits: torch.Tensor, greedy: torch.Tensor, temperature: float, top_k: int,
-          generator: torch.Generator | None) -> torch.Tensor:
+          generator: torch.Generator | None, sampled_live: torch.Tensor,
+          n_sampled: int) -> torch.Tensor:
     """Argmax for ``greedy`` rows, top-k sampling at ``temperature`` for the others.
 
     Sampling draws among the ``top_k`` logits only (the same distribution as masking the
     rest to -inf, without a softmax and a draw over the whole vocabulary).
+
+    ``logits`` holds the rows still decoding; ``sampled_live`` gives the places of its
+    sampled rows among all ``n_sampled`` sampled rows of the call. The draw still
+    covers all of them (finished rows with placeholder probabilities): ``multinomial`` for
+    one sample takes one exponential variate per entry whatever the probabilities, so each
+    live row's draw does not depend on which rows finished before it.
     """
     choice = logits.argmax(-1)
-    if (~greedy).any():
+    if n_sampled:
         scaled = logits[~greedy].float() / temperature
         index = None
         if 0 < top_k < scaled.shape[-1]:
             scaled, index = scaled.topk(top_k, dim=-1)
-        probs = torch.softmax(scaled, dim=-1)
-        drawn = torch.multinomial(probs.cpu(), 1, generator=generator).to(choice.device)
+        probs = torch.softmax(scaled, dim=-1).cpu()
+        if len(sampled_live) < n_sampled:
+            every = torch.full((n_sampled, probs.shape[-1]), 1.0 / probs.shape[-1])
+            every[sampled_live.cpu()] = probs
+            probs = every
+        drawn = torch.multinomial(probs, 1, generator=generator)
+        if len(sampled_live) < n_sampled:
+            drawn = drawn[sampled_live.cpu()]
+        drawn = drawn.to(choice.device)
         choice[~greedy] = (drawn if index is None else index.gather(1, drawn))[:, 0]
     return choice
 
@@ -153,25 +171,39 @@ def _decode(model, tokenizer, prompts, n_samples, temperature, top_k, max_new_to
                 use_cache=True, logits_to_keep=1, **with_cache(model, cache), **extra)
     if extra and prefix.calls != len(prefix.kv):
         return None
-    cache = returned_cache(out)
-    cache.batch_repeat_interleave(rows)
-    logits = out.logits[:, -1].repeat_interleave(rows, dim=0)
-    mask = mask.repeat_interleave(rows, dim=0)
-    next_pos = positions[:, -1:].repeat_interleave(rows, dim=0) + 1
-    greedy = (torch.arange(logits.shape[0], device=device) % rows) == 0
+    # A "state" is one distinct token history: a row of the cache, the mask and the logits.
+    # Rows of a prompt start in its one state and share one for as long as they draw the
+    # same tokens, so the model runs once per state, not once per row.
+    cache, logits = returned_cache(out), out.logits[:, -1]
+    next_pos = positions[:, -1:] + 1
+    n_rows = len(prompts) * rows
+    row_ids = torch.arange(n_rows, device=device)
+    greedy = row_ids % rows == 0
+    n_sampled = int((~greedy).sum())
+    sampled_place = torch.cumsum(~greedy, 0) - 1  # each sampled row's place among them
     stop = torch.tensor(sorted(_newline_ids(tokenizer) | {tokenizer.eos_token_id}),
                         device=device)
-    done = torch.zeros(logits.shape[0], dtype=torch.bool, device=device)
+    live, state = row_ids, row_ids // rows  # the rows still decoding, and their states
     tokens: list[torch.Tensor] = []
     for step in range(max_new_tokens):
-        choice = _pick(logits, greedy, temperature, top_k, generator)
-        choice = torch.where(done, torch.full_like(choice, tokenizer.pad_token_id), choice)
-        tokens.append(choice)
-        done |= torch.isin(choice, stop)
-        if done.all() or step == max_new_tokens - 1:
+        live_greedy = greedy[live]
+        choice = _pick(logits[state], live_greedy, temperature, top_k, generator,
+                       sampled_place[live][~live_greedy], n_sampled)
+        every = torch.full((n_rows,), tokenizer.pad_token_id, dtype=choice.dtype,
+                           device=device)
+        tokens.append(every.index_put_((live,), choice))
+        going = ~torch.isin(choice, stop)
+        if not going.any() or step == max_new_tokens - 1:
             break
+        live, state, choice = live[going], state[going], choice[going]
+        vocab = logits.shape[-1]
+        history, state = torch.unique(state * vocab + choice, return_inverse=True)
+        parent, token = history // vocab, history % vocab
+        if len(parent) != len(mask) or not torch.equal(parent, row_ids[:len(parent)]):
+            cache.batch_select_indices(parent)
+            mask, next_pos = mask[parent], next_pos[parent]
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        out = model(input_ids=choice[:, None], attention_mask=mask, position_ids=next_pos,
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos,
                     use_cache=True, **with_cache(model, cache), **extra)
         cache, logits, next_pos = returned_cache(out), out.logits[:, -1], next_pos + 1
     generated = torch.stack(tokens, dim=1).tolist()
