@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The real-model study on one GPU: probe SmolLM2-135M-Instruct on ~13 000 GeoNames facts, then
-# run configs/compare/real_smollm2_gpu.yaml (8 methods x 10 seeds, 2 000 Unknown training
+# run configs/compare/real_smollm2_gpu.yaml (7 methods x 10 seeds, 2 000 Unknown training
 # facts, 800 held-out HighlyKnown test facts) as SHARDS concurrent compare processes on the
 # one GPU (per-cell locks keep them apart), and write the tables into the out folder.
 #   bash tools/gpu_real.sh [out_dir]         # SHARDS=8 by default
