@@ -199,7 +199,7 @@ def _decode(model, tokenizer, prompts, n_samples, temperature, top_k, max_new_to
         vocab = logits.shape[-1]
         history, state = torch.unique(state * vocab + choice, return_inverse=True)
         parent, token = history // vocab, history % vocab
-        if len(parent) != len(mask) or not torch.equal(parent, row_ids[:len(parent)]):
+        if not torch.equal(parent, row_ids[:len(mask)]):  # some state split or ended
             cache.batch_select_indices(parent)
             mask, next_pos = mask[parent], next_pos[parent]
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
