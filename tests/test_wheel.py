@@ -1,8 +1,16 @@
 """The wheel runs the documented commands outside a checkout.
 
 The wheel is built from a copy of the sources, installed into a fresh virtual environment
-(which takes torch and the other dependencies from this interpreter's site-packages, but
-never the checkout's ``halluc_cl``), and its ``halluc-cl`` runs in an empty folder.
+(which takes torch and the other dependencies from the site-packages of the environment that
+runs the suite, but never the checkout's ``halluc_cl``), and its ``halluc-cl`` runs in an
+empty folder.
+
+``python -m venv --system-site-packages`` would not do: run from a virtual environment or a
+conda-style prefix, it inherits the *base* interpreter's site-packages, not the running
+environment's. A ``.pth`` file in the new environment lists this interpreter's site-packages
+folders instead. A ``.pth`` line that is a path only extends ``sys.path``; the ``.pth`` files
+inside those folders are not processed, so an editable install of the checkout (its finder
+hook is a ``.pth`` file) never activates there.
 
 It takes about a minute on 2 cores beyond the tiny base model (a wheel build and four fresh
 processes that import Lightning).
@@ -31,6 +39,18 @@ def _setuptools_major() -> int:
         return 0
 
 
+def _site_packages() -> list[str]:
+    """This interpreter's site-packages folders, in ``sys.path`` order (a venv, a conda
+    prefix, the base interpreter, a user site)."""
+    seen = []
+    for entry in sys.path:
+        path = Path(entry or ".").resolve()
+        if path.name in ("site-packages", "dist-packages") and path.is_dir() \
+                and str(path) not in seen:
+            seen.append(str(path))
+    return seen
+
+
 def _run(args: list, cwd: Path, env: dict | None = None) -> str:
     done = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300, check=False)
@@ -53,7 +73,9 @@ def venv(tmp_path_factory) -> Path:
           "--no-index", "-q", "-w", tmp / "dist", src], tmp)
     (wheel,) = (tmp / "dist").glob("halluc_cl-*.whl")
     env = tmp / "venv"
-    _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", env], tmp)
+    _run([sys.executable, "-m", "venv", "--without-pip", env], tmp)
+    (own,) = (env / "lib").glob("python*/site-packages")
+    (own / "_halluc_cl_test_deps.pth").write_text("\n".join(_site_packages()) + "\n")
     _run([env / "bin" / "python", "-m", "pip", "install", "--no-deps", "--force-reinstall",
           "--no-index", "-q", wheel], tmp)
     return env

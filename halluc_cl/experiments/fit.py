@@ -37,6 +37,7 @@ from halluc_cl.train.run_files import (
     run_dir,
     version_name,
 )
+from halluc_cl.train.summary import hide_lightning_tips, use_parameter_summary
 
 TRAINER_DEFAULTS = {
     "max_epochs": 25,  # as the shipped configs: 1 warm-up + 24 SFT epochs (not Lightning's 1000)
@@ -75,6 +76,7 @@ class HallucCLI(LightningCLI):
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("save_config_callback", SaveRunConfig)  # config.yaml in the run folder
+        hide_lightning_tips()
         super().__init__(*args, **kwargs)
 
     @staticmethod
@@ -117,6 +119,7 @@ class HallucCLI(LightningCLI):
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
         trainer.callbacks.append(InterruptCheckpoint())  # SIGTERM / Ctrl-C: stop with a checkpoint
+        use_parameter_summary(trainer.callbacks)
         return trainer
 
     def _prepare_run_dir(self) -> None:

@@ -75,7 +75,7 @@ def test_shared_histories_and_finished_rows_give_the_answers_of_every_row(tiny):
     full = [tok(PromptFormat().prompt(f.question), add_special_tokens=False)["input_ids"]
             for f in facts[:24]]
     prompts = [ids[:len(ids) - (0, 2, 3)[i % 3]] for i, ids in enumerate(full)]
-    args = dict(n_samples=4, temperature=1.5, top_k=8, max_new_tokens=8)
+    args = {"n_samples": 4, "temperature": 1.5, "top_k": 8, "max_new_tokens": 8}
     seen, handle = _decoded_rows(model)
     try:
         fast = sampling.greedy_and_sampled(model, tok, prompts,
