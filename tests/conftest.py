@@ -187,6 +187,7 @@ def summary_stub():
         summary = {
             "schema_version": SCHEMA_VERSION, "final": dict(evaluation),
             "peak": dict(evaluation), "heldout_test_decline": 0.0, "heldout_val_decline": 0.0,
+            "snapshot": {"window": 3},
             "cost": {"student_tokens": 1, "teacher_tokens": 0, "train_token_passes": 3},
             "protocol": {"seed": 0, "config_hash": None}, "warmup_end": {"epoch": 0, **evaluation},
             "epochs": 3, "history": [{"epoch": e, **evaluation} for e in range(3)],

@@ -37,7 +37,20 @@ def test_fit_end_to_end(config, tmp_path, tiny_model_dir, capsys):
     protocol = summary["protocol"]
     assert protocol["heldout_disjoint"] == "subject" and protocol["split_seed"] == 0
     assert protocol["split_sizes"]["heldout_test"] == protocol["split_sizes"]["heldout_val"] == 16
-    assert len(protocol["config_hash"]) == 64 and summary["schema_version"] == 3
+    assert len(protocol["config_hash"]) == 64 and summary["schema_version"] == 4
+    # losses from the snapshot: the warm-up's end record against the last evaluations
+    snap, history = summary["snapshot"], summary["history"]
+    for split in ("heldout_test", "heldout_val"):
+        block, at_snapshot = snap[split], summary["warmup_end"][f"{split}_acc"]
+        assert block["acc"] == at_snapshot
+        assert block["snapshot_loss"] == pytest.approx(at_snapshot - summary["final"][f"{split}_acc"])
+        after = [h[f"{split}_acc"] for h in history if h["epoch"] > 0][-snap["window"]:]
+        assert block["lasting_loss"] == pytest.approx(at_snapshot - sum(after) / len(after))
+        n = protocol["split_sizes"][split]
+        assert round(at_snapshot * n) == len(block["kept_ids"]) + len(block["forgotten_ids"])
+        assert block["forgotten"] == len(block["forgotten_ids"])
+        assert block["snapshot_loss"] == pytest.approx((block["forgotten"] - block.get("gained", 0)) / n)
+    assert "heldout_test_lasting_loss" in history[-1] and "new_fact_gained" in history[-1]
     cost = summary["cost"]
     assert cost["student_tokens"] > 0 and (cost["teacher_tokens"] > 0) == ("distill" in config)
     assert summary["regularizers"] == (["KLSelfDistillation"] if "distill" in config else [])
@@ -134,7 +147,7 @@ def test_pretrain_command_uses_cache(tiny_model_dir, capsys):
 
 
 METHODS = ["distill", "l2", "ewc", "freeze_attention_only", "freeze_mlp_only", "lora", "replay",
-           "replay_matched", "idk"]
+           "replay_matched", "idk", "gekhman_known"]
 
 
 def _merge(base: dict, overlay: dict) -> dict:

@@ -319,6 +319,7 @@ def compare(
     split_seeds: list[int] | None = None,
     report_split: Split = "test",
     cost_reference: str = "sft",
+    paired_with: list[str] = ["sft", "known_only"],  # noqa: B006
     dry_run: bool = False,
     tables: str = "results",
     shard: str | None = None,
@@ -341,7 +342,11 @@ def compare(
             the training seed itself).
         report_split: The held-out split the tables show: ``test`` (reporting) or ``val``
             (a selection grid: settings are chosen on it, never on ``test``).
-        cost_reference: The method whose mean cost is 1 in the cost column.
+        cost_reference: The method whose mean cost is 1 in the cost column; on a ``val``
+            grid also the method whose new-fact accuracy the selection rule's bar is 0.9× of.
+        paired_with: Methods every other method is compared with, paired by seed and fact
+            (per-seed differences with t-intervals, exact McNemar on per-fact flips), those
+            present in the grid.
         dry_run: List every cell with its config hash and state, and fit nothing.
         tables: Base name of the table files (``<tables>.csv``, ``<tables>.md``; plots get
             the prefix ``<tables>_`` unless it is ``results``): grids that share an ``out``
@@ -411,7 +416,7 @@ def compare(
     provenance = f"Made by `halluc-cl compare` into `{out}` at commit {', '.join(commits)}."
     atomic_write_text(root / f"{tables}.csv", results_csv(results, report_split, cost_reference))
     atomic_write_text(root / f"{tables}.md", results_markdown(
-        results, list(methods), report_split, cost_reference, provenance))
+        results, list(methods), report_split, cost_reference, provenance, tuple(paired_with)))
     written = [root / f"{tables}.csv", root / f"{tables}.md"]
     if plots:
         from halluc_cl.experiments.plots import write_plots

@@ -14,21 +14,35 @@ import statistics
 from typing import Literal, NamedTuple
 
 import numpy as np
+from scipy import stats
+
+from halluc_cl.experiments.gekhman import PUBLISHED, Regression, epoch_points, regression
+from halluc_cl.experiments.paired import (
+    discordant,
+    fact_outcomes,
+    lasting_loss,
+    mcnemar_exact,
+    paired_difference,
+)
 
 Split = Literal["test", "val"]
 
 CSV_COLUMNS = ("method", "unknown_fraction", "seed", "split_seed", "split", "heldout_acc",
+               "snapshot_acc", "snapshot_loss", "lasting_loss", "forgotten_rate",
                "heldout_peak", "heldout_decline", "hallucination_rate", "abstain_rate",
                "new_fact_acc", "new_fact_abstain_rate", "known_train_acc", "format_rate",
                "relative_cost",
                "train_token_passes", "wall_time_s", "heldout_disjoint", "config_hash", "run_dir")
 
-# (row key, markdown header, digits): the mean ± std columns of results.md
-MD_COLUMNS = (("heldout_decline", "held-out Known decline", 3),
+# (row key, markdown header, digits): the mean ± std columns of results.md; the first is the
+# headline, shown with its 95 % interval
+MD_COLUMNS = (("lasting_loss", "lasting loss from the snapshot (points)", 3),
+              ("forgotten_rate", "forgotten", 3),
               ("hallucination_rate", "hallucination rate", 3),
               ("new_fact_acc", "new-fact acc", 3),
               ("heldout_acc", "held-out Known acc (final)", 3),
               ("abstain_rate", "abstain rate", 3),
+              ("heldout_decline", "peak decline (secondary)", 3),
               ("relative_cost", "cost (× SFT)", 2),
               ("wall_time_s", "wall time (s)", 1))
 
@@ -59,10 +73,17 @@ def cell_row(result: CellResult, split: Split = "test") -> dict:
     final, peak = s.get("final", {}), s.get("peak", {})
     rate = "" if split == "test" else "val_"
     protocol = s.get("protocol", {})
+    snapshot_acc = (s.get("warmup_end") or {}).get(f"heldout_{split}_acc")
+    outcomes = fact_outcomes(s, result.run_dir, split)
     return {
         "method": result.method, "unknown_fraction": result.unknown_fraction,
         "seed": result.seed, "split_seed": protocol.get("split_seed", result.split_seed),
         "split": split, "heldout_acc": final.get(f"heldout_{split}_acc"),
+        "snapshot_acc": snapshot_acc,
+        "snapshot_loss": None if snapshot_acc is None or f"heldout_{split}_acc" not in final
+        else snapshot_acc - final[f"heldout_{split}_acc"],
+        "lasting_loss": lasting_loss(s, split),
+        "forgotten_rate": sum(outcomes.values()) / len(outcomes) if outcomes else None,
         "heldout_peak": peak.get(f"heldout_{split}_acc"),
         "heldout_decline": s.get(f"heldout_{split}_decline"),
         "hallucination_rate": final.get(f"{rate}hallucination_rate"),
@@ -115,12 +136,6 @@ def mean_std(values: list[float | None], digits: int = 3) -> str:
     return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
 
 
-# two-sided 97.5 % quantiles of Student's t for 1..30 degrees of freedom
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
 def confidence_interval(values: list[float | None], digits: int = 3) -> str:
     """The 95 % t-interval of the mean over seeds, ``[lo, hi]``; ``–`` below two values.
 
@@ -130,8 +145,7 @@ def confidence_interval(values: list[float | None], digits: int = 3) -> str:
     vals = [v for v in values if v is not None]
     if len(vals) < 2:
         return "–"
-    t = _T975[min(len(vals) - 1, len(_T975)) - 1] if len(vals) <= 31 else 1.96
-    half = t * statistics.stdev(vals) / math.sqrt(len(vals))
+    half = float(stats.t.ppf(0.975, len(vals) - 1)) * statistics.stdev(vals) / math.sqrt(len(vals))
     mean = statistics.mean(vals)
     return f"[{mean - half:.{digits}f}, {mean + half:.{digits}f}]"
 
@@ -156,34 +170,20 @@ def fraction_fit(rows: list[dict]) -> Fit | None:
     return least_squares([[x] for x, _ in pts], [a for _, a in pts]) if pts else None
 
 
-def gekhman_features(row: dict) -> list[float] | None:
-    """Shares of the SFT mix that are Known / Unknown facts the model fits.
-
-    ``(1 − X)·known_train_acc`` and ``X·new_fact_acc`` (Gekhman et al. 2024); a split absent
-    from the mix (X = 0 or 1) contributes 0. ``None`` when a needed metric is missing.
-    """
-    x, kn, unk = row["unknown_fraction"], row["known_train_acc"], row["new_fact_acc"]
-    if (x < 1 and kn is None) or (x > 0 and unk is None):
-        return None
-    return [(1 - x) * (kn or 0.0), x * (unk or 0.0)]
-
-
-def gekhman_fit(rows: list[dict]) -> Fit | None:
-    """acc = β0 + β_kn·(1−X)·known_train_acc + β_unk·X·new_fact_acc over the given cells."""
-    pts = [(f, r["heldout_acc"]) for r in rows
-           if r["heldout_acc"] is not None and (f := gekhman_features(r)) is not None]
-    return least_squares([f for f, _ in pts], [a for _, a in pts]) if pts else None
-
-
 def _num(value: float) -> str:
     return "–" if math.isnan(value) else f"{value:.3f}"
 
 
 FRACTION_FIT_TEXT = ("Final held-out Known accuracy against the unknown fraction X, least "
                      "squares over every cell (all seeds and fractions) of a method:")
-GEKHMAN_FIT_TEXT = ("The two-regressor fit of Gekhman et al. (2024) over every cell of every "
-                    "method, with the shares of the SFT mix that are Known and Unknown facts the "
-                    "model fits: acc = β0 + β_kn·(1−X)·known_train_acc + β_unk·X·new_fact_acc")
+GEKHMAN_FIT_TEXT = (
+    "The regression of Gekhman et al. (2024) as they fit it, over every evaluation after the "
+    "warm-up of every cell (`experiments/gekhman.py`): held-out Known accuracy in points = "
+    "β0 + β_kn·N_kn/|D| + β_unk·N_unk/|D|, N_kn/|D| = (1−X)·known_train_acc and N_unk/|D| = "
+    "X·new_fact_acc the shares of the SFT mix that are Known and Unknown facts the model "
+    "answers right. 95 % intervals: bootstrap over whole cells (the epochs of one run are "
+    "not independent). Theirs (in-distribution, EntityQuestions, primary text): "
+    "β_kn = {beta_kn}, β_unk = {beta_unk}, R² = {r2}.")
 
 
 def _fit_values(fit: Fit | None, n_coef: int) -> list[str]:
@@ -192,15 +192,152 @@ def _fit_values(fit: Fit | None, n_coef: int) -> list[str]:
     return [_num(v) for v in (*fit.coef, fit.r2)] + [str(fit.n)]
 
 
-def _fit_section(rows: list[dict], methods: list[str]) -> list[str]:
-    lines = ["", "## Gekhman et al. linear fit", "", FRACTION_FIT_TEXT, "",
+def _regression_cells(results: list[CellResult], split: Split) -> list[list[tuple]]:
+    return [epoch_points(r.summary, r.unknown_fraction, split) for r in results]
+
+
+def _regression_row(name: str, fit: Regression | None) -> str:
+    if fit is None:
+        return f"| {name} | – | – | – | – | – | – |"
+    cells = [f"{c:.1f} [{lo:.1f}, {hi:.1f}]" for c, lo, hi in zip(fit.coef, fit.low, fit.high)]
+    return f"| {name} | " + " | ".join([*cells, _num(fit.r2), str(fit.points),
+                                        str(fit.cells)]) + " |"
+
+
+def _fit_section(rows: list[dict], results: list[CellResult], methods: list[str],
+                 split: Split) -> list[str]:
+    lines = ["", "## Gekhman et al. linear fits", "", FRACTION_FIT_TEXT, "",
              "| method | β0 | β | R² | cells |", "|---|---|---|---|---|"]
     for method in methods:
         fit = fraction_fit([r for r in rows if r["method"] == method])
         lines.append(f"| {method} | " + " | ".join(_fit_values(fit, 2)) + " |")
-    lines += ["", GEKHMAN_FIT_TEXT, "",
-              "| β0 | β_kn | β_unk | R² | cells |", "|---|---|---|---|---|",
-              "| " + " | ".join(_fit_values(gekhman_fit(rows), 3)) + " |"]
+    lines += ["", GEKHMAN_FIT_TEXT.format(**PUBLISHED), "",
+              "| cells of | β0 | β_kn | β_unk | R² | evaluations | cells |",
+              "|---|---|---|---|---|---|---|",
+              _regression_row("every method", regression(_regression_cells(results, split)))]
+    for method in methods:
+        mine = [r for r in results if r.method == method]
+        lines.append(_regression_row(method, regression(_regression_cells(mine, split))))
+    return lines
+
+
+PAIRED_TEXT = (
+    "Each method against a reference on the same seeds and facts (`experiments/paired.py`). "
+    "Δ: the method's lasting loss from the snapshot minus the reference's, per seed; mean, "
+    "95 % t-interval and paired t-test p. Forgotten only by A / only by B: held-out facts "
+    "right at both runs' snapshots and wrong or abstaining at the end under one run only, "
+    "summed over seeds; p: exact McNemar test of those counts.")
+
+
+def _p(value: float) -> str:
+    return "<0.0001" if value < 1e-4 else f"{value:.2g}" if value < 0.01 else f"{value:.3f}"
+
+
+def paired_rows(results: list[CellResult], methods: list[str], references: list[str],
+                split: Split = "test") -> list[dict]:
+    """Every method against every reference present (``paired.py``), per unknown fraction:
+    the per-seed difference of lasting losses and the pooled McNemar counts."""
+    cells = {(r.method, r.unknown_fraction, r.seed): r for r in results}
+    outcomes: dict = {}
+
+    def facts(key):
+        if key not in outcomes:
+            outcomes[key] = fact_outcomes(cells[key].summary, cells[key].run_dir, split)
+        return outcomes[key]
+
+    rows = []
+    for ref in (r for r in references if r in methods):
+        for method in (m for m in methods if m != ref):
+            for x in sorted({k[1] for k in cells if k[0] == method}):
+                seeds = sorted(k[2] for k in cells if k[:2] == (method, x)
+                               and (ref, x, k[2]) in cells)
+                pairs = [(lasting_loss(cells[(method, x, s)].summary, split),
+                          lasting_loss(cells[(ref, x, s)].summary, split)) for s in seeds]
+                pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+                counts = [discordant(facts((method, x, s)), facts((ref, x, s))) for s in seeds
+                          if facts((method, x, s)) is not None
+                          and facts((ref, x, s)) is not None]
+                only_method, only_ref = (sum(c[i] for c in counts) for i in (0, 1))
+                rows.append({
+                    "method": method, "reference": ref, "unknown_fraction": x,
+                    "seeds": len(seeds),
+                    "difference": paired_difference([a for a, _ in pairs], [b for _, b in pairs]),
+                    "only_method": only_method if counts else None,
+                    "only_reference": only_ref if counts else None,
+                    "mcnemar_p": mcnemar_exact(only_method, only_ref) if counts else None})
+    return rows
+
+
+def _paired_section(results: list[CellResult], methods: list[str], references: list[str],
+                    split: Split) -> list[str]:
+    rows = paired_rows(results, methods, references, split)
+    if not rows:
+        return []
+    lines = ["", "## Paired comparisons", "", PAIRED_TEXT, "",
+             ("| method (A) | against (B) | unknown fraction | seeds | Δ lasting loss "
+              "| 95 % interval | paired t p | forgotten only by A / only by B | McNemar p |"),
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        d = r["difference"]
+        diff = ["–", "–", "–"] if d is None else [
+            f"{d.mean:+.3f}", f"[{d.low:+.3f}, {d.high:+.3f}]", _p(d.p)]
+        counts = "–" if r["only_method"] is None else f"{r['only_method']} / {r['only_reference']}"
+        mcnemar = "–" if r["mcnemar_p"] is None else _p(r["mcnemar_p"])
+        lines.append(f"| {r['method']} | {r['reference']} | {r['unknown_fraction']:g} | "
+                     f"{r['seeds']} | " + " | ".join([*diff, counts, mcnemar]) + " |")
+    return lines
+
+
+SELECTION_TEXT = (
+    "The rule, written down before the runs: per method family (the name up to its first "
+    "`_`), among the settings whose mean new-fact accuracy is at least 0.9× plain SFT's "
+    "(`{reference}`, same unknown fraction), the one with the lowest mean lasting loss from "
+    "the snapshot on this split. The earlier rule's choice (lowest mean peak decline) is "
+    "beside it.")
+
+
+def selection(rows: list[dict], methods: list[str], reference: str = "sft") -> list[dict]:
+    """Per method family and unknown fraction, the setting the selection rule chooses
+    (``SELECTION_TEXT``), with the earlier rule's choice; families whose settings all learn
+    too little choose none."""
+    out = []
+    for x in sorted({r["unknown_fraction"] for r in rows}):
+        def mean(method, key, x=x):
+            vals = [r[key] for r in rows if r["method"] == method
+                    and r["unknown_fraction"] == x and r[key] is not None]
+            return statistics.mean(vals) if vals else None
+
+        bar = mean(reference, "new_fact_acc")
+        families: dict[str, list[str]] = {}
+        for m in methods:
+            if m != reference and mean(m, "new_fact_acc") is not None:
+                families.setdefault(m.split("_")[0], []).append(m)
+        for family, members in families.items():
+            ok = [m for m in members if bar is None or mean(m, "new_fact_acc") >= 0.9 * bar]
+            by_lasting = [m for m in ok if mean(m, "lasting_loss") is not None]
+            by_peak = [m for m in ok if mean(m, "heldout_decline") is not None]
+            out.append({
+                "family": family, "unknown_fraction": x, "eligible": len(ok),
+                "settings": len(members),
+                "chosen": min(by_lasting, key=lambda m: mean(m, "lasting_loss"), default=None),
+                "lasting_loss": min((mean(m, "lasting_loss") for m in by_lasting), default=None),
+                "by_peak_decline": min(by_peak, key=lambda m: mean(m, "heldout_decline"),
+                                       default=None)})
+    return out
+
+
+def _selection_section(rows: list[dict], methods: list[str], reference: str) -> list[str]:
+    chosen = selection(rows, methods, reference)
+    if not chosen:
+        return []
+    lines = ["", "## Selection", "", SELECTION_TEXT.format(reference=reference), "",
+             ("| family | unknown fraction | settings (≥ 0.9× new-fact acc) | chosen "
+              "| its lasting loss | by peak decline (earlier rule) |"), "|---|---|---|---|---|---|"]
+    for c in chosen:
+        loss = "–" if c["lasting_loss"] is None else f"{c['lasting_loss']:.3f}"
+        lines.append(f"| {c['family']} | {c['unknown_fraction']:g} | {c['settings']} "
+                     f"({c['eligible']}) | {c['chosen'] or '–'} | {loss} | "
+                     f"{c['by_peak_decline'] or '–'} |")
     return lines
 
 
@@ -212,9 +349,12 @@ def _seed_list(group: list[dict]) -> str:
 
 
 def results_markdown(results: list[CellResult], methods: list[str], split: Split = "test",
-                     cost_reference: str = "sft", provenance: str = "") -> str:
+                     cost_reference: str = "sft", provenance: str = "",
+                     paired_with: tuple[str, ...] = ("sft", "known_only")) -> str:
     """Mean ± std over seeds per (method, unknown fraction), methods in the order given, on
-    one held-out split, with the 95 % interval of the decline.
+    one held-out split, with the 95 % interval of the lasting loss from the snapshot; then
+    every method paired with each of ``paired_with`` present in the grid, and on the
+    validation split the selection.
 
     Adds the linear fits when the grid has at least three distinct unknown fractions.
     """
@@ -230,7 +370,12 @@ def results_markdown(results: list[CellResult], methods: list[str], split: Split
     lines = ["# Comparison", "",
              (f"Held-out split: {name}; held-out disjointness: {', '.join(disjoint)}. "
               "Mean ± std over seeds (one seed: the value alone; missing: –); seeds are "
-              "training seeds, written split/training where the split seed differs. Cost: "
+              "training seeds, written split/training where the split seed differs. Lasting "
+              "loss from the snapshot: accuracy at the warm-up's end minus the mean of the "
+              "last evaluations (`model.lasting_window`, 3 by default); forgotten: the share of "
+              "facts right at the snapshot that are wrong or abstaining at the end; peak "
+              "decline: (peak − final) / peak, the test split read at the validation peak, "
+              "biased upward by the maximum over noisy evaluations (docs/metrics.md). Cost: "
               f"training token passes (3 × student + teacher tokens) over the "
               f"`{cost_reference}` rows' mean."),
              *([provenance] if provenance else []),
@@ -246,6 +391,9 @@ def results_markdown(results: list[CellResult], methods: list[str], split: Split
                      *(mean_std([r[k] for r in group], d) for k, _, d in columns)]
             lines.append(f"| {method} | {x:g} | {_seed_list(group)} | " + " | ".join(cells)
                          + " |")
+    lines += _paired_section(results, methods, list(paired_with), split)
+    if split == "val":
+        lines += _selection_section(rows, methods, cost_reference)
     if len(fractions) >= 3:
-        lines += _fit_section(rows, methods)
+        lines += _fit_section(rows, results, methods, split)
     return "\n".join(lines) + "\n"

@@ -1,7 +1,7 @@
 """Evaluation hooks of ``FactSFTModule``: per-split exact match, hallucination and abstention
-rates against the warm-up-end reference, the held-out decline from its peak
-(``metrics/decline.py``) and representation drift (``metrics/drift.py``), computed at every
-validation (and test) epoch.
+rates against the warm-up-end reference, losses measured from that reference, per fact
+(``metrics/snapshot.py``), the held-out decline from its peak (``metrics/decline.py``) and
+representation drift (``metrics/drift.py``), computed at every validation (and test) epoch.
 
 The module (``train/module.py``) provides the state these hooks read and write, declared
 with its types on ``EvaluationHooks`` (the torchmetrics are built with
@@ -11,6 +11,8 @@ carry ``positions``, each fact's index in its split.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torchmetrics import Metric
@@ -18,6 +20,7 @@ from torchmetrics import Metric
 from halluc_cl.distributed import gather_lists
 from halluc_cl.metrics.decline import PeakDecline, peak_and_decline
 from halluc_cl.metrics.drift import RepresentationDrift, last_token_states
+from halluc_cl.metrics.snapshot import lasting
 from halluc_cl.train.evaluation import answer_batch
 
 SPLIT_METRIC = {"heldout_test": "heldout_test_acc", "heldout_val": "heldout_val_acc",
@@ -25,6 +28,8 @@ SPLIT_METRIC = {"heldout_test": "heldout_test_acc", "heldout_val": "heldout_val_
 EVAL_ORDER = {s: i for i, s in enumerate(SPLIT_METRIC)}  # the data module's split order
 # held-out split -> prefix of its hallucination / abstention rates
 HELDOUT_RATE_PREFIX = {"heldout_test": "", "heldout_val": "val_"}
+# split -> the stem of its measures from the snapshot (``heldout_test_snapshot_loss``, ...)
+SPLIT_STEM = {split: name.removesuffix("_acc") for split, name in SPLIT_METRIC.items()}
 
 
 class EvaluationHooks:
@@ -53,10 +58,12 @@ class EvaluationHooks:
     abstain: nn.ModuleDict  # held-out split -> AbstainRate
     format_rate: nn.ModuleDict  # held-out split -> ExactMatchAccuracy of the answer format
     new_fact_abstain: Metric
+    from_snapshot: nn.ModuleDict  # split -> SnapshotReferenced
+    lasting_window: int  # evaluations the lasting loss averages
     peak: PeakDecline
     drift: RepresentationDrift
     # what the hooks write
-    reference: dict[str, bool]  # held-out fact id -> answered correctly at the warm-up's end
+    reference: dict[str, bool]  # fact id -> answered correctly at the warm-up's end
     drift_reference: dict[str, torch.Tensor]  # fact id -> hidden state at the warm-up's end
     history: list[dict]  # the metrics of every evaluation of the fit
     last_predictions: list[dict]  # every fact's outcome in the last evaluation
@@ -105,8 +112,7 @@ class EvaluationHooks:
         fitting = self.trainer.state.fn == "fit"
         metrics = self._metrics_of(outcomes)
         if fitting and self.current_epoch == self.warmup_end_epoch:
-            self.reference = {p["id"]: p["correct"] for p in self.last_predictions
-                              if p["split"] in HELDOUT_RATE_PREFIX}
+            self.reference = {p["id"]: p["correct"] for p in self.last_predictions}
             self.drift_reference = dict(self._eval_states)
         ids = [i for i in self.drift_reference if i in self._eval_states]
         if ids:
@@ -119,6 +125,7 @@ class EvaluationHooks:
             metrics.update(self.peak.compute())
         elif not fitting:  # a model or checkpoint evaluated on its own: against its history
             metrics.update(peak_and_decline(self._since_warmup() + [metrics]))
+        metrics.update(self._lasting(metrics))
         # every process holds the same values (computed from the gathered outcomes)
         self.log_dict({k: float(v) for k, v in metrics.items()}, sync_dist=False)
         if fitting:
@@ -126,6 +133,19 @@ class EvaluationHooks:
 
     def _since_warmup(self) -> list[dict]:
         return [h for h in self.history if h["epoch"] >= self.warmup_end_epoch]
+
+    def _lasting(self, metrics: dict) -> dict[str, float]:
+        """``<stem>_lasting_loss[_rel]``: the mean loss from the snapshot over the last
+        ``lasting_window`` evaluations after the warm-up, this one included."""
+        earlier = [h for h in self.history if h["epoch"] > self.warmup_end_epoch]
+        out = {}
+        for stem in SPLIT_STEM.values():
+            for kind in ("loss", "loss_rel"):
+                key = f"{stem}_snapshot_{kind}"
+                if key in metrics:
+                    values = [h[key] for h in earlier if key in h] + [metrics[key]]
+                    out[f"{stem}_lasting_{kind}"] = lasting(values, self.lasting_window)
+        return out
 
     def on_test_epoch_end(self) -> None:
         metrics = self._metrics_of(self._gather_outcomes())
@@ -147,6 +167,9 @@ class EvaluationHooks:
                 ref = torch.tensor([self.reference.get(o["id"], False) for o in mine])
                 self.hallucination[split].update(ref, correct, abstained)
                 self.abstain[split].update(ref, correct, abstained)
+            if self.reference and all(o["id"] in self.reference for o in mine):
+                ref = torch.tensor([self.reference[o["id"]] for o in mine])
+                self.from_snapshot[split].update(ref, correct)
             if split in HELDOUT_RATE_PREFIX and "formatted" in mine[0]:
                 self.format_rate[split].update(torch.tensor([o["formatted"] for o in mine]))
         metrics = {}
@@ -162,11 +185,18 @@ class EvaluationHooks:
                 metrics[f"{prefix}format_rate"] = float(self.format_rate[split].compute())
         if self.new_fact_abstain.update_count:
             metrics["new_fact_abstain_rate"] = float(self.new_fact_abstain.compute())
+        for split, stem in SPLIT_STEM.items():
+            if self.from_snapshot[split].update_count:
+                measures = self.from_snapshot[split].compute()
+                measures.pop("snapshot_acc")  # the warm-up's end record holds it
+                metrics.update({f"{stem}_{k}": v for k, v in measures.items()
+                                if not math.isnan(v)})  # a rate over no fact
         self._reset_metrics()
         return metrics
 
     def _reset_metrics(self) -> None:
         for m in [*self.accuracy.values(), *self.hallucination.values(),
-                  *self.abstain.values(), *self.format_rate.values(), self.new_fact_abstain]:
+                  *self.abstain.values(), *self.format_rate.values(), self.new_fact_abstain,
+                  *self.from_snapshot.values()]:
             m.reset()
 

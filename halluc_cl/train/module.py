@@ -26,6 +26,7 @@ from halluc_cl.methods.teacher import Teacher, snapshot_teacher
 from halluc_cl.metrics.decline import PeakDecline
 from halluc_cl.metrics.drift import RepresentationDrift, prompt_states
 from halluc_cl.metrics.hallucination import AbstainRate, ExactMatchAccuracy, HallucinationRate
+from halluc_cl.metrics.snapshot import LASTING_WINDOW, SnapshotReferenced
 from halluc_cl.runtime.rng import rng_state, set_rng_state
 from halluc_cl.synthetic.resolve import resolve
 from halluc_cl.train.evaluation import EVAL_METHODS, EvalMethod
@@ -61,6 +62,8 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         compile: ``torch.compile`` the student's and the live teacher's forward (in place,
             dynamic shapes; parameter names and checkpoints are unchanged). For GPUs: fewer,
             fused kernels per step; the first steps pay the compilation.
+        lasting_window: Evaluations after the warm-up that the lasting loss from the snapshot
+            (``<split>_lasting_loss``) averages: the last ones, the current one included.
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         drift_layer: int | None = None,
         eval_method: EvalMethod = "forward",
         compile: bool = False,
+        lasting_window: int = LASTING_WINDOW,
     ) -> None:
         super().__init__()
         if warmup_epochs < 1:
@@ -89,6 +93,8 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
                               f"{eval_method!r}")
         if dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"dtype must be float32 or bfloat16, got {dtype!r}")
+        if lasting_window < 1:
+            raise ConfigError(f"lasting_window must be >= 1, got {lasting_window}")
         self.save_hyperparameters(ignore=["regularizers", "optimizer", "scheduler"])
         self.model_spec, self.weight_dtype = model, dtype
         self.gradient_checkpointing = gradient_checkpointing
@@ -105,6 +111,9 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
                                             for s in HELDOUT_RATE_PREFIX})
         self.abstain = nn.ModuleDict({s: AbstainRate(**local) for s in HELDOUT_RATE_PREFIX})
         self.new_fact_abstain = ExactMatchAccuracy(**local)  # Unknown facts answered "IDK"
+        # every split, fact by fact against the evaluation at the warm-up's end
+        self.from_snapshot = nn.ModuleDict({s: SnapshotReferenced(**local) for s in SPLIT_METRIC})
+        self.lasting_window = lasting_window
         # held-out answers that follow the taught answer format (``prompt.answer_suffix``)
         self.format_rate = nn.ModuleDict({s: ExactMatchAccuracy(**local)
                                           for s in HELDOUT_RATE_PREFIX})
@@ -113,7 +122,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         self._teacher: Teacher | None = None  # not a submodule (methods/teacher.py)
         self.snapshot_taken = False
         self._plugins_ready = False  # regularizer setup runs once per module
-        self.reference: dict[str, bool] = {}  # held-out fact id -> snapshot answered correctly
+        self.reference: dict[str, bool] = {}  # fact id -> answered correctly at the warm-up's end
         self.history: list[dict] = []  # metrics of every evaluation
         self.last_predictions: list[dict] = []
         self.drift_layer = drift_layer

@@ -27,13 +27,17 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from halluc_cl.io import atomic_folder, atomic_write_text, writing
 from halluc_cl.lm.zero import full_state_dict, is_partitioned
+from halluc_cl.train.evaluation_hooks import HELDOUT_RATE_PREFIX, SPLIT_STEM
 
 SUMMARY_KEYS = ("heldout_test_acc", "heldout_val_acc", "new_fact_acc", "known_train_acc",
                 "hallucination_rate", "abstain_rate", "val_hallucination_rate",
                 "val_abstain_rate", "new_fact_abstain_rate", "heldout_drift", "format_rate",
                 "val_format_rate")
-# 2: validation/test held-out splits, protocol, cost, config hash; 3: format rates
-SCHEMA_VERSION = 3
+# 2: validation/test held-out splits, protocol, cost, config hash; 3: format rates;
+# 4: losses measured from the snapshot (``snapshot``)
+SCHEMA_VERSION = 4
+SNAPSHOT_MEASURES = ("snapshot_loss", "snapshot_loss_rel", "forgotten", "forgotten_rate",
+                     "gained", "gained_rate", "lasting_loss", "lasting_loss_rel")
 
 
 def _versions() -> dict[str, str]:
@@ -107,6 +111,31 @@ def run_cost(module) -> dict:
             "train_token_passes": 3 * student + teacher}
 
 
+def snapshot_block(module) -> dict:
+    """``summary.json``'s ``snapshot``: per split, the losses measured from the evaluation at
+    the warm-up's end (``metrics/snapshot.py``), final and lasting; for the held-out splits
+    also the ids of the facts right at the snapshot, split into ``kept_ids`` and
+    ``forgotten_ids`` by the final evaluation (what a paired McNemar test reads)."""
+    history = module.history
+    warmup = next((h for h in history if h["epoch"] == module.warmup_end_epoch), {})
+    last = history[-1] if history and history[-1]["epoch"] > module.warmup_end_epoch else {}
+    final = {p["id"]: (p["split"], p["correct"]) for p in module.last_predictions}
+    block: dict = {"window": module.lasting_window}
+    for split, stem in SPLIT_STEM.items():
+        if f"{stem}_snapshot_loss" not in last:
+            continue
+        entry = {"acc": warmup[f"{stem}_acc"]}
+        entry.update({k: last[f"{stem}_{k}"] for k in SNAPSHOT_MEASURES
+                      if f"{stem}_{k}" in last})
+        if split in HELDOUT_RATE_PREFIX:
+            right = sorted(i for i, (where, _) in final.items()
+                           if where == split and module.reference.get(i))
+            entry["kept_ids"] = [i for i in right if final[i][1]]
+            entry["forgotten_ids"] = [i for i in right if not final[i][1]]
+        block[split] = entry
+    return block
+
+
 def build_summary(module, wall_time_s: float, protocol: dict | None = None,
                   cost: dict | None = None) -> dict:
     """Final and peak metrics, decline, cost (``run_cost`` unless given), protocol and
@@ -126,6 +155,7 @@ def build_summary(module, wall_time_s: float, protocol: dict | None = None,
         "peak": peak,
         "heldout_test_decline": last.get("heldout_test_decline"),
         "heldout_val_decline": last.get("heldout_val_decline"),
+        "snapshot": snapshot_block(module),
         "cost": cost if cost is not None else run_cost(module),
         "protocol": protocol or {},
         "warmup_end": next((h for h in history if h["epoch"] == module.warmup_end_epoch), None),

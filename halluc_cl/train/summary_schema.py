@@ -12,28 +12,47 @@ package (the ``dev`` extra).
 
 from __future__ import annotations
 
-from halluc_cl.train.run_files import SCHEMA_VERSION, SUMMARY_KEYS
+from halluc_cl.train.evaluation_hooks import HELDOUT_RATE_PREFIX, SPLIT_STEM
+from halluc_cl.train.run_files import SCHEMA_VERSION, SNAPSHOT_MEASURES, SUMMARY_KEYS
 
 _RATE = {"type": "number", "minimum": 0, "maximum": 1}
 _DRIFT = {"type": "number", "minimum": -1e-6, "maximum": 2}  # a cosine distance, float error
 _COUNT = {"type": "integer", "minimum": 0}
 _DECLINE = {"type": ["number", "null"], "maximum": 1}  # negative when a split recovered
+_LOSS = {"type": "number", "minimum": -1, "maximum": 1}  # points; negative: a gain
+_LOSS_REL = {"type": "number", "maximum": 1}  # over the snapshot's accuracy
+# the measures from the snapshot (``metrics/snapshot.py``; run_files.SNAPSHOT_MEASURES)
+_SNAPSHOT = {"snapshot_loss": _LOSS, "snapshot_loss_rel": _LOSS_REL, "forgotten": _COUNT,
+             "forgotten_rate": _RATE, "gained": _COUNT, "gained_rate": _RATE,
+             "lasting_loss": _LOSS, "lasting_loss_rel": _LOSS_REL}
+assert set(_SNAPSHOT) == set(SNAPSHOT_MEASURES)
 # one evaluation as the hooks log it (train/evaluation_hooks.py)
 _EVAL_KEYS = {
     **{k: _DRIFT if k == "heldout_drift" else _RATE for k in SUMMARY_KEYS},
     "heldout_test_peak": _RATE, "heldout_val_peak": _RATE,
     "heldout_test_decline": {"type": "number", "maximum": 1},
     "heldout_val_decline": {"type": "number", "maximum": 1},
+    **{f"{stem}_{k}": v for stem in SPLIT_STEM.values() for k, v in _SNAPSHOT.items()},
 }
 _EVALUATION = {"type": "object", "required": ["epoch"],
                "properties": {"epoch": _COUNT, **_EVAL_KEYS}, "additionalProperties": False}
+
+_IDS = {"type": "array", "items": {"type": "string"}}
+
+
+def _snapshot_split(split: str) -> dict:
+    ids = {"kept_ids": _IDS, "forgotten_ids": _IDS} if split in HELDOUT_RATE_PREFIX else {}
+    return {"type": "object", "additionalProperties": False,
+            "required": ["acc", "snapshot_loss", *ids],
+            "properties": {"acc": _RATE, **_SNAPSHOT, **ids}}
+
 
 SUMMARY_SCHEMA: dict = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "halluc-cl summary.json",
     "type": "object",
     "required": ["schema_version", "final", "peak", "heldout_test_decline",
-                 "heldout_val_decline", "cost", "protocol", "warmup_end", "epochs", "history",
+                 "heldout_val_decline", "snapshot", "cost", "protocol", "warmup_end", "epochs", "history",
                  "warmup_epochs", "model", "regularizers", "seed", "wall_time_s", "versions",
                  "git_commit"],
     "additionalProperties": False,
@@ -46,6 +65,9 @@ SUMMARY_SCHEMA: dict = {
                                                    "new_fact_acc", "known_train_acc")}},
         "heldout_test_decline": _DECLINE,
         "heldout_val_decline": _DECLINE,
+        "snapshot": {"type": "object", "additionalProperties": False, "required": ["window"],
+                     "properties": {"window": {"type": "integer", "minimum": 1},
+                                    **{s: _snapshot_split(s) for s in SPLIT_STEM}}},
         "cost": {"type": "object", "additionalProperties": False,
                  "required": ["student_tokens", "teacher_tokens", "train_token_passes"],
                  "properties": {"student_tokens": _COUNT, "teacher_tokens": _COUNT,

@@ -253,7 +253,7 @@ def test_cli_print_config(capsys):
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert list(cfg["methods"])[:4] == ["sft", "known_only", "distill", "distill_paper"]
     assert {"l2", "ewc", "freeze_attention_only", "lora", "replay_matched", "replay_epoch",
-            "idk", "distill_paper_t2", "distill_answer"} <= set(cfg["methods"])
+            "idk", "distill_paper_t2", "distill_answer", "gekhman_known"} <= set(cfg["methods"])
     for configs in cfg["methods"].values():  # every listed config exists
         assert all(find(c, ROOT / "configs/compare") for c in configs)
     assert cfg["seeds"] == [100, 101, 102, 103, 104] and cfg["out"] == "runs/compare/paper"

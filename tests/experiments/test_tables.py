@@ -10,26 +10,37 @@ from halluc_cl.experiments.tables import (
     CSV_COLUMNS,
     CellResult,
     confidence_interval,
-    gekhman_features,
-    gekhman_fit,
     least_squares,
     mean_std,
+    paired_rows,
     results_csv,
     results_markdown,
+    selection,
+    table_rows,
 )
 
 
 def cell(method, x, seed, acc, kn=1.0, unk=0.5, halluc=0.1, decline=0.2, wall=3.0, passes=300,
-         val_acc=0.7):
+         val_acc=0.7, forgotten=None):
+    """A cell whose held-out test accuracy is 1.0 at the snapshot and ``acc`` in its one
+    evaluation after it (lasting loss 1 − acc); ``forgotten``: fact id -> forgotten."""
     final = {"heldout_test_acc": acc, "heldout_val_acc": val_acc, "known_train_acc": kn,
              "new_fact_acc": unk, "hallucination_rate": halluc, "abstain_rate": 0.0,
              "val_hallucination_rate": 0.4, "val_abstain_rate": 0.0}
-    summary = {"final": {k: v for k, v in final.items() if v is not None},
+    final = {k: v for k, v in final.items() if v is not None}
+    warmup = {"epoch": 0, "heldout_test_acc": 1.0, "heldout_val_acc": 0.9}
+    snapshot = {"window": 3}
+    if forgotten is not None:
+        snapshot["heldout_test"] = {
+            "kept_ids": [i for i, f in forgotten.items() if not f],
+            "forgotten_ids": [i for i, f in forgotten.items() if f]}
+    summary = {"final": final,
                "peak": {"heldout_test_acc": 1.0, "heldout_val_acc": 0.9},
                "heldout_test_decline": decline, "heldout_val_decline": 0.5,
                "cost": {"train_token_passes": passes},
                "protocol": {"split_seed": seed, "heldout_disjoint": "subject"},
-               "wall_time_s": wall, "history": []}
+               "wall_time_s": wall, "warmup_end": warmup, "snapshot": snapshot,
+               "history": [warmup, {"epoch": 1, **final}]}
     return CellResult(method, x, seed, f"runs/{method}/unk{x}_seed{seed}", summary)
 
 
@@ -64,25 +75,6 @@ def test_constant_target_and_single_x():
     assert least_squares([[0.5], [0.5]], [0.1, 0.3]) is None  # slope not identifiable
 
 
-def test_gekhman_features_and_fit():
-    assert gekhman_features({"unknown_fraction": 0.0, "known_train_acc": 0.8,
-                             "new_fact_acc": None}) == [0.8, 0.0]
-    assert gekhman_features({"unknown_fraction": 1.0, "known_train_acc": None,
-                             "new_fact_acc": 0.5}) == [0.0, 0.5]
-    assert gekhman_features({"unknown_fraction": 0.25, "known_train_acc": None,
-                             "new_fact_acc": 0.5}) is None
-    # acc = 0.5 + 0.4·(1−X)·kn − 0.6·X·unk exactly
-    specs = [(0.0, 1.0, None), (0.5, 0.8, 0.4), (0.5, 1.0, 0.2), (1.0, None, 0.5)]
-    rows = []
-    for x, kn, unk in specs:
-        acc = 0.5 + 0.4 * (1 - x) * (kn or 0) - 0.6 * x * (unk or 0)
-        rows.append({"unknown_fraction": x, "known_train_acc": kn, "new_fact_acc": unk,
-                     "heldout_acc": acc})
-    fit = gekhman_fit(rows)
-    assert fit.coef == pytest.approx((0.5, 0.4, -0.6)) and fit.r2 == pytest.approx(1.0)
-    assert fit.n == 4
-
-
 def test_results_csv_has_one_row_per_cell_and_empty_missing_fields():
     text = results_csv([cell("sft", 0.5, 0, 0.8), cell("sft", 0.0, 1, 0.9, unk=None)])
     rows = list(csv.DictReader(io.StringIO(text)))
@@ -104,12 +96,14 @@ def test_markdown_mean_std_in_method_order_without_fit_for_one_fraction():
     distill = next(i for i, line in enumerate(lines) if line.startswith("| distill |"))
     sft = next(i for i, line in enumerate(lines) if line.startswith("| sft |"))
     assert distill < sft
-    # decline, its interval, hallucination, new-fact acc, final acc, abstain, cost, wall time
-    assert lines[sft] == ("| sft | 0.5 | 0,1 | 0.200 ± 0.000 | [0.200, 0.200] | 0.200 ± 0.141 | "
-                          "0.500 ± 0.000 | 0.700 ± 0.141 | 0.000 ± 0.000 | 1.00 ± 0.00 | "
-                          "3.0 ± 0.0 |")
-    assert lines[distill] == ("| distill | 0.5 | 0 | 0.200 | – | 0.100 | – | 0.900 | 0.000 | "
-                              "1.50 | 3.0 |")
+    # lasting loss from the snapshot (1 − acc), its t-interval (t(0.975, 1) = 12.706, half
+    # 12.706 · 0.1414 / √2 = 1.271), forgotten (no per-fact outcomes: –), hallucination,
+    # new-fact acc, final acc, abstain, peak decline, cost, wall time
+    assert lines[sft] == ("| sft | 0.5 | 0,1 | 0.300 ± 0.141 | [-0.971, 1.571] | – | "
+                          "0.200 ± 0.141 | 0.500 ± 0.000 | 0.700 ± 0.141 | 0.000 ± 0.000 | "
+                          "0.200 ± 0.000 | 1.00 ± 0.00 | 3.0 ± 0.0 |")
+    assert lines[distill] == ("| distill | 0.5 | 0 | 0.100 | – | – | 0.100 | – | 0.900 | 0.000 | "
+                              "0.200 | 1.50 | 3.0 |")
     assert "heldout_test (report)" in md and "subject" in md
     assert "Gekhman" not in md
 
@@ -118,9 +112,10 @@ def test_markdown_fit_section_with_three_fractions():
     xs = [0.0, 0.5, 1.0]
     results = [cell("sft", x, 0, 0.9 - 0.4 * x) for x in xs] + [cell("ko", 0.0, 0, 0.95)]
     md = results_markdown(results, ["sft", "ko"])
-    assert "## Gekhman et al. linear fit" in md
+    assert "## Gekhman et al. linear fits" in md
     assert "| sft | 0.900 | -0.400 | 1.000 | 3 |" in md
     assert "| ko | – | – | – | – |" in md  # one fraction: no slope
+    assert "| ko | – | – | – | – | – | – |" in md  # its regression: one fraction, none
 
 
 def test_confidence_interval_is_the_t_interval_of_the_mean():
@@ -129,3 +124,43 @@ def test_confidence_interval_is_the_t_interval_of_the_mean():
     # n = 5, values 1..5: mean 3, std sqrt(2.5), t(0.975, 4) = 2.776 -> 3 ± 1.963
     assert confidence_interval([1, 2, 3, 4, 5], 2) == "[1.04, 4.96]"
     assert confidence_interval([0.5]) == "–" and confidence_interval([0.5, None]) == "–"
+    # n = 32, values ±1 alternating: mean 0, std sqrt(32/31), t(0.975, 31) = 2.0395 (not 1.96)
+    values = [1.0, -1.0] * 16
+    assert confidence_interval(values) == f"[{-2.0395 * math.sqrt(32 / 31) / math.sqrt(32):.3f}, " \
+        f"{2.0395 * math.sqrt(32 / 31) / math.sqrt(32):.3f}]"
+
+
+def test_paired_rows_pool_discordant_facts_over_seeds():
+    # seed 0: a forgets f1, f2; sft forgets f2, f3 -> only a: 1, only sft: 1
+    # seed 1: a forgets f1;     sft forgets f2, f3 -> only a: 1, only sft: 2
+    # f9 is right at the snapshot of sft only: not paired
+    a0 = {"f1": True, "f2": True, "f3": False}
+    s0 = {"f1": False, "f2": True, "f3": True, "f9": True}
+    a1 = {"f1": True, "f2": False, "f3": False}
+    s1 = {"f1": False, "f2": True, "f3": True}
+    results = [cell("a", 0.5, 0, 0.7, forgotten=a0), cell("sft", 0.5, 0, 0.6, forgotten=s0),
+               cell("a", 0.5, 1, 0.8, forgotten=a1), cell("sft", 0.5, 1, 0.5, forgotten=s1)]
+    (row,) = paired_rows(results, ["sft", "a"], ["sft", "known_only"])
+    assert (row["method"], row["reference"], row["seeds"]) == ("a", "sft", 2)
+    assert (row["only_method"], row["only_reference"]) == (2, 3)
+    assert row["mcnemar_p"] == pytest.approx(1.0)  # 2 of 5 discordant: two-sided p = 1
+    # lasting losses a: 0.3, 0.2; sft: 0.4, 0.5 -> differences -0.1, -0.3
+    d = row["difference"]
+    assert d.mean == pytest.approx(-0.2) and d.n == 2
+    half = 12.7062 * math.sqrt(0.02) / math.sqrt(2)  # t(0.975, 1) · sd / √n
+    assert (d.low, d.high) == pytest.approx((-0.2 - half, -0.2 + half), abs=1e-4)
+    md = results_markdown(results, ["sft", "a"])
+    assert "## Paired comparisons" in md and "| a | sft | 0.5 | 2 | -0.200 |" in md
+
+
+def test_selection_takes_the_lowest_lasting_loss_among_those_that_learn():
+    # sft learns 1.0; distill_x learns too little (0.8 < 0.9), distill_y and distill_z learn
+    results = [cell("sft", 0.5, 0, 0.5, unk=1.0),
+               cell("distill_x", 0.5, 0, 0.99, unk=0.8, decline=0.0),
+               cell("distill_y", 0.5, 0, 0.9, unk=0.95, decline=0.3),
+               cell("distill_z", 0.5, 0, 0.8, unk=0.92, decline=0.1)]
+    rows = table_rows(results, "test")
+    (chosen,) = selection(rows, ["sft", "distill_x", "distill_y", "distill_z"])
+    assert chosen["family"] == "distill" and (chosen["settings"], chosen["eligible"]) == (3, 2)
+    assert chosen["chosen"] == "distill_y" and chosen["lasting_loss"] == pytest.approx(0.1)
+    assert chosen["by_peak_decline"] == "distill_z"  # the earlier rule chose otherwise

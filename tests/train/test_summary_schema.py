@@ -17,9 +17,16 @@ def _module() -> SimpleNamespace:
                 "new_fact_acc": e / 2, "known_train_acc": 1.0, "new_fact_abstain_rate": 0.0,
                 "heldout_test_peak": 1.0, "heldout_test_decline": e / 4,
                 "heldout_val_peak": 1.0, "heldout_val_decline": 0.0} for e in range(3)]
-    history[-1].update(hallucination_rate=0.5, abstain_rate=0.0, heldout_drift=0.1)
+    history[-1].update(hallucination_rate=0.5, abstain_rate=0.0, heldout_drift=0.1,
+                       heldout_test_snapshot_loss=0.5, heldout_test_snapshot_loss_rel=0.5,
+                       heldout_test_forgotten=1, heldout_test_forgotten_rate=0.5,
+                       heldout_test_gained=0, heldout_test_lasting_loss=0.375,
+                       heldout_test_lasting_loss_rel=0.375)
+    predictions = [{"id": i, "split": "heldout_test", "correct": c}
+                   for i, c in (("a", True), ("b", False))]
     return SimpleNamespace(history=history, warmup_epochs=1, warmup_end_epoch=0,
-                           model_spec="synthetic://tiny",
+                           lasting_window=3, reference={"a": True, "b": True},
+                           last_predictions=predictions, model_spec="synthetic://tiny",
                            regularizers=[], cost={"student_tokens": 10, "teacher_tokens": 4})
 
 
@@ -31,6 +38,10 @@ def test_build_summary_follows_the_schema():
                 "config_hash": "0" * 64}
     summary = build_summary(_module(), 1.5, protocol)
     assert summary_errors(summary) == []
+    test = summary["snapshot"]["heldout_test"]
+    assert (test["acc"], test["snapshot_loss"], test["lasting_loss"]) == (1.0, 0.5, 0.375)
+    assert (test["kept_ids"], test["forgotten_ids"]) == (["a"], ["b"])
+    assert set(summary["snapshot"]) == {"window", "heldout_test"}  # no other split measured
     assert set(summary) == set(SUMMARY_SCHEMA["properties"]) == set(SUMMARY_SCHEMA["required"])
     assert SUMMARY_SCHEMA["properties"]["schema_version"] == {"const": SCHEMA_VERSION}
 
