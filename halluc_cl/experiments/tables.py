@@ -245,21 +245,27 @@ def paired_rows(results: list[CellResult], methods: list[str], references: list[
             outcomes[key] = fact_outcomes(cells[key].summary, cells[key].run_dir, split)
         return outcomes[key]
 
-    rows = []
+    rows, shown = [], set()
     for ref in (r for r in references if r in methods):
-        for method in (m for m in methods if m != ref):
+        for method in (m for m in methods if m != ref and frozenset((m, ref)) not in shown):
+            shown.add(frozenset((method, ref)))  # each pair once: A against B, not B against A
+            ref_fractions = {k[1] for k in cells if k[0] == ref}
             for x in sorted({k[1] for k in cells if k[0] == method}):
+                # the reference at the same X, or at the one X it pins (the Known-only control)
+                rx = x if x in ref_fractions else next(iter(ref_fractions)) \
+                    if len(ref_fractions) == 1 else None
                 seeds = sorted(k[2] for k in cells if k[:2] == (method, x)
-                               and (ref, x, k[2]) in cells)
+                               and (ref, rx, k[2]) in cells)
                 pairs = [(lasting_loss(cells[(method, x, s)].summary, split),
-                          lasting_loss(cells[(ref, x, s)].summary, split)) for s in seeds]
+                          lasting_loss(cells[(ref, rx, s)].summary, split)) for s in seeds]
                 pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
-                counts = [discordant(facts((method, x, s)), facts((ref, x, s))) for s in seeds
+                counts = [discordant(facts((method, x, s)), facts((ref, rx, s))) for s in seeds
                           if facts((method, x, s)) is not None
-                          and facts((ref, x, s)) is not None]
+                          and facts((ref, rx, s)) is not None]
                 only_method, only_ref = (sum(c[i] for c in counts) for i in (0, 1))
                 rows.append({
                     "method": method, "reference": ref, "unknown_fraction": x,
+                    "reference_fraction": rx,
                     "seeds": len(seeds),
                     "difference": paired_difference([a for a, _ in pairs], [b for _, b in pairs]),
                     "only_method": only_method if counts else None,
@@ -283,7 +289,9 @@ def _paired_section(results: list[CellResult], methods: list[str], references: l
             f"{d.mean:+.3f}", f"[{d.low:+.3f}, {d.high:+.3f}]", _p(d.p)]
         counts = "–" if r["only_method"] is None else f"{r['only_method']} / {r['only_reference']}"
         mcnemar = "–" if r["mcnemar_p"] is None else _p(r["mcnemar_p"])
-        lines.append(f"| {r['method']} | {r['reference']} | {r['unknown_fraction']:g} | "
+        ref = r["reference"] if r["reference_fraction"] in (None, r["unknown_fraction"]) \
+            else f"{r['reference']} (X = {r['reference_fraction']:g})"
+        lines.append(f"| {r['method']} | {ref} | {r['unknown_fraction']:g} | "
                      f"{r['seeds']} | " + " | ".join([*diff, counts, mcnemar]) + " |")
     return lines
 

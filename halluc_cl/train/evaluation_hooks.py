@@ -1,35 +1,33 @@
-"""Evaluation hooks of ``FactSFTModule``: per-split exact match, hallucination and abstention
-rates against the warm-up-end reference, losses measured from that reference, per fact
-(``metrics/snapshot.py``), the held-out decline from its peak (``metrics/decline.py``) and
-representation drift (``metrics/drift.py``), computed at every validation (and test) epoch.
+"""Evaluation hooks of ``FactSFTModule``: one ``SplitMetrics`` collection per split
+(``metrics/split_metrics.py``: exact match, hallucination and abstention rates and losses
+measured from the warm-up-end reference, fact by fact), the lasting loss over the last
+evaluations (``metrics/snapshot.py``), the held-out decline from its peak
+(``metrics/decline.py``) and representation drift (``metrics/drift.py``), computed at every
+validation (and test) epoch.
 
 The module (``train/module.py``) provides the state these hooks read and write, declared
-with its types on ``EvaluationHooks`` (the torchmetrics are built with
-``sync_on_compute=False``: they are updated with every process's outcomes already). Batches
+with its types on ``EvaluationHooks`` (the metrics are built with ``sync_on_compute=False``:
+they are updated with every process's outcomes already). Batches
 carry ``positions``, each fact's index in its split.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
-from torchmetrics import Metric
 
 from halluc_cl.distributed import gather_lists
 from halluc_cl.metrics.decline import PeakDecline, peak_and_decline
 from halluc_cl.metrics.drift import RepresentationDrift, last_token_states
 from halluc_cl.metrics.snapshot import lasting
+from halluc_cl.metrics.split_metrics import SPLITS, outcomes_of
 from halluc_cl.train.evaluation import answer_batch
 
-SPLIT_METRIC = {"heldout_test": "heldout_test_acc", "heldout_val": "heldout_val_acc",
-                "unknown_train": "new_fact_acc", "known_train": "known_train_acc"}
-EVAL_ORDER = {s: i for i, s in enumerate(SPLIT_METRIC)}  # the data module's split order
-# held-out split -> prefix of its hallucination / abstention rates
-HELDOUT_RATE_PREFIX = {"heldout_test": "", "heldout_val": "val_"}
+# split -> the name of its accuracy (``metrics/split_metrics.SPLITS`` holds every name)
+SPLIT_METRIC = {split: names.acc for split, names in SPLITS.items()}
+EVAL_ORDER = {s: i for i, s in enumerate(SPLITS)}  # the data module's split order
 # split -> the stem of its measures from the snapshot (``heldout_test_snapshot_loss``, ...)
-SPLIT_STEM = {split: name.removesuffix("_acc") for split, name in SPLIT_METRIC.items()}
+SPLIT_STEM = {split: names.stem for split, names in SPLITS.items()}
 
 
 class EvaluationHooks:
@@ -53,12 +51,7 @@ class EvaluationHooks:
     want_prediction_text: bool
     drift_layer: int | None
     warmup_end_epoch: int  # the last warm-up epoch
-    accuracy: nn.ModuleDict  # split -> ExactMatchAccuracy
-    hallucination: nn.ModuleDict  # held-out split -> HallucinationRate
-    abstain: nn.ModuleDict  # held-out split -> AbstainRate
-    format_rate: nn.ModuleDict  # held-out split -> ExactMatchAccuracy of the answer format
-    new_fact_abstain: Metric
-    from_snapshot: nn.ModuleDict  # split -> SnapshotReferenced
+    split_metrics: nn.ModuleDict  # split -> SplitMetrics
     lasting_window: int  # evaluations the lasting loss averages
     peak: PeakDecline
     drift: RepresentationDrift
@@ -152,51 +145,13 @@ class EvaluationHooks:
         self.log_dict({f"test/{k}": float(v) for k, v in metrics.items()}, sync_dist=False)
 
     def _metrics_of(self, outcomes: list[dict]) -> dict[str, float]:
-        """Accuracy per split, hallucination and abstention rates of the held-out splits
-        against the reference, and the new facts' abstention rate, over ``outcomes``."""
-        for split in SPLIT_METRIC:
+        """Every split's metrics (``SplitMetrics``) over ``outcomes``: accuracy, the rates
+        and losses against the reference, abstention and answer format."""
+        metrics: dict[str, float] = {}
+        for split, collection in self.split_metrics.items():
             mine = [o for o in outcomes if o["split"] == split]
-            if not mine:
-                continue
-            correct = torch.tensor([o["correct"] for o in mine])
-            abstained = torch.tensor([o["abstained"] for o in mine])
-            self.accuracy[split].update(correct)
-            if split == "unknown_train":
-                self.new_fact_abstain.update(abstained)
-            if split in HELDOUT_RATE_PREFIX and self.reference:
-                ref = torch.tensor([self.reference.get(o["id"], False) for o in mine])
-                self.hallucination[split].update(ref, correct, abstained)
-                self.abstain[split].update(ref, correct, abstained)
-            if self.reference and all(o["id"] in self.reference for o in mine):
-                ref = torch.tensor([self.reference[o["id"]] for o in mine])
-                self.from_snapshot[split].update(ref, correct)
-            if split in HELDOUT_RATE_PREFIX and "formatted" in mine[0]:
-                self.format_rate[split].update(torch.tensor([o["formatted"] for o in mine]))
-        metrics = {}
-        for split, name in SPLIT_METRIC.items():
-            if self.accuracy[split].update_count:
-                metrics[name] = float(self.accuracy[split].compute())
-        for split, prefix in HELDOUT_RATE_PREFIX.items():
-            if self.hallucination[split].update_count:
-                metrics[f"{prefix}hallucination_rate"] = float(self.hallucination[split].compute())
-                metrics[f"{prefix}abstain_rate"] = float(self.abstain[split].compute())
-        for split, prefix in HELDOUT_RATE_PREFIX.items():
-            if self.format_rate[split].update_count:  # held-out answers in the taught format
-                metrics[f"{prefix}format_rate"] = float(self.format_rate[split].compute())
-        if self.new_fact_abstain.update_count:
-            metrics["new_fact_abstain_rate"] = float(self.new_fact_abstain.compute())
-        for split, stem in SPLIT_STEM.items():
-            if self.from_snapshot[split].update_count:
-                measures = self.from_snapshot[split].compute()
-                measures.pop("snapshot_acc")  # the warm-up's end record holds it
-                metrics.update({f"{stem}_{k}": v for k, v in measures.items()
-                                if not math.isnan(v)})  # a rate over no fact
-        self._reset_metrics()
+            if mine:
+                collection.update(outcomes_of(mine, self.reference))
+                metrics.update(collection.compute())
+            collection.reset()
         return metrics
-
-    def _reset_metrics(self) -> None:
-        for m in [*self.accuracy.values(), *self.hallucination.values(),
-                  *self.abstain.values(), *self.format_rate.values(), self.new_fact_abstain,
-                  *self.from_snapshot.values()]:
-            m.reset()
-

@@ -25,12 +25,12 @@ from halluc_cl.methods.base import Regularizer
 from halluc_cl.methods.teacher import Teacher, snapshot_teacher
 from halluc_cl.metrics.decline import PeakDecline
 from halluc_cl.metrics.drift import RepresentationDrift, prompt_states
-from halluc_cl.metrics.hallucination import AbstainRate, ExactMatchAccuracy, HallucinationRate
-from halluc_cl.metrics.snapshot import LASTING_WINDOW, SnapshotReferenced
+from halluc_cl.metrics.snapshot import LASTING_WINDOW
+from halluc_cl.metrics.split_metrics import SPLITS, SplitMetrics
 from halluc_cl.runtime.rng import rng_state, set_rng_state
 from halluc_cl.synthetic.resolve import resolve
 from halluc_cl.train.evaluation import EVAL_METHODS, EvalMethod
-from halluc_cl.train.evaluation_hooks import HELDOUT_RATE_PREFIX, SPLIT_METRIC, EvaluationHooks
+from halluc_cl.train.evaluation_hooks import EvaluationHooks
 from halluc_cl.train.step import plugin_outputs, student_forward
 
 
@@ -104,19 +104,11 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.warmup_epochs, self.max_new_tokens = warmup_epochs, max_new_tokens
         self.snapshot = snapshot
-        # updated with every process's outcomes (``EvaluationHooks``): no second sync
-        local = {"sync_on_compute": False}
-        self.accuracy = nn.ModuleDict({s: ExactMatchAccuracy(**local) for s in SPLIT_METRIC})
-        self.hallucination = nn.ModuleDict({s: HallucinationRate(**local)
-                                            for s in HELDOUT_RATE_PREFIX})
-        self.abstain = nn.ModuleDict({s: AbstainRate(**local) for s in HELDOUT_RATE_PREFIX})
-        self.new_fact_abstain = ExactMatchAccuracy(**local)  # Unknown facts answered "IDK"
-        # every split, fact by fact against the evaluation at the warm-up's end
-        self.from_snapshot = nn.ModuleDict({s: SnapshotReferenced(**local) for s in SPLIT_METRIC})
+        # one collection per split, updated with every process's outcomes (``EvaluationHooks``):
+        # no second sync
+        self.split_metrics = nn.ModuleDict({s: SplitMetrics(s, sync_on_compute=False)
+                                            for s in SPLITS})
         self.lasting_window = lasting_window
-        # held-out answers that follow the taught answer format (``prompt.answer_suffix``)
-        self.format_rate = nn.ModuleDict({s: ExactMatchAccuracy(**local)
-                                          for s in HELDOUT_RATE_PREFIX})
         self.peak = PeakDecline()  # held-out peak and decline since the warm-up's end
         self.drift = RepresentationDrift()  # of held-out states from the warm-up's end
         self._teacher: Teacher | None = None  # not a submodule (methods/teacher.py)

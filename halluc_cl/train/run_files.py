@@ -27,7 +27,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from halluc_cl.io import atomic_folder, atomic_write_text, writing
 from halluc_cl.lm.zero import full_state_dict, is_partitioned
-from halluc_cl.train.evaluation_hooks import HELDOUT_RATE_PREFIX, SPLIT_STEM
+from halluc_cl.metrics.split_metrics import HELDOUT, SPLITS
 
 SUMMARY_KEYS = ("heldout_test_acc", "heldout_val_acc", "new_fact_acc", "known_train_acc",
                 "hallucination_rate", "abstain_rate", "val_hallucination_rate",
@@ -121,13 +121,14 @@ def snapshot_block(module) -> dict:
     last = history[-1] if history and history[-1]["epoch"] > module.warmup_end_epoch else {}
     final = {p["id"]: (p["split"], p["correct"]) for p in module.last_predictions}
     block: dict = {"window": module.lasting_window}
-    for split, stem in SPLIT_STEM.items():
+    for split, names in SPLITS.items():
+        stem = names.stem
         if f"{stem}_snapshot_loss" not in last:
             continue
         entry = {"acc": warmup[f"{stem}_acc"]}
         entry.update({k: last[f"{stem}_{k}"] for k in SNAPSHOT_MEASURES
                       if f"{stem}_{k}" in last})
-        if split in HELDOUT_RATE_PREFIX:
+        if split in HELDOUT:
             right = sorted(i for i, (where, _) in final.items()
                            if where == split and module.reference.get(i))
             entry["kept_ids"] = [i for i in right if final[i][1]]

@@ -12,7 +12,7 @@ package (the ``dev`` extra).
 
 from __future__ import annotations
 
-from halluc_cl.train.evaluation_hooks import HELDOUT_RATE_PREFIX, SPLIT_STEM
+from halluc_cl.metrics.split_metrics import HELDOUT, SPLITS
 from halluc_cl.train.run_files import SCHEMA_VERSION, SNAPSHOT_MEASURES, SUMMARY_KEYS
 
 _RATE = {"type": "number", "minimum": 0, "maximum": 1}
@@ -32,7 +32,7 @@ _EVAL_KEYS = {
     "heldout_test_peak": _RATE, "heldout_val_peak": _RATE,
     "heldout_test_decline": {"type": "number", "maximum": 1},
     "heldout_val_decline": {"type": "number", "maximum": 1},
-    **{f"{stem}_{k}": v for stem in SPLIT_STEM.values() for k, v in _SNAPSHOT.items()},
+    **{f"{names.stem}_{k}": v for names in SPLITS.values() for k, v in _SNAPSHOT.items()},
 }
 _EVALUATION = {"type": "object", "required": ["epoch"],
                "properties": {"epoch": _COUNT, **_EVAL_KEYS}, "additionalProperties": False}
@@ -41,7 +41,7 @@ _IDS = {"type": "array", "items": {"type": "string"}}
 
 
 def _snapshot_split(split: str) -> dict:
-    ids = {"kept_ids": _IDS, "forgotten_ids": _IDS} if split in HELDOUT_RATE_PREFIX else {}
+    ids = {"kept_ids": _IDS, "forgotten_ids": _IDS} if split in HELDOUT else {}
     return {"type": "object", "additionalProperties": False,
             "required": ["acc", "snapshot_loss", *ids],
             "properties": {"acc": _RATE, **_SNAPSHOT, **ids}}
@@ -67,7 +67,7 @@ SUMMARY_SCHEMA: dict = {
         "heldout_val_decline": _DECLINE,
         "snapshot": {"type": "object", "additionalProperties": False, "required": ["window"],
                      "properties": {"window": {"type": "integer", "minimum": 1},
-                                    **{s: _snapshot_split(s) for s in SPLIT_STEM}}},
+                                    **{s: _snapshot_split(s) for s in SPLITS}}},
         "cost": {"type": "object", "additionalProperties": False,
                  "required": ["student_tokens", "teacher_tokens", "train_token_passes"],
                  "properties": {"student_tokens": _COUNT, "teacher_tokens": _COUNT,

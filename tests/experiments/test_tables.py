@@ -151,6 +151,12 @@ def test_paired_rows_pool_discordant_facts_over_seeds():
     assert (d.low, d.high) == pytest.approx((-0.2 - half, -0.2 + half), abs=1e-4)
     md = results_markdown(results, ["sft", "a"])
     assert "## Paired comparisons" in md and "| a | sft | 0.5 | 2 | -0.200 |" in md
+    # with the control too: each pair once (the control against SFT, not also the reverse)
+    control = [cell("known_only", 0.5, s, 0.95, forgotten={"f1": False}) for s in (0, 1)]
+    pairs = [(r["method"], r["reference"])
+             for r in paired_rows(results + control, ["sft", "known_only", "a"],
+                                  ["sft", "known_only"])]
+    assert pairs == [("known_only", "sft"), ("a", "sft"), ("a", "known_only")]
 
 
 def test_selection_takes_the_lowest_lasting_loss_among_those_that_learn():
