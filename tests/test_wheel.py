@@ -51,11 +51,13 @@ def _site_packages() -> list[str]:
     return seen
 
 
-def _run(args: list, cwd: Path, env: dict | None = None) -> str:
+def _run(args: list, cwd: Path, env: dict | None = None, screen: bool = False) -> str:
+    """stdout of a command that must succeed (with ``screen``: stdout and stderr, what a
+    terminal shows)."""
     done = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300, check=False)
     assert done.returncode == 0, f"{args} failed ({done.returncode}):\n{done.stderr[-3000:]}"
-    return done.stdout
+    return done.stdout + done.stderr if screen else done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +92,8 @@ def in_empty_folder(tmp_path, halluc_cache, venv):
     folder = tmp_path / "empty"
     folder.mkdir()
 
-    def run(*args: str) -> str:
-        return _run([venv / "bin" / "halluc-cl", *args], folder, env)
+    def run(*args: str, screen: bool = False) -> str:
+        return _run([venv / "bin" / "halluc-cl", *args], folder, env, screen)
 
     run.folder, run.env = folder, env
     return run
@@ -121,9 +123,13 @@ def test_shipped_grid_from_an_empty_folder(venv, in_empty_folder):
 
 
 def test_quick_fit_from_an_empty_folder(in_empty_folder, tiny_model_dir):
-    in_empty_folder("fit", "--config", "sft", "--config", "world/tiny", "--trainer.max_epochs",
-                    "2", "--trainer.enable_progress_bar", "false", "--artifacts.save_model",
-                    "false")
+    screen = in_empty_folder("fit", "--config", "sft", "--config", "world/tiny",
+                             "--trainer.max_epochs", "2", "--trainer.enable_progress_bar",
+                             "false", "--artifacts.save_model", "false", screen=True)
+    # the first screen: parameter counts and the run folder, no FLOPs, no advertisement
+    assert "FLOPs" not in screen and "Tip:" not in screen and "litlogger" not in screen
+    assert "Trainable params: 123 K" in screen and "\nstudent | GPT2LMHeadModel" in screen
+    assert "run folder: runs/sft/version_0" in screen
     run = in_empty_folder.folder / "runs" / "sft" / "version_0"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs"] == 2 and "heldout_test_acc" in summary["final"]

@@ -1,9 +1,7 @@
-"""What a fit prints first: parameter counts and the run folder, no FLOPs, no advertisement."""
+"""What a fit prints first: parameter counts and the run folder, no FLOPs, no advertisement
+(the whole first screen of a ``halluc-cl fit``: ``tests/test_wheel.py``)."""
 
 import logging
-import os
-import subprocess
-import sys
 
 from lightning.pytorch.callbacks import ModelSummary, RichModelSummary
 
@@ -44,18 +42,3 @@ def test_the_tip_filter_drops_only_tips():
     tip = LightningTip()
     assert not tip.filter(record("💡 Tip: For seamless cloud logging, try installing x"))
     assert tip.filter(record("GPU available: False, used: False"))
-
-
-def test_first_screen_of_a_fit(tmp_path, tiny_model_dir, halluc_cache):
-    """The command as a user runs it: stdout and stderr together, as a terminal shows them."""
-    env = {**os.environ, "HALLUC_CL_CACHE": str(halluc_cache), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", "from halluc_cl.cli import main; main()", "fit", "--config", "sft",
-         "--config", "world/tiny", "--trainer.max_epochs", "2",
-         "--trainer.enable_progress_bar", "false", "--artifacts.save_model", "false"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
-    screen = done.stdout + done.stderr
-    assert done.returncode == 0, screen[-3000:]
-    assert "FLOPs" not in screen and "Tip:" not in screen and "litlogger" not in screen
-    assert "Trainable params: 123 K" in screen and "\nstudent | GPT2LMHeadModel" in screen
-    assert "run folder: runs/sft/version_0" in screen
