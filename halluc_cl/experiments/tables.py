@@ -36,7 +36,7 @@ CSV_COLUMNS = ("method", "unknown_fraction", "seed", "split_seed", "split", "hel
 
 # (row key, markdown header, digits): the mean ± std columns of results.md; the first is the
 # headline, shown with its 95 % interval
-MD_COLUMNS = (("lasting_loss", "lasting loss from the snapshot (points)", 3),
+MD_COLUMNS = (("lasting_loss", "lasting loss from the snapshot", 3),
               ("forgotten_rate", "forgotten", 3),
               ("hallucination_rate", "hallucination rate", 3),
               ("new_fact_acc", "new-fact acc", 3),
