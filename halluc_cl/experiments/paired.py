@@ -110,3 +110,88 @@ def discordant(a: dict[str, bool], b: dict[str, bool]) -> tuple[int, int]:
     """Facts right at both snapshots forgotten under ``a`` only, and under ``b`` only."""
     both = a.keys() & b.keys()
     return (sum(a[i] and not b[i] for i in both), sum(b[i] and not a[i] for i in both))
+
+
+PAIRED_TEXT = (
+    "Each method against a reference on the same seeds and facts (`experiments/paired.py`). "
+    "Δ: the method's lasting loss from the snapshot minus the reference's, per seed; mean, "
+    "95 % t-interval and paired t-test p. Forgotten only by A / only by B: held-out facts "
+    "right at both runs' snapshots and wrong or abstaining at the end under one run only, "
+    "summed over seeds; p: exact McNemar test of those counts.")
+
+
+def _p(value: float) -> str:
+    return "<0.0001" if value < 1e-4 else f"{value:.2g}" if value < 0.01 else f"{value:.3f}"
+
+
+def paired_rows(results: list, methods: list[str], references: list[str],
+                split: str = "test") -> list[dict]:
+    """Every method against every reference present, per unknown fraction: the per-seed
+    difference of lasting losses and the pooled McNemar counts (module docstring).
+
+    Args:
+        results: The grid's cells (``tables.CellResult``: method, unknown fraction, seed,
+            run folder, summary).
+        methods: Method names, in table order.
+        references: The methods to pair with (those in ``methods``).
+        split: ``test`` or ``val``.
+    """
+    cells = {(r.method, r.unknown_fraction, r.seed): r for r in results}
+    outcomes: dict = {}
+
+    def facts(key):
+        if key not in outcomes:
+            outcomes[key] = fact_outcomes(cells[key].summary, cells[key].run_dir, split)
+        return outcomes[key]
+
+    rows, shown = [], set()
+    for ref in (r for r in references if r in methods):
+        for method in (m for m in methods if m != ref and frozenset((m, ref)) not in shown):
+            shown.add(frozenset((method, ref)))  # each pair once: A against B, not B against A
+            ref_fractions = {k[1] for k in cells if k[0] == ref}
+            for x in sorted({k[1] for k in cells if k[0] == method}):
+                # the reference at the same X, or at the one X it pins (the Known-only control)
+                rx = x if x in ref_fractions else next(iter(ref_fractions)) \
+                    if len(ref_fractions) == 1 else None
+                seeds = sorted(k[2] for k in cells if k[:2] == (method, x)
+                               and (ref, rx, k[2]) in cells)
+                pairs = [(lasting_loss(cells[(method, x, s)].summary, split),
+                          lasting_loss(cells[(ref, rx, s)].summary, split)) for s in seeds]
+                pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+                counts = [discordant(facts((method, x, s)), facts((ref, rx, s))) for s in seeds
+                          if facts((method, x, s)) is not None
+                          and facts((ref, rx, s)) is not None]
+                only_method, only_ref = (sum(c[i] for c in counts) for i in (0, 1))
+                rows.append({
+                    "method": method, "reference": ref, "unknown_fraction": x,
+                    "reference_fraction": rx,
+                    "seeds": len(seeds),
+                    "difference": paired_difference([a for a, _ in pairs], [b for _, b in pairs]),
+                    "only_method": only_method if counts else None,
+                    "only_reference": only_ref if counts else None,
+                    "mcnemar_p": mcnemar_exact(only_method, only_ref) if counts else None})
+    return rows
+
+
+def paired_section(results: list, methods: list[str], references: list[str],
+                   split: str = "test") -> list[str]:
+    """The *Paired comparisons* section of ``results.md`` (``paired_rows``); none when no
+    reference is in the grid."""
+    rows = paired_rows(results, methods, references, split)
+    if not rows:
+        return []
+    lines = ["", "## Paired comparisons", "", PAIRED_TEXT, "",
+             ("| method (A) | against (B) | unknown fraction | seeds | Δ lasting loss "
+              "| 95 % interval | paired t p | forgotten only by A / only by B | McNemar p |"),
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        d = r["difference"]
+        diff = ["–", "–", "–"] if d is None else [
+            f"{d.mean:+.3f}", f"[{d.low:+.3f}, {d.high:+.3f}]", _p(d.p)]
+        counts = "–" if r["only_method"] is None else f"{r['only_method']} / {r['only_reference']}"
+        mcnemar = "–" if r["mcnemar_p"] is None else _p(r["mcnemar_p"])
+        ref = r["reference"] if r["reference_fraction"] in (None, r["unknown_fraction"]) \
+            else f"{r['reference']} (X = {r['reference_fraction']:g})"
+        lines.append(f"| {r['method']} | {ref} | {r['unknown_fraction']:g} | "
+                     f"{r['seeds']} | " + " | ".join([*diff, counts, mcnemar]) + " |")
+    return lines

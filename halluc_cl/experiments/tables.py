@@ -17,13 +17,7 @@ import numpy as np
 from scipy import stats
 
 from halluc_cl.experiments.gekhman import PUBLISHED, Regression, epoch_points, regression
-from halluc_cl.experiments.paired import (
-    discordant,
-    fact_outcomes,
-    lasting_loss,
-    mcnemar_exact,
-    paired_difference,
-)
+from halluc_cl.experiments.paired import fact_outcomes, lasting_loss, paired_section
 
 Split = Literal["test", "val"]
 
@@ -221,81 +215,6 @@ def _fit_section(rows: list[dict], results: list[CellResult], methods: list[str]
     return lines
 
 
-PAIRED_TEXT = (
-    "Each method against a reference on the same seeds and facts (`experiments/paired.py`). "
-    "Δ: the method's lasting loss from the snapshot minus the reference's, per seed; mean, "
-    "95 % t-interval and paired t-test p. Forgotten only by A / only by B: held-out facts "
-    "right at both runs' snapshots and wrong or abstaining at the end under one run only, "
-    "summed over seeds; p: exact McNemar test of those counts.")
-
-
-def _p(value: float) -> str:
-    return "<0.0001" if value < 1e-4 else f"{value:.2g}" if value < 0.01 else f"{value:.3f}"
-
-
-def paired_rows(results: list[CellResult], methods: list[str], references: list[str],
-                split: Split = "test") -> list[dict]:
-    """Every method against every reference present (``paired.py``), per unknown fraction:
-    the per-seed difference of lasting losses and the pooled McNemar counts."""
-    cells = {(r.method, r.unknown_fraction, r.seed): r for r in results}
-    outcomes: dict = {}
-
-    def facts(key):
-        if key not in outcomes:
-            outcomes[key] = fact_outcomes(cells[key].summary, cells[key].run_dir, split)
-        return outcomes[key]
-
-    rows, shown = [], set()
-    for ref in (r for r in references if r in methods):
-        for method in (m for m in methods if m != ref and frozenset((m, ref)) not in shown):
-            shown.add(frozenset((method, ref)))  # each pair once: A against B, not B against A
-            ref_fractions = {k[1] for k in cells if k[0] == ref}
-            for x in sorted({k[1] for k in cells if k[0] == method}):
-                # the reference at the same X, or at the one X it pins (the Known-only control)
-                rx = x if x in ref_fractions else next(iter(ref_fractions)) \
-                    if len(ref_fractions) == 1 else None
-                seeds = sorted(k[2] for k in cells if k[:2] == (method, x)
-                               and (ref, rx, k[2]) in cells)
-                pairs = [(lasting_loss(cells[(method, x, s)].summary, split),
-                          lasting_loss(cells[(ref, rx, s)].summary, split)) for s in seeds]
-                pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
-                counts = [discordant(facts((method, x, s)), facts((ref, rx, s))) for s in seeds
-                          if facts((method, x, s)) is not None
-                          and facts((ref, rx, s)) is not None]
-                only_method, only_ref = (sum(c[i] for c in counts) for i in (0, 1))
-                rows.append({
-                    "method": method, "reference": ref, "unknown_fraction": x,
-                    "reference_fraction": rx,
-                    "seeds": len(seeds),
-                    "difference": paired_difference([a for a, _ in pairs], [b for _, b in pairs]),
-                    "only_method": only_method if counts else None,
-                    "only_reference": only_ref if counts else None,
-                    "mcnemar_p": mcnemar_exact(only_method, only_ref) if counts else None})
-    return rows
-
-
-def _paired_section(results: list[CellResult], methods: list[str], references: list[str],
-                    split: Split) -> list[str]:
-    rows = paired_rows(results, methods, references, split)
-    if not rows:
-        return []
-    lines = ["", "## Paired comparisons", "", PAIRED_TEXT, "",
-             ("| method (A) | against (B) | unknown fraction | seeds | Δ lasting loss "
-              "| 95 % interval | paired t p | forgotten only by A / only by B | McNemar p |"),
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        d = r["difference"]
-        diff = ["–", "–", "–"] if d is None else [
-            f"{d.mean:+.3f}", f"[{d.low:+.3f}, {d.high:+.3f}]", _p(d.p)]
-        counts = "–" if r["only_method"] is None else f"{r['only_method']} / {r['only_reference']}"
-        mcnemar = "–" if r["mcnemar_p"] is None else _p(r["mcnemar_p"])
-        ref = r["reference"] if r["reference_fraction"] in (None, r["unknown_fraction"]) \
-            else f"{r['reference']} (X = {r['reference_fraction']:g})"
-        lines.append(f"| {r['method']} | {ref} | {r['unknown_fraction']:g} | "
-                     f"{r['seeds']} | " + " | ".join([*diff, counts, mcnemar]) + " |")
-    return lines
-
-
 SELECTION_TEXT = (
     "The rule, written down before the runs: per method family (the name up to its first "
     "`_`), among the settings whose mean new-fact accuracy is at least 0.9× plain SFT's "
@@ -399,7 +318,7 @@ def results_markdown(results: list[CellResult], methods: list[str], split: Split
                      *(mean_std([r[k] for r in group], d) for k, _, d in columns)]
             lines.append(f"| {method} | {x:g} | {_seed_list(group)} | " + " | ".join(cells)
                          + " |")
-    lines += _paired_section(results, methods, list(paired_with), split)
+    lines += paired_section(results, methods, list(paired_with), split)
     if split == "val":
         lines += _selection_section(rows, methods, cost_reference)
     if len(fractions) >= 3:

@@ -6,13 +6,13 @@ import math
 
 import pytest
 
+from halluc_cl.experiments.paired import paired_rows
 from halluc_cl.experiments.tables import (
     CSV_COLUMNS,
     CellResult,
     confidence_interval,
     least_squares,
     mean_std,
-    paired_rows,
     results_csv,
     results_markdown,
     selection,
