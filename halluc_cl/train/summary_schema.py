@@ -19,7 +19,7 @@ _RATE = {"type": "number", "minimum": 0, "maximum": 1}
 _DRIFT = {"type": "number", "minimum": -1e-6, "maximum": 2}  # a cosine distance, float error
 _COUNT = {"type": "integer", "minimum": 0}
 _DECLINE = {"type": ["number", "null"], "maximum": 1}  # negative when a split recovered
-_LOSS = {"type": "number", "minimum": -1, "maximum": 1}  # points; negative: a gain
+_LOSS = {"type": "number", "minimum": -1, "maximum": 1}  # a share of the split; negative: a gain
 _LOSS_REL = {"type": "number", "maximum": 1}  # over the snapshot's accuracy
 # the measures from the snapshot (``metrics/snapshot.py``; run_files.SNAPSHOT_MEASURES)
 _SNAPSHOT = {"snapshot_loss": _LOSS, "snapshot_loss_rel": _LOSS_REL, "forgotten": _COUNT,
