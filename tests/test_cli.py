@@ -61,6 +61,8 @@ def test_fit_end_to_end(config, tmp_path, tiny_model_dir, capsys):
     assert (run / "model/model.safetensors").is_file() and (run / "model/tokenizer.json").is_file()
     out = capsys.readouterr().out
     assert "heldout_test_acc" in out and "final" in out and "peak" in out
+    lasting = snap["heldout_test"]["lasting_loss"]  # the headline, on the closing table
+    assert f"heldout_test_lasting_loss{lasting:>11.3f}\n" in out
 
 
 @pytest.mark.parametrize("method, plugins", [

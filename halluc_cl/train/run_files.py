@@ -187,16 +187,22 @@ def save_model_folder(model, tokenizer, dest: Path, state_dict: dict | None = No
 
 
 def format_table(summary: dict) -> str:
-    """A short plain-text table of final and peak metrics."""
-    lines = [f"{'metric':<22}{'final':>8}{'peak':>8}"]
+    """A short plain-text table of final and peak metrics, then the held-out losses from the
+    snapshot (final and lasting) and the peak declines."""
+    lines = [f"{'metric':<28}{'final':>8}{'peak':>8}"]
     for key in SUMMARY_KEYS:
         if key in summary["final"]:
             peak = summary["peak"].get(key)
             peak_s = f"{peak:>8.3f}" if peak is not None else f"{'-':>8}"
-            lines.append(f"{key:<22}{summary['final'][key]:>8.3f}{peak_s}")
+            lines.append(f"{key:<28}{summary['final'][key]:>8.3f}{peak_s}")
+    for split in HELDOUT:
+        block = summary.get("snapshot", {}).get(split, {})
+        for key in ("snapshot_loss", "lasting_loss", "forgotten_rate"):
+            if key in block:
+                lines.append(f"{split + '_' + key:<28}{block[key]:>8.3f}")
     for key in ("heldout_test_decline", "heldout_val_decline"):
         if summary.get(key) is not None:
-            lines.append(f"{key:<22}{summary[key]:>8.3f}")
+            lines.append(f"{key:<28}{summary[key]:>8.3f}")
     return "\n".join(lines)
 
 
