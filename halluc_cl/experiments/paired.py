@@ -70,8 +70,12 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
 
 def lasting_loss(summary: dict, split: str = "test") -> float | None:
     """The lasting loss from the snapshot of a cell on ``heldout_<split>``: its accuracy at
-    the warm-up's end minus the mean of its last ``window`` evaluations after it (from the
-    history, so summaries written before the ``snapshot`` field give it too)."""
+    the warm-up's end minus the mean of its last ``window`` evaluations after it: the
+    summary's own value (from fact counts), else from the history (summaries written before
+    the ``snapshot`` field)."""
+    block = summary.get("snapshot", {}).get(f"heldout_{split}", {})
+    if "lasting_loss" in block:
+        return block["lasting_loss"]
     key = f"heldout_{split}_acc"
     warmup, history = summary.get("warmup_end") or {}, summary.get("history", [])
     window = summary.get("snapshot", {}).get("window", LASTING_WINDOW)

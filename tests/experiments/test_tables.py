@@ -170,3 +170,12 @@ def test_selection_takes_the_lowest_lasting_loss_among_those_that_learn():
     assert chosen["family"] == "distill" and (chosen["settings"], chosen["eligible"]) == (3, 2)
     assert chosen["chosen"] == "distill_y" and chosen["lasting_loss"] == pytest.approx(0.1)
     assert chosen["by_peak_decline"] == "distill_z"  # the earlier rule chose otherwise
+
+
+def test_lasting_loss_prefers_the_summarys_own_value():
+    from halluc_cl.experiments.paired import lasting_loss
+
+    c = cell("sft", 0.5, 0, 0.8)
+    assert lasting_loss(c.summary) == pytest.approx(0.2)  # from the history: 1.0 − 0.8
+    c.summary["snapshot"]["heldout_test"] = {"lasting_loss": 0.19}  # from fact counts
+    assert lasting_loss(c.summary) == 0.19
