@@ -1,3 +1,3 @@
 """halluc-cl: reproduce, measure and fix fine-tuning-induced hallucinations."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

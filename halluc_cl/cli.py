@@ -33,18 +33,40 @@ import sys
 import warnings
 
 import yaml
-from jsonargparse import ArgumentParser
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 import halluc_cl
-from halluc_cl import api
-from halluc_cl.distributed import close_process_group
 from halluc_cl.errors import ConfigError, HallucError
-from halluc_cl.experiments.compare import CHILD_ENV, resolve_methods
 from halluc_cl.experiments.config_files import SHIPPED, config_args, setting_folder
-from halluc_cl.experiments.fit import VERBS, failed_write, run_verb
-from halluc_cl.runtime.signals import Interrupted, handling_signals
+from halluc_cl.runtime.signals import CHILD_ENV, Interrupted, handling_signals
+
+# Every command and its one-line summary. Written here, not read from the functions, so that
+# `halluc-cl --help` and `--version` import neither torch nor Lightning and answer at once;
+# tests/test_cli.py checks each line against the first sentence of its function's docstring.
+VERBS = {  # LightningCLI's subcommands (experiments/fit.py)
+    "fit": "Warm up, then fine-tune with the methods, evaluating every epoch; write the run "
+           "folder.",
+    "validate": "Evaluate a model or checkpoint (--ckpt_path) on every split.",
+    "test": "Evaluate a model or checkpoint (--ckpt_path) once, logging test/<metric>.",
+}
+COMMANDS = {  # halluc-cl <name>: api.<name>
+    "pretrain": "Build (or rebuild with `force`) the synthetic base model of a world and cache "
+                "it.",
+    "compare": "Fit every method × unknown fraction × seed (reusing finished cells) and "
+               "tabulate them.",
+    "probe": "Probe what `model` knows of `source`'s facts and write them with SliCK "
+             "categories.",
+    "evaluate": "Evaluate a model on facts without training: accuracy and abstention per fact "
+                "set.",
+}
+ANALYSES = {  # halluc-cl analyze <name>: one run's attribution, a re-scoring, a mechanism study
+    "attribution": "Attribute a finished fit's hallucinations to the new facts they resemble.",
+    "rescore": "Re-score the cells of one table of a compare grid by generation (module "
+               "docstring).",
+    **dict.fromkeys(STUDIES := ("keys", "overlap", "capacity", "behaviour"),
+                    "A mechanism study's grid and its table."),
+}
+# commands whose ``methods`` map names to config files, read relative to the YAML listing them
+GRIDS = ("compare", *(f"analyze {study}" for study in STUDIES))
 
 
 def _printed(fn, show):
@@ -57,17 +79,26 @@ def _printed(fn, show):
     return command
 
 
-COMMANDS = {"pretrain": _printed(api.pretrain, lambda out: f"base model: {out}"),
-            "compare": api.compare, "probe": api.probe, "evaluate": api.evaluate}
-# commands whose ``methods`` map names to config files, read relative to the YAML listing them
-GRIDS = (api.compare, api.mechanism_study)
-# halluc-cl analyze <study> ...: attribution of one run, or a mechanism study's grid
-ANALYSES = {"attribution": _printed(api.attribution, lambda result: json.dumps(result, indent=2)),
-            "rescore": api.rescore, **dict.fromkeys(
-    ("keys", "overlap", "capacity", "behaviour"), api.mechanism_study)}
+def command_function(name: str):
+    """The api function that runs ``halluc-cl <name>`` (``analyze <study>`` for a study):
+    imported here, when a command runs, not when ``--help`` is asked for."""
+    from halluc_cl import api
+
+    if name == "pretrain":
+        return _printed(api.pretrain, lambda out: f"base model: {out}")
+    if name == "analyze attribution":
+        return _printed(api.attribution, lambda result: json.dumps(result, indent=2))
+    if name == "analyze rescore":
+        return api.rescore
+    if name in GRIDS[1:]:
+        return api.mechanism_study
+    return getattr(api, name)
 
 
-def _run_function(name: str, fn, args: list[str]) -> None:
+def _run_function(name: str, args: list[str]) -> None:
+    from jsonargparse import ArgumentParser
+
+    fn = command_function(name)
     parser = ArgumentParser(prog=f"halluc-cl {name}", exit_on_error=False,
                             description=fn.__doc__.split("\n\n")[0])
     parser.add_function_arguments(fn, as_positional=False)
@@ -75,29 +106,32 @@ def _run_function(name: str, fn, args: list[str]) -> None:
     cfg = parser.parse_args(args)
     cfg.pop("config", None)
     kwargs = cfg.as_dict()
-    if fn in GRIDS:  # a grid's configs: relative to the YAML that lists them
+    if name in GRIDS:  # a grid's configs: relative to the YAML that lists them
+        from halluc_cl.experiments.compare import resolve_methods
+
         kwargs["methods"] = resolve_methods(kwargs["methods"], setting_folder(args, "methods"))
     fn(**kwargs)
 
 
-def _summary(fn) -> str:
-    """The first sentence of a command function's docstring, on one line."""
+def summary(fn) -> str:
+    """The first sentence of a command function's docstring, on one line (what ``VERBS``,
+    ``COMMANDS`` and ``ANALYSES`` hold)."""
     return " ".join(fn.__doc__.split("\n\n")[0].split()).replace("``", "`")
 
 
-def _study_summary(name: str, fn) -> str:
+def _study_summary(name: str, default: str) -> str:
     """A study's line: the title of its shipped config ``analysis/<name>.yaml`` if it has one."""
     path = SHIPPED / "analysis" / f"{name}.yaml"
     config = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
     if isinstance(config, dict) and config.get("title"):
         return f"{config['title']} (--config analysis/{name})"
-    return _summary(fn)
+    return default
 
 
 def usage() -> str:
     """``halluc-cl --help``: every command of ``VERBS``, ``COMMANDS`` and ``ANALYSES``."""
-    rows = [*VERBS.items(), *((name, _summary(fn)) for name, fn in COMMANDS.items()),
-            *((f"analyze {name}", _study_summary(name, fn)) for name, fn in ANALYSES.items())]
+    rows = [*VERBS.items(), *COMMANDS.items(),
+            *((f"analyze {name}", _study_summary(name, text)) for name, text in ANALYSES.items())]
     width = max(len(name) for name, _ in rows) + 2
     lines = ["usage: halluc-cl <command> [--config FILE|NAME ...] [options]",
              "       halluc-cl <command> --help     every option of a command, documented",
@@ -125,16 +159,20 @@ def _run(args: list[str]) -> None:
         return
     args = config_args(args)  # shipped names resolved, every config file read as UTF-8
     if args[0] in COMMANDS:
-        _run_function(args[0], COMMANDS[args[0]], args[1:])
+        _run_function(args[0], args[1:])
     elif args[0] == "analyze":
         if len(args) < 2 or args[1] not in ANALYSES:
             raise ConfigError(f"halluc-cl analyze needs a study: one of {sorted(ANALYSES)}")
-        _run_function(f"analyze {args[1]}", ANALYSES[args[1]], args[2:])
+        _run_function(f"analyze {args[1]}", args[2:])
     elif args[0] not in VERBS and not args[0].startswith("-"):
         raise ConfigError(f"unknown command {args[0]!r}; the commands are "
                           f"{', '.join([*VERBS, *COMMANDS, 'analyze'])} (halluc-cl --help)")
     else:
+        from halluc_cl.experiments.fit import run_verb
+
         run_verb(args)
+    from halluc_cl.distributed import close_process_group
+
     close_process_group()  # only after success: a failed rank must not wait for the others
 
 
@@ -154,14 +192,16 @@ def main(args: list[str] | None = None) -> None:
         raise SystemExit(exc.exit_code) from None
     except HallucError as exc:
         _fail(str(exc))
-    except MisconfigurationException as exc:  # Lightning's own config errors
-        _fail(" ".join(str(exc).split()))
     except OSError as exc:  # a full disk outside the run files' own writers
+        from halluc_cl.experiments.fit import failed_write
+
         error = failed_write(exc)
         if error is None:
             raise
         _fail(str(error))
     except Exception as exc:  # argument errors from jsonargparse
+        if _lightning_config_error(exc):
+            _fail(" ".join(str(exc).split()))
         cause = _user_error(exc)
         if cause is not None:  # e.g. a plugin's ConfigError that jsonargparse wrapped
             _fail(str(cause))
@@ -184,6 +224,13 @@ def _argument_error(text: str) -> str:
     return " ".join(line.strip() for line in lines if line.strip())
 
 
+def _lightning_config_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is Lightning's own ``MisconfigurationException`` (looked up only if
+    Lightning is loaded: an error raised before any Lightning import cannot be one)."""
+    module = sys.modules.get("lightning.pytorch.utilities.exceptions")
+    return module is not None and isinstance(exc, module.MisconfigurationException)
+
+
 def _user_error(exc: BaseException) -> HallucError | None:
     """The HallucError an exception was raised from (``raise ... from``), if any."""
     seen = set()
@@ -203,7 +250,8 @@ def _fail(message: str) -> None:
 def _report(message: str) -> None:
     """Print ``error: <message>``, once: by the first process of a several-process fit (the
     others stop with the same error)."""
-    if getattr(rank_zero_only, "rank", 0) == 0:
+    rank_zero = sys.modules.get("lightning.pytorch.utilities.rank_zero")  # set once loaded
+    if rank_zero is None or getattr(rank_zero.rank_zero_only, "rank", 0) == 0:
         print(f"error: {message}", file=sys.stderr)
 
 

@@ -65,11 +65,12 @@ def fit_tiny(tiny_model_dir, one_thread, tmp_path):
         from halluc_cl.train.module import FactSFTModule
 
         L.seed_everything(0, verbose=False)
-        module = FactSFTModule(TINY, regularizers=regularizers,
+        module = FactSFTModule(TINY, methods=regularizers,
                                optimizer=lambda p: torch.optim.AdamW(p, lr=lr),
                                **(module_kwargs or {}))
         data = FactDataModule(**{"source": TINY, "tokenizer": TINY, "n_train": 32,
                                  "n_heldout": 16, "batch_size": 8, **data_kwargs})
+        module.connect(data)
         trainer = L.Trainer(max_epochs=epochs, reload_dataloaders_every_n_epochs=1,
                             num_sanity_val_steps=0, logger=False, enable_progress_bar=False,
                             enable_model_summary=False, default_root_dir=tmp_path,
@@ -191,7 +192,7 @@ def summary_stub():
             "cost": {"student_tokens": 1, "teacher_tokens": 0, "train_token_passes": 3},
             "protocol": {"seed": 0, "config_hash": None}, "warmup_end": {"epoch": 0, **evaluation},
             "epochs": 3, "history": [{"epoch": e, **evaluation} for e in range(3)],
-            "warmup_epochs": 1, "model": "synthetic://tiny", "regularizers": [], "seed": 0,
+            "warmup_epochs": 1, "model": "synthetic://tiny", "methods": [], "seed": 0,
             "wall_time_s": 1.0, "versions": {k: "0" for k in ("halluc-cl", "torch", "lightning",
                                                                "transformers")},
             "git_commit": None,

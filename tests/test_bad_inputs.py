@@ -67,7 +67,7 @@ class Env:
 
 
 def _reg(class_path: str, **init_args) -> list[str]:
-    return ["--model.regularizers",
+    return ["--model.methods",
             json.dumps([{"class_path": class_path, "init_args": init_args}])]
 
 
@@ -172,8 +172,8 @@ CASES = {
         lambda e: ["pretrain", "--world", "nope"],
         ["world 'nope'", "tiny"]),
     "unknown-regularizer-class": (
-        lambda e: e.fit("--model.regularizers", '[{"class_path": "no.such.Plugin"}]'),
-        ["model.regularizers", "class_path 'no.such.Plugin'", "No module named 'no'"]),
+        lambda e: e.fit("--model.methods", '[{"class_path": "no.such.Plugin"}]'),
+        ["model.methods", "class_path 'no.such.Plugin'", "No module named 'no'"]),
     "distill-negative-weight": (
         lambda e: e.fit(*_reg(KL, weight=-1.0)),
         ["KLSelfDistillation weights must be >= 0, got -1.0"]),
@@ -187,19 +187,19 @@ CASES = {
         lambda e: e.fit(*_reg(KL, direction="sideways")),
         ["direction", "sideways"]),
     "l2-negative-weight": (
-        lambda e: e.fit(*_reg("halluc_cl.regularizers.L2ToAnchor", weight=-0.5)),
+        lambda e: e.fit(*_reg("halluc_cl.methods.L2ToAnchor", weight=-0.5)),
         ["L2ToAnchor weight must be >= 0, got -0.5"]),
     "ewc-negative-weight": (
-        lambda e: e.fit(*_reg("halluc_cl.regularizers.EWC", weight=-2.0)),
+        lambda e: e.fit(*_reg("halluc_cl.methods.EWC", weight=-2.0)),
         ["EWC weight must be >= 0, got -2.0"]),
     "ewc-zero-fisher-samples": (
-        lambda e: e.fit(*_reg("halluc_cl.regularizers.EWC", fisher_samples=0)),
+        lambda e: e.fit(*_reg("halluc_cl.methods.EWC", fisher_samples=0)),
         ["EWC fisher_samples must be >= 1, got 0"]),
     "freeze-unknown-group": (
-        lambda e: e.fit(*_reg("halluc_cl.regularizers.Freeze", groups=["attn"])),
+        lambda e: e.fit(*_reg("halluc_cl.methods.Freeze", groups=["attn"])),
         ["unknown parameter group 'attn'"]),
     "freeze-leaves-nothing-trainable": (
-        lambda e: e.fit(*_reg("halluc_cl.regularizers.Freeze", groups=["regex:."])),
+        lambda e: e.fit(*_reg("halluc_cl.methods.Freeze", groups=["regex:."])),
         ["leaves no trainable parameter"]),
     "missing-model-dir": (
         lambda e: e.fit("--model.model", str(e.tmp / "no_such_model")),

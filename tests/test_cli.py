@@ -1,6 +1,8 @@
 """End-to-end: the CLI on the tiny world, and the user errors it turns into ``error:`` lines."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,7 +39,7 @@ def test_fit_end_to_end(config, tmp_path, tiny_model_dir, capsys):
     protocol = summary["protocol"]
     assert protocol["heldout_disjoint"] == "subject" and protocol["split_seed"] == 0
     assert protocol["split_sizes"]["heldout_test"] == protocol["split_sizes"]["heldout_val"] == 16
-    assert len(protocol["config_hash"]) == 64 and summary["schema_version"] == 4
+    assert len(protocol["config_hash"]) == 64 and summary["schema_version"] == 5
     # losses from the snapshot: the warm-up's end record against the last evaluations
     snap, history = summary["snapshot"], summary["history"]
     for split in ("heldout_test", "heldout_val"):
@@ -53,7 +55,7 @@ def test_fit_end_to_end(config, tmp_path, tiny_model_dir, capsys):
     assert "heldout_test_lasting_loss" in history[-1] and "new_fact_gained" in history[-1]
     cost = summary["cost"]
     assert cost["student_tokens"] > 0 and (cost["teacher_tokens"] > 0) == ("distill" in config)
-    assert summary["regularizers"] == (["KLSelfDistillation"] if "distill" in config else [])
+    assert summary["methods"] == (["KLSelfDistillation"] if "distill" in config else [])
     preds = [json.loads(line) for line in (run / "predictions/epoch_2.jsonl").read_text().splitlines()]
     assert {p["split"] for p in preds} == {"heldout_test", "heldout_val", "known_train",
                                            "unknown_train"}
@@ -76,7 +78,7 @@ def test_method_configs_fit_end_to_end(method, plugins, tmp_path, tiny_model_dir
     extra = ["--data.replay_fraction", "0.3"] if method == "replay" else []
     run = fit(method_configs(method), tmp_path, *extra)
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["regularizers"] == plugins and summary["epochs"] == 3
+    assert summary["methods"] == plugins and summary["epochs"] == 3
     assert "new_fact_abstain_rate" in summary["final"]
     model = AutoModelForCausalLM.from_pretrained(run / "model")  # LoRA: merged, plain HF
     assert not any("lora" in n for n, _ in model.named_parameters())
@@ -138,7 +140,7 @@ def test_infeasible_unknown_fraction(tmp_path, tiny_model_dir, capsys):
 
 def test_unknown_regularizer_class_path(capsys):
     line = _error_line(capsys, ["fit", "--config", str(ROOT / "configs/sft.yaml"), *TINY,
-                                "--model.regularizers", '[{"class_path": "no.such.Plugin"}]'])
+                                "--model.methods", '[{"class_path": "no.such.Plugin"}]'])
     assert line.startswith("error:")
 
 
@@ -228,8 +230,8 @@ def test_distill_with_extra_inputs_and_base_snapshot(tmp_path, tiny_model_dir):
     import csv
 
     run = fit("configs/distill.yaml", tmp_path, "--data.extra_per_batch", "8",
-              "--model.regularizers.init_args.extra_weight", "3",
-              "--model.regularizers.init_args.weight", "0", "--model.snapshot", "base",
+              "--model.methods.init_args.extra_weight", "3",
+              "--model.methods.init_args.weight", "0", "--model.snapshot", "base",
               "--trainer.log_every_n_steps", "1")
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert any(float(r["reg/distill"]) > 0 for r in rows if r.get("reg/distill"))
@@ -238,7 +240,7 @@ def test_distill_with_extra_inputs_and_base_snapshot(tmp_path, tiny_model_dir):
 
 def test_nested_argument_error_keeps_its_reason(capsys):
     line = _error_line(capsys, ["fit", "--config", str(ROOT / "configs/distill.yaml"), *TINY,
-                                "--model.regularizers.init_args.direction", "sideways"])
+                                "--model.methods.init_args.direction", "sideways"])
     assert "sideways" in line or "direction" in line
 
 
@@ -262,6 +264,31 @@ def test_help_lists_every_command_once(args, capsys):
     for name in names:  # one line each, with a description
         (line,) = [x for x in lines if x.startswith(f"  {name} ")]
         assert len(line.split()) > len(name.split()) + 2
+
+
+def test_help_lines_are_the_functions_docstrings():
+    from halluc_cl import api
+    from halluc_cl.cli import ANALYSES, COMMANDS, GRIDS, VERBS, command_function, summary
+    from halluc_cl.experiments import fit
+
+    assert tuple(VERBS) == fit.VERBS
+    for name, line in COMMANDS.items():
+        assert line == summary(getattr(api, name)), name
+    for name in ("attribution", "rescore"):
+        assert ANALYSES[name] == summary(command_function(f"analyze {name}")), name
+    for grid in GRIDS[1:]:  # each study's line is its shipped config's title
+        assert command_function(grid) is api.mechanism_study
+        assert (ROOT / "configs/analysis" / f"{grid.split()[1]}.yaml").is_file()
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"]])
+def test_help_and_version_import_neither_torch_nor_lightning(args):
+    code = ("import sys; from halluc_cl.cli import main; main(sys.argv[1:]); "
+            "print(sorted(m for m in ('torch', 'lightning', 'transformers', 'jsonargparse') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.splitlines()[-1] == "[]"
 
 
 @pytest.mark.parametrize("command", ["predict", "fitt"])
@@ -305,8 +332,8 @@ def test_a_finished_command_closes_its_process_group(fails, tmp_path, monkeypatc
     destroys it; one that failed leaves it (its other ranks may still be in a collective)."""
     import torch.distributed as dist
 
-    from halluc_cl import cli
     from halluc_cl.errors import ConfigError
+    from halluc_cl.experiments import fit as fit_module
 
     def verb(args):  # what Lightning does when a fit starts on several processes
         dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
@@ -314,7 +341,7 @@ def test_a_finished_command_closes_its_process_group(fails, tmp_path, monkeypatc
         if fails:
             raise ConfigError("a bad setting")
 
-    monkeypatch.setattr(cli, "run_verb", verb)
+    monkeypatch.setattr(fit_module, "run_verb", verb)  # the CLI imports it when a verb runs
     try:
         if fails:
             with pytest.raises(SystemExit):

@@ -24,21 +24,28 @@ import datasets
 import lightning as L
 import torch
 from datasets import Dataset
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
+from halluc_cl.data.eval_splits import EvalSplits
 from halluc_cl.data.extra_inputs import ExtraInputs, ExtraKind, ExtraSelect
 from halluc_cl.data.resumable import EpochBatches
 from halluc_cl.data.sources import load_source
-from halluc_cl.data.splits import HELDOUT_SPLITS, Disjoint, SplitSpec, split_facts
-from halluc_cl.errors import ConfigError
-from halluc_cl.facts.matching import IDK_ANSWERS, is_abstention
-from halluc_cl.facts.padding import left_pad, length_bucketed, right_pad
+from halluc_cl.data.splits import Disjoint, SplitSpec, split_facts
+from halluc_cl.errors import ConfigError, DataError, deprecated
+from halluc_cl.facts.matching import is_abstention
+from halluc_cl.facts.padding import length_bucketed, right_pad
 from halluc_cl.facts.prompts import IGNORE_INDEX, PromptFormat, encode_example
 from halluc_cl.facts.schema import Fact
 from halluc_cl.lm.loading import load_tokenizer
 from halluc_cl.synthetic.resolve import resolve, world_of
 
-EVAL_SPLITS = ("heldout_test", "heldout_val", "unknown_train", "known_train")
+# Salts of the per-epoch random streams, each multiplied by the training seed and added to the
+# epoch: distinct primes, so that no two streams of one fit coincide (their values are what
+# every result so far was made with)
+ANSWER_SHUFFLE_SALT = 31  # answer_shuffle=epoch: the Unknown facts' answers
+ORDER_SALT = 7_919  # the order of the SFT rows
+REPLAY_SALT = 15_485_863  # which pool facts are replayed
+EXTRA_SALT = 104_729  # which extra inputs a batch gets
 
 
 @contextmanager
@@ -83,10 +90,11 @@ class FactDataModule(L.LightningDataModule):
             ``ReplayLoss``.
         extra_source: Kind of those inputs: ``questions`` / ``qa`` of pool facts, or
             ``statements`` (synthetic worlds); ``ReplayLoss`` needs ``qa``.
-        distill_select: Which pool facts a batch's extra inputs are: a ``random`` sample,
-            or the ``nearest`` to the batch's Unknown facts by the snapshot's hidden state at
-            the last prompt token (``data/extra_inputs.py``; ranked when the snapshot is
-            taken).
+        extra_select: Which pool facts a batch's extra inputs are (the distillation inputs
+            and the replayed facts alike): a ``random`` sample, or the ``nearest`` to the
+            batch's Unknown facts by the snapshot's hidden state at the last prompt token
+            (``data/extra_inputs.py``; ranked when the snapshot is taken).
+        distill_select: Deprecated name of ``extra_select`` (removed in 0.3.0).
         replay_fraction: Share of every SFT epoch made of replayed pool facts (question →
             answer), drawn afresh each epoch (replay by whole examples).
         unknown_answer: Train Unknown facts on this answer instead of their object (the "I
@@ -123,7 +131,8 @@ class FactDataModule(L.LightningDataModule):
         split_seed: int = 0,
         extra_per_batch: int = 0,
         extra_source: ExtraKind = "questions",
-        distill_select: ExtraSelect = "random",
+        extra_select: ExtraSelect = "random",
+        distill_select: ExtraSelect | None = None,
         replay_fraction: float = 0.0,
         unknown_answer: str | None = None,
         answer_shuffle: Literal["none", "fixed", "epoch"] = "none",
@@ -169,11 +178,15 @@ class FactDataModule(L.LightningDataModule):
         self.heldout_disjoint = heldout_disjoint
         if extra_per_batch < 0:
             raise ConfigError(f"extra_per_batch must be >= 0, got {extra_per_batch}")
-        if distill_select == "nearest" and not extra_per_batch:
-            raise ConfigError("distill_select=nearest chooses extra inputs; it needs "
+        if distill_select is not None:
+            deprecated("data.distill_select", "data.extra_select")
+            extra_select = distill_select
+        if extra_select == "nearest" and not extra_per_batch:
+            raise ConfigError("extra_select=nearest chooses extra inputs; it needs "
                               "extra_per_batch > 0")
         self.extra_per_batch, self.extra_source = extra_per_batch, extra_source
-        self.distill_select = distill_select
+        self.extra_select = extra_select
+        self.rank, self.world = 0, 1  # this process and the process count (``setup``)
         self.unknown_answer = unknown_answer
         self.replay_fraction = replay_fraction
         # read by ``load`` (from ``setup``): the facts, their split and the tokenizer
@@ -183,8 +196,7 @@ class FactDataModule(L.LightningDataModule):
         self.tokenizer = None
         self.extra_inputs: ExtraInputs | None = None
         self._encoded: dict[str, Dataset] = {}
-        self._eval_cache: dict[str, tuple[list, list, list]] = {}
-        self._abstain: list[str] | None = None  # abstention spellings (``abstain_phrases``)
+        self.evaluation: EvalSplits | None = None  # ``load``
 
     def prepare_data(self) -> None:
         """Build the base model of a ``synthetic://`` source or tokenizer if it is not cached
@@ -210,6 +222,9 @@ class FactDataModule(L.LightningDataModule):
         self.split_sizes, self.splits = split.sizes(), split.as_dict()
         if self.answer_shuffle == "fixed":
             self.splits["unknown_train"] = self._shuffled_answers(self.split_seed)
+        self.evaluation = EvalSplits(self.splits, self.tokenizer, self.prompt,
+                                     self.eval_batch_size, self.eval_max_facts,
+                                     self.unknown_answer)
         if self.warmup_epochs and not self.splits["known_train"]:
             raise ConfigError("the warm-up needs Known training facts, but unknown_fraction=1")
         self.replay_facts = split.pool
@@ -221,7 +236,7 @@ class FactDataModule(L.LightningDataModule):
         if self.extra_per_batch:
             self.extra_inputs = ExtraInputs(split.pool, self.extra_source, self.tokenizer,
                                             self.prompt, world_of(self.source),
-                                            self.distill_select)
+                                            self.extra_select)
 
     def setup(self, stage: str) -> None:
         self.load()
@@ -302,7 +317,7 @@ class FactDataModule(L.LightningDataModule):
     def _unknown_rows(self, epoch: int) -> list[dict]:
         if self.answer_shuffle != "epoch":
             return list(self.encoded("unknown_train"))
-        facts = self._shuffled_answers(self.order_seed * 31 + epoch)
+        facts = self._shuffled_answers(self.order_seed * ANSWER_SHUFFLE_SALT + epoch)
         return [dict(encode_example(self.tokenizer, self.prompt, f.question, f.object), idx=i)
                 for i, f in enumerate(facts)]
 
@@ -314,10 +329,10 @@ class FactDataModule(L.LightningDataModule):
                      for r in self._unknown_rows(epoch)]
             if self.replay_fraction:
                 replay = self.encoded("replay")
-                rng = random.Random(self.order_seed * 15_485_863 + epoch)
+                rng = random.Random(self.order_seed * REPLAY_SALT + epoch)
                 picked = rng.sample(range(len(replay)), self.n_replay())
                 rows += [dict(replay[i], unknown=False, key=f"replay:{i}") for i in picked]
-        rng = random.Random(self.order_seed * 7919 + epoch)
+        rng = random.Random(self.order_seed * ORDER_SALT + epoch)
         rng.shuffle(rows)
         return length_bucketed(rows, self.batch_size, self.length_buckets, rng)
 
@@ -366,18 +381,18 @@ class FactDataModule(L.LightningDataModule):
         epoch = trainer.current_epoch if trainer is not None else 0
         rows = self._train_rows(epoch)
         # this process's rows of every batch of the one-process fit (``halluc_cl/distributed``)
-        rank, world = getattr(self, "rank", 0), getattr(self, "world", 1)
+        rank, world = self.rank, self.world
         batches = [self.collate_train(rows[i:i + self.batch_size][rank::world])
                    for i in range(0, len(rows), self.batch_size)]
         if self.extra_inputs is not None and epoch >= self.warmup_epochs:
-            rng = random.Random(self.order_seed * 104_729 + epoch)
+            rng = random.Random(self.order_seed * EXTRA_SALT + epoch)
             for start, batch in zip(range(0, len(rows), self.batch_size), batches):
                 # the one-process batch's Unknown facts: every process draws the same inputs
                 queries = [r["idx"] for r in rows[start:start + self.batch_size]
                            if r["key"].startswith("unknown_train:")]
                 extra = self.extra_inputs.sample(self.extra_per_batch, rng, queries)
                 batch.update({k: v[rank::world] for k, v in extra.items()})
-        return EpochBatches(batches, epoch=epoch, seed=self.order_seed * 7919 + epoch)
+        return EpochBatches(batches, epoch=epoch, seed=self.order_seed * ORDER_SALT + epoch)
 
     def collate_train(self, rows: list[dict]) -> dict:
         ids, mask = right_pad([r["input_ids"] for r in rows], self.tokenizer.pad_token_id)
@@ -390,78 +405,33 @@ class FactDataModule(L.LightningDataModule):
 
     def eval_split_names(self) -> list[str]:
         """Names of the evaluation dataloaders, in order (empty splits are left out)."""
-        return [s for s in EVAL_SPLITS if self.splits[s]]
-
-    def _eval_tokens(self, split: str) -> tuple[list, list, list]:
-        """The split's evaluated facts, prompt ids and candidate answer ids (its aliases,
-        then the abstention phrases), tokenized once and kept for every evaluation."""
-        if split not in self._eval_cache:
-            facts = self.splits[split]
-            if split not in HELDOUT_SPLITS and self.eval_max_facts is not None:
-                facts = facts[:self.eval_max_facts]  # the splits are in seeded random order
-            encode = self.tokenizer([self.prompt.prompt(f.question) for f in facts] or [""],
-                                    add_special_tokens=False)["input_ids"]
-            abstain = [self._target_ids(p) for p in self.abstain_phrases()]
-            candidates = [[self._target_ids(a) for a in f.aliases] + abstain for f in facts]
-            self._eval_cache[split] = (facts, encode[:len(facts)], candidates)
-        return self._eval_cache[split]
-
-    def _eval_loader(self, split: str) -> DataLoader:
-        """The split's evaluation batches; under several processes, this process's share.
-
-        Batches are dealt out whole (process ``r`` takes batches ``r, r + W, …``), so each is
-        the one-process batch, padded alike: the same forward, the same numbers. The list is
-        first padded with repeated batches to a multiple of ``W``, so that every process runs
-        as many (ZeRO-3 gathers weights in every forward, a collective); the evaluation hooks
-        drop the repeats by fact.
-        """
-        facts, prompts, candidates = self._eval_tokens(split)
-        phrases = self.abstain_phrases()
-
-        def collate(indices: list[int]) -> dict:
-            ids, mask = left_pad([prompts[i] for i in indices], self.tokenizer.pad_token_id)
-            return {"input_ids": ids, "attention_mask": mask, "split": split,
-                    "facts": [facts[i] for i in indices], "positions": list(indices),
-                    "prompt_ids": [prompts[i] for i in indices], "abstain_phrases": phrases,
-                    "candidates": [candidates[i] for i in indices],
-                    "answer_suffix": self.prompt.answer_suffix}
-
-        size = self.eval_batch_size
-        batches = [list(range(i, min(i + size, len(facts)))) for i in range(0, len(facts), size)]
-        rank, world = getattr(self, "rank", 0), getattr(self, "world", 1)
-        batches += batches[:-len(batches) % world]  # a multiple of the process count
-        mine = batches[rank::world]
-        # a one-replica DistributedSampler keeps Lightning from dealing out the batches again
-        return DataLoader(mine, batch_size=None, collate_fn=collate,
-                          sampler=DistributedSampler(mine, num_replicas=1, rank=0, shuffle=False))
+        return self.evaluation.names()
 
     def abstain_phrases(self) -> list[str]:
-        """Answers that read as abstentions, checked by one-forward evaluation: the IDK
-        relabel's answer (if any), then ``IDK_ANSWERS``, each as written and capitalised.
+        """Answers that read as abstentions (``EvalSplits.abstain_phrases``)."""
+        return self.evaluation.abstain_phrases()
 
-        Only spellings the tokenizer encodes without its unknown token are kept: in a
-        word-level vocabulary "i don't know" would encode as ``<unk> don ' t know``, and a
-        model emitting ``<unk>`` would be scored as abstaining.
+    def check_context(self, limit: int, max_new_tokens: int, training: bool) -> None:
+        """Every training example, and every evaluation prompt plus ``max_new_tokens``, must
+        fit the model's context of ``limit`` positions (past it a fit fails deep inside the
+        model); checked before any step runs.
+
+        Raises:
+            DataError: Naming the first fact that does not fit.
         """
-        if self._abstain is not None:  # the same for every split and evaluation
-            return list(self._abstain)
-        base = [*([self.unknown_answer] if self.unknown_answer else []), *IDK_ANSWERS]
-        variants = dict.fromkeys(v for p in base for v in (p, p[:1].upper() + p[1:]))
-        unk = self.tokenizer.unk_token_id
-        kept, seen = [], set()
-        for phrase in variants:
-            ids = tuple(self._target_ids(phrase))
-            if ids not in seen and (unk is None or unk not in ids):
-                kept.append(phrase)
-                seen.add(ids)
-        self._abstain = kept
-        return list(kept)
-
-    def _target_ids(self, answer: str) -> list[int]:
-        return self.tokenizer(self.prompt.target(answer), add_special_tokens=False)["input_ids"]
+        for split in ("known_train", "unknown_train") if training else ():
+            lengths = [len(ids) for ids in self.encoded(split)["input_ids"]] \
+                if self.splits[split] else []
+            if lengths and max(lengths) > limit:
+                i = lengths.index(max(lengths))
+                fact = self.splits[split][self.encoded(split)[i]["idx"]]
+                raise DataError(f"fact {fact.id!r} ({split}) is {lengths[i]} tokens as prompt + "
+                                f"answer, more than the model's context of {limit} positions; "
+                                "shorten it or leave it out of data.source")
+        self.evaluation.check_context(limit, max_new_tokens)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._eval_loader(s) for s in self.eval_split_names()]
+        return [self.evaluation.loader(s, self.rank, self.world) for s in self.eval_split_names()]
 
     def test_dataloader(self) -> list[DataLoader]:
         return self.val_dataloader()

@@ -13,7 +13,7 @@ Kinds:
         (replay trains on them; distillation uses no labels).
     ``statements``: a pretraining-style statement of a pool fact (synthetic worlds only).
 
-Selection (``data.distill_select``):
+Selection (``data.extra_select``):
     ``random``: a fresh random sample of the pool for every batch.
     ``nearest``: the pool facts nearest to the batch's Unknown (new) facts, by the cosine
         similarity of the snapshot's hidden states at the last prompt token (the
@@ -62,7 +62,7 @@ class ExtraInputs:
         if kind not in ("questions", "qa", "statements"):
             raise ConfigError(f"unknown extra_source {kind!r}: questions, qa or statements")
         if select not in ("random", "nearest"):
-            raise ConfigError(f"unknown distill_select {select!r}: random or nearest")
+            raise ConfigError(f"unknown extra_select {select!r}: random or nearest")
         self.pool, self.kind, self.tokenizer, self.world = pool, kind, tokenizer, world
         self.fmt, self.select = prompt, select
         self.neighbours: torch.Tensor | None = None  # [queries, depth] pool indices (nearest)
@@ -124,7 +124,7 @@ class ExtraInputs:
         """
         if self.select == "nearest" and queries:
             if self.neighbours is None:
-                raise RuntimeError("distill_select=nearest draws the neighbours the snapshot "
+                raise RuntimeError("extra_select=nearest draws the neighbours the snapshot "
                                    "ranked; no snapshot has ranked them yet")
             return self._nearest(n, queries, rng)
         return rng.sample(range(len(self.pool)), min(n, len(self.pool)))

@@ -48,10 +48,9 @@ from halluc_cl.experiments.config_hash import config_hash
 from halluc_cl.experiments.fit import resolved_config, run_verb
 from halluc_cl.experiments.tables import CellResult, Split, results_csv, results_markdown
 from halluc_cl.io import atomic_write_text, read_text
-from halluc_cl.runtime.signals import GUARD, Interrupted
+from halluc_cl.runtime.signals import CHILD_ENV, GUARD, Interrupted
 
 _METHOD_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
-CHILD_ENV = "HALLUC_CL_CHILD"  # set for a cell's fit run as a child process: the grid reports
 
 
 @dataclass(frozen=True)

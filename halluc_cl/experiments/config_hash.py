@@ -5,9 +5,12 @@ class default) is a new cell, never a silent reuse of an old one.
 Keys that decide where results go or how they are shown, not what they are, are left out:
 the logger (its folder, name and version), the progress bar, the checkpoint folder, the
 artifact options, ``ckpt_path`` (a resumed fit is the same run) and the config file names.
-A plugin is hashed under one name whichever of its two class paths a config uses
-(``halluc_cl.methods.<Name>``, or ``halluc_cl.regularizers.<Name>``, the package's former
-name, which the results made before the move were hashed under). A setting added later is
+Renamed things are hashed under the names the results made before the rename were hashed
+under, so that those results keep their cells: a method's class path
+(``halluc_cl.methods.<Name>``, formerly ``halluc_cl.regularizers.<Name>``) and the settings
+of ``RENAMED`` (``model.methods``, formerly ``model.regularizers``; ``data.extra_select``,
+formerly ``data.distill_select``). The old names are deprecated and go in 0.3.0; this
+mapping stays as long as results made under them are kept. A setting added later is
 left out while it has its default (``ADDED``), so that the cells made before it keep their
 hash: they ran with what the default does.
 """
@@ -41,7 +44,9 @@ def _get(cfg: dict, dotted: str) -> object:
     return cfg
 
 
-# a plugin's current class path prefix -> the one it is hashed under (its first name)
+# a setting's current name -> the one it is hashed under (its first name)
+RENAMED = {"model.methods": "model.regularizers", "data.extra_select": "data.distill_select"}
+# a method's current class path prefix -> the one it is hashed under (its first name)
 MOVED = {"halluc_cl.methods.": "halluc_cl.regularizers."}
 
 
@@ -61,6 +66,20 @@ def _one_name(node: object) -> None:
         _one_name(value)
 
 
+def _old_names(cfg: dict) -> None:
+    """Move every setting of ``RENAMED`` to its old name, in place (the deprecated old name,
+    if a config still sets it, wins: the module refuses both set at once)."""
+    for new, old in RENAMED.items():
+        value = _get(cfg, new)
+        _drop(cfg, new)
+        *parents, leaf = old.split(".")
+        node = cfg
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(leaf) is None and value is not None:
+            node[leaf] = value
+
+
 def config_hash(resolved: dict) -> str:
     """sha256 (hex) of a resolved ``fit`` config (a plain dict), ``VOLATILE`` keys aside.
 
@@ -68,18 +87,21 @@ def config_hash(resolved: dict) -> str:
     >>> b = {"trainer": {"logger": {"save_dir": "y"}}, "model": {"lr": 1}}
     >>> config_hash(a) == config_hash(b) != config_hash({"model": {"lr": 2}})
     True
-    >>> new = {"model": {"regularizers": [{"class_path": "halluc_cl.methods.EWC"}]}}
+    >>> new = {"model": {"methods": [{"class_path": "halluc_cl.methods.EWC"}],
+    ...                  "regularizers": None}}
     >>> old = {"model": {"regularizers": [{"class_path": "halluc_cl.regularizers.EWC"}]}}
     >>> config_hash(new) == config_hash(old)
     True
     >>> before = {"data": {"extra_per_batch": 16}}
     >>> config_hash(before) == config_hash({"data": {"extra_per_batch": 16,
-    ...                                              "distill_select": "random"}})
+    ...                                              "extra_select": "random",
+    ...                                              "distill_select": None}})
     True
     """
     cfg = json.loads(json.dumps(resolved, default=str))
     for key in VOLATILE:
         _drop(cfg, key)
+    _old_names(cfg)
     for key, default in ADDED.items():
         if _get(cfg, key) == default:
             _drop(cfg, key)

@@ -33,7 +33,8 @@ import lightning as L
 import yaml
 from jsonargparse import ArgumentError, ArgumentParser
 
-from halluc_cl.data.datamodule import EVAL_SPLITS, FactDataModule
+from halluc_cl.data.datamodule import FactDataModule
+from halluc_cl.data.eval_splits import EVAL_SPLITS, EvalSplits
 from halluc_cl.data.sources import load_source
 from halluc_cl.errors import ConfigError
 from halluc_cl.facts.prompts import PromptFormat
@@ -77,8 +78,10 @@ class FactSetData(FactDataModule):
         self.split_seed = self.order_seed = 0
         self.batch_size, self.warmup_epochs, self.extra_per_batch = eval_batch_size, 0, 0
         self.replay_fraction = 0.0  # nothing to train on
-        self._eval_cache: dict = {}
-        self._abstain: list[str] | None = None
+        self.rank, self.world = 0, 1
+        self.extra_source, self.extra_select, self.answer_shuffle = "questions", "random", "none"
+        self.extra_inputs = None
+        self.evaluation: EvalSplits | None = None  # ``load``
 
     def prepare_data(self) -> None:
         resolve(self.tokenizer_spec)
@@ -87,6 +90,8 @@ class FactSetData(FactDataModule):
         """Load the tokenizer (the facts are given); once."""
         if self.tokenizer is None:
             self.tokenizer = load_tokenizer(resolve(self.tokenizer_spec))
+            self.evaluation = EvalSplits(self.splits, self.tokenizer, self.prompt,
+                                         self.eval_batch_size, None, self.unknown_answer)
 
 
 def run_config(run: str) -> tuple[Path, dict]:
@@ -260,6 +265,7 @@ def evaluate(
     trainer = L.Trainer(accelerator=accelerator, devices=1, precision=settings["precision"],
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False)
+    module.connect(datamodule)
     trainer.validate(module, datamodule=datamodule, verbose=False)
 
     category = {f.id: f.category for split in datamodule.splits.values() for f in split}

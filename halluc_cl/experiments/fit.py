@@ -49,13 +49,7 @@ TRAINER_DEFAULTS = {
 }
 
 
-# Trainer verbs (LightningCLI subcommands) -> their line in ``halluc-cl --help``
-VERBS = {
-    "fit": "Warm up, then fine-tune with the regularizers, evaluating every epoch; write the "
-           "run folder.",
-    "validate": "Evaluate a model or checkpoint (--ckpt_path) on every split.",
-    "test": "Evaluate a model or checkpoint (--ckpt_path) once, logging test/<metric>.",
-}
+VERBS = ("fit", "validate", "test")  # the LightningCLI subcommands halluc-cl runs (cli.VERBS)
 
 
 class ParsedOnly(Exception):
@@ -113,6 +107,10 @@ class HallucCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         with reading_checkpoint(self.config[subcommand].get("ckpt_path") if subcommand else None):
             super()._parse_ckpt_path()
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        self.model.connect(self.datamodule)  # the one handoff: methods see data through it
 
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)

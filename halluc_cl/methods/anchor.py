@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from halluc_cl.errors import ConfigError
-from halluc_cl.lm.zero import deepspeed_stage
-from halluc_cl.methods.base import Regularizer, StepOutputs
+from halluc_cl.methods.base import Method, StepOutputs
+from halluc_cl.methods.context import FitContext
 
 
 def trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -26,7 +26,7 @@ def trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-class QuadraticAnchor(Regularizer):
+class QuadraticAnchor(Method):
     """Base of plugins whose penalty is a weighted squared distance to anchor weights.
 
     Args:
@@ -47,18 +47,18 @@ class QuadraticAnchor(Regularizer):
 
     fused = False  # setup turns it on: the gradient is added before the optimizer step
 
-    def setup(self, module) -> None:
-        stage = deepspeed_stage(module.attached_trainer)
+    def setup(self, context: FitContext) -> None:
+        stage = context.zero_stage
         self.fused = stage is None
         if stage == 3:
             raise ConfigError(f"{type(self).__name__} needs whole parameters on every rank; "
                               "ZeRO-3 shards them: use configs/deepspeed/zero2.yaml (or KL "
                               "distillation with the cached teacher under ZeRO-3)")
-        self._params = trainable(module.student)
+        self._params = trainable(context.student)
 
-    def capture(self, module) -> None:
+    def capture(self, context: FitContext) -> None:
         """Take the current trainable weights as the anchor."""
-        self._params = trainable(module.student)
+        self._params = trainable(context.student)
         self.anchor = {n: p.detach().clone() for n, p in self._params.items()}
 
     def distance(self) -> Tensor:
@@ -100,7 +100,7 @@ class QuadraticAnchor(Regularizer):
         return 0.5 * self.weight * self.distance()
 
     @torch.no_grad()
-    def before_optimizer_step(self, module) -> None:
+    def before_optimizer_step(self, context: FitContext) -> None:
         """Add ``λ · w (θ − θ*)`` to the gradients; log the penalty on the logger's steps."""
         strength = self.strength()
         if not self.fused or not strength or not self.anchor:
@@ -114,9 +114,7 @@ class QuadraticAnchor(Regularizer):
         if importance is not None:
             torch._foreach_mul_(diffs, importance)
         torch._foreach_add_([p.grad for p in params], diffs, alpha=strength)
-        if module.logs_this_step():
-            module.log(f"reg/{self.name}", 0.5 * strength * self.distance().detach(),
-                       batch_size=1)
+        context.log(f"reg/{self.name}", 0.5 * strength * self.distance().detach())
 
     def state_dict(self) -> dict:
         return {"anchor": self.anchor, "importance": self.importance}

@@ -1,10 +1,12 @@
-"""The regularizer plugin interface (docs/methods.md)."""
+"""The method interface (docs/methods.md): what every method of ``model.methods`` is."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from torch import Tensor
+
+from halluc_cl.methods.context import FitContext
 
 
 @dataclass
@@ -46,15 +48,17 @@ class StepOutputs:
     extra: ExtraOutputs | None = None
 
 
-class Regularizer:
-    """A plugin that shapes SFT: a penalty added to the loss and/or setup-time changes.
+class Method:
+    """A method that shapes SFT: a penalty added to the loss (distillation, L2, EWC,
+    replay), a transform of the model or of what trains (LoRA, freezing), or both.
 
-    Subclasses set ``name`` (logged as ``reg/<name>``) and ``needs_teacher`` (the module then
-    keeps a frozen snapshot teacher and passes its logits as ``outputs.teacher_logits``).
-    Penalties apply after the warm-up, once the snapshot exists.
+    Subclasses set ``name`` (its penalty is logged as ``reg/<name>``) and ``needs_teacher``
+    (the module then keeps a frozen snapshot teacher and passes its logits as
+    ``outputs.teacher_logits``). Penalties apply after the warm-up, once the snapshot exists.
+    Every hook but ``penalty`` is given the fit's ``FitContext``: what a method may use.
     """
 
-    name: str = "regularizer"
+    name: str = "method"
     needs_teacher: bool = False
     uses_extra_inputs: bool = False  # wants student (and teacher) logits on data.extra_per_batch inputs
     setup_order: int = 2  # setup/on_snapshot run in this order: 0 wraps the model, 1 freezes
@@ -64,14 +68,14 @@ class Regularizer:
         """Whether this step's ``outputs`` must hold ``teacher_logits`` (default: needs_teacher)."""
         return self.needs_teacher
 
-    def make_teacher(self, module):
-        """A teacher this plugin provides instead of a frozen copy of the student, or ``None``."""
+    def make_teacher(self, context: FitContext):
+        """A teacher this method provides instead of a frozen copy of the student, or ``None``."""
         return
 
-    def setup(self, module) -> None:
+    def setup(self, context: FitContext) -> None:
         """Called once per fit, before training (freeze parameters, wrap the model ...)."""
 
-    def on_snapshot(self, module) -> None:
+    def on_snapshot(self, context: FitContext) -> None:
         """Called when the end-of-warm-up snapshot is taken (capture anchors, Fisher ...),
         before the teacher is built."""
 
@@ -86,7 +90,7 @@ class Regularizer:
         """
         return None
 
-    def before_optimizer_step(self, module) -> None:
+    def before_optimizer_step(self, context: FitContext) -> None:
         """Called after the backward pass and before the optimizer step of every SFT step
         (gradients are in ``p.grad``): a plugin may add its gradient here instead of a loss
         term."""
@@ -97,3 +101,4 @@ class Regularizer:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what ``state_dict`` returned."""
+

@@ -3,7 +3,7 @@
 YAML::
 
     model:
-      regularizers:
+      methods:
         - class_path: halluc_cl.methods.KLSelfDistillation
           init_args: {weight: 1.0, temperature: 0.5, direction: forward, tokens: answer}
 """
@@ -19,7 +19,8 @@ from torch import Tensor
 from halluc_cl.distributed import mean_over_ranks
 from halluc_cl.errors import ConfigError
 from halluc_cl.facts.prompts import IGNORE_INDEX
-from halluc_cl.methods.base import Regularizer, StepOutputs
+from halluc_cl.methods.base import Method, StepOutputs
+from halluc_cl.methods.context import FitContext
 from halluc_cl.methods.teacher_cache import TeacherCache, bucketed
 
 Direction = Literal["forward", "reverse", "jsd"]
@@ -71,7 +72,7 @@ def position_mask(batch: dict, tokens: TokenSet) -> Tensor:
     return is_answer if tokens == "answer" else target_real & ~is_answer
 
 
-class KLSelfDistillation(Regularizer):
+class KLSelfDistillation(Method):
     """KL self-distillation to the frozen snapshot, in two composable forms.
 
     The paper's form: λ · D(teacher ‖ student) on the SFT batch, averaged over the chosen
@@ -156,22 +157,22 @@ class KLSelfDistillation(Regularizer):
             return 1.0
         return min(1.0, outputs.sft_epoch / self.ramp_epochs)
 
-    def setup(self, module) -> None:
-        data = getattr(module.attached_trainer, "datamodule", None)
-        if self.cache is not None and self.weight > 0 and \
-                getattr(data, "answer_shuffle", "none") == "epoch":
+    def setup(self, context: FitContext) -> None:
+        data = context.data
+        if data is None:
+            return  # checked again in a fit, where the data module is connected
+        if self.cache is not None and self.weight > 0 and data.answer_shuffle == "epoch":
             raise ConfigError("cache_top_k needs fixed SFT examples; data.answer_shuffle=epoch "
                               "changes the answers every epoch")
-        if self.pool_cache is not None and getattr(data, "extra_source", "questions") == \
-                "statements":
+        if self.pool_cache is not None and data.extra_source == "statements":
             raise ConfigError("cache_top_k with extra_weight > 0 needs fixed extra inputs; "
                               "data.extra_source=statements draws new ones every time (use "
                               "questions or qa)")
 
-    def on_snapshot(self, module) -> None:
+    def on_snapshot(self, context: FitContext) -> None:
         if self.cache is None and self.pool_cache is None:
             return
-        data = module.attached_trainer.datamodule
+        data = context.require_data("KLSelfDistillation with cache_top_k > 0")
         builds = []
         if self.cache is not None and self.weight > 0:
             builds.append((self.cache, data.cache_examples(), data.collate_train,
@@ -180,9 +181,9 @@ class KLSelfDistillation(Regularizer):
             builds.append((self.pool_cache, data.extra_inputs.cache_examples(),
                            data.extra_inputs.collate, lambda batch: batch["attention_mask"].bool()))
         for cache, examples, collate, mask_fn in builds:
-            module.add_cost(teacher=sum(len(r["input_ids"]) for _, r in examples),
-                            every_process=True)
-            cache.build(module.student, examples, collate, mask_fn)
+            context.add_cost(teacher=sum(len(r["input_ids"]) for _, r in examples),
+                             every_process=True)
+            cache.build(context.student, examples, collate, mask_fn)
 
     def _cached_divergence(self, cache: TeacherCache, keys: list[str], logits: Tensor,
                            keep_rows: Tensor | None = None) -> Tensor | None:

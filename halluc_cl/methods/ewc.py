@@ -3,7 +3,7 @@
 YAML::
 
     model:
-      regularizers:
+      methods:
         - class_path: halluc_cl.methods.EWC
           init_args: {weight: 1.0, fisher_samples: 256}
 
@@ -26,6 +26,7 @@ from halluc_cl.errors import ConfigError
 from halluc_cl.facts.prompts import IGNORE_INDEX
 from halluc_cl.lm.modes import eval_mode
 from halluc_cl.methods.anchor import QuadraticAnchor
+from halluc_cl.methods.context import FitContext
 
 
 def diagonal_fisher(
@@ -88,17 +89,15 @@ class EWC(QuadraticAnchor):
             raise ConfigError(f"EWC fisher_samples must be >= 1, got {fisher_samples}")
         self.fisher_samples, self.normalize = fisher_samples, normalize
 
-    def on_snapshot(self, module) -> None:
-        self.capture(module)
-        datamodule = getattr(module.trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "known_samples"):
-            raise ConfigError("EWC needs a FactDataModule to draw Known facts for the Fisher")
-        samples = [{k: v.to(module.device) if torch.is_tensor(v) else v for k, v in s.items()}
-                   for s in datamodule.known_samples(self.fisher_samples)]
-        fisher = diagonal_fisher(module.student, samples, answer_log_likelihood, self._params)
-        if hasattr(module, "add_cost"):  # one forward + backward per sample
-            module.add_cost(student=sum(s["attention_mask"].sum() for s in samples),
-                            every_process=True)
+    def on_snapshot(self, context: FitContext) -> None:
+        self.capture(context)
+        data = context.require_data("EWC (the Known facts of its Fisher)")
+        samples = [{k: v.to(context.device) if torch.is_tensor(v) else v for k, v in s.items()}
+                   for s in data.known_samples(self.fisher_samples)]
+        fisher = diagonal_fisher(context.student, samples, answer_log_likelihood, self._params)
+        # one forward + backward per sample
+        context.add_cost(student=sum(s["attention_mask"].sum() for s in samples),
+                         every_process=True)
         if self.normalize:
             mean = torch.cat([f.flatten() for f in fisher.values()]).mean()
             if mean <= 0:

@@ -3,7 +3,7 @@
 YAML (train only the attention blocks, as in the paper's attention-only baseline)::
 
     model:
-      regularizers:
+      methods:
         - class_path: halluc_cl.methods.Freeze
           init_args: {groups: [attention], mode: train_only}
 
@@ -20,10 +20,11 @@ from typing import Literal
 
 from halluc_cl.errors import ConfigError
 from halluc_cl.lm.param_groups import select
-from halluc_cl.methods.base import Regularizer
+from halluc_cl.methods.base import Method
+from halluc_cl.methods.context import FitContext
 
 
-class Freeze(Regularizer):
+class Freeze(Method):
     """Sets ``requires_grad=False`` on parameter groups before training.
 
     Args:
@@ -42,9 +43,9 @@ class Freeze(Regularizer):
         self.groups, self.mode = list(groups), mode
         self.frozen: list[str] = []
 
-    def setup(self, module) -> None:
-        params = dict(module.student.named_parameters())
-        chosen = set(select(module.student, self.groups, params))
+    def setup(self, context: FitContext) -> None:
+        params = dict(context.student.named_parameters())
+        chosen = set(select(context.student, self.groups, params))
         frozen = chosen if self.mode == "freeze" else set(params) - chosen
         for name in frozen:
             params[name].requires_grad_(False)

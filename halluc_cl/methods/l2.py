@@ -3,7 +3,7 @@
 YAML (λ matched to the KL term's gradient norm, as Kaplan et al. 2026 did)::
 
     model:
-      regularizers:
+      methods:
         - class_path: halluc_cl.methods.L2ToAnchor
           init_args:
             anchor: snapshot
@@ -25,6 +25,7 @@ from torch import Tensor
 from halluc_cl.errors import ConfigError
 from halluc_cl.methods.anchor import QuadraticAnchor
 from halluc_cl.methods.base import StepOutputs
+from halluc_cl.methods.context import FitContext
 from halluc_cl.methods.distill import KLSelfDistillation
 
 
@@ -66,14 +67,14 @@ class L2ToAnchor(QuadraticAnchor):
     def wants_teacher_logits(self) -> bool:
         return self.scale is None
 
-    def setup(self, module) -> None:
-        super().setup(module)
+    def setup(self, context: FitContext) -> None:
+        super().setup(context)
         if self.anchor_at == "init" and not self.anchor:
-            self.capture(module)
+            self.capture(context)
 
-    def on_snapshot(self, module) -> None:
+    def on_snapshot(self, context: FitContext) -> None:
         if self.anchor_at == "snapshot":
-            self.capture(module)
+            self.capture(context)
 
     def strength(self) -> float | None:
         return None if self.scale is None else self.weight * self.scale

@@ -3,7 +3,7 @@
 YAML::
 
     model:
-      regularizers:
+      methods:
         - class_path: halluc_cl.methods.LoRA
           init_args: {rank: 8, alpha: 16, groups: [attention, mlp]}
 
@@ -16,19 +16,19 @@ student with the adapter switched off — the snapshot, with no second copy of t
 from __future__ import annotations
 
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 
 from halluc_cl.errors import ConfigError
 from halluc_cl.lm.param_groups import select
-from halluc_cl.lm.zero import deepspeed_stage
-from halluc_cl.methods.base import Regularizer
+from halluc_cl.methods.base import Method
+from halluc_cl.methods.context import FitContext
 from halluc_cl.methods.teacher import AdapterOffTeacher
 
 LINEAR_TYPES = ("Linear", "Conv1D")  # torch.nn.Linear and GPT-2's transposed Conv1D
 
 
-class LoRA(Regularizer):
+class LoRA(Method):
     """Wraps the student in a peft LoRA model.
 
     Args:
@@ -60,36 +60,36 @@ class LoRA(Regularizer):
         dotted = select(model, self.groups, [n + "." for n in linear])
         return [n[:-1] for n in dotted]
 
-    def setup(self, module) -> None:
-        student = module.student
-        if hasattr(student, "peft_config"):
+    def setup(self, context: FitContext) -> None:
+        student = context.student
+        if isinstance(student, PeftModel):
             return  # already wrapped (the module's setup may run again on resume)
         targets = self.target_modules(student)
-        is_gpt2 = getattr(student.config, "model_type", "") == "gpt2"
+        is_gpt2 = student.config.model_type == "gpt2"
         config = LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout,
                             target_modules=targets, fan_in_fan_out=is_gpt2, bias="none")
         # under DeepSpeed the adapters take the base weights' dtype (one dtype for ZeRO's flat
         # buffers; its optimizer keeps fp32 masters); elsewhere peft keeps them in fp32
-        on_deepspeed = deepspeed_stage(module.attached_trainer) is not None
-        module.student = get_peft_model(student, config, autocast_adapter_dtype=not on_deepspeed)
+        on_deepspeed = context.zero_stage is not None
+        context.student = get_peft_model(student, config, autocast_adapter_dtype=not on_deepspeed)
 
-    def make_teacher(self, module) -> AdapterOffTeacher | None:
-        if deepspeed_stage(module.attached_trainer) is not None:
+    def make_teacher(self, context: FitContext) -> AdapterOffTeacher | None:
+        if context.zero_stage is not None:
             return None  # no fold under DeepSpeed: a frozen copy is the snapshot
-        return AdapterOffTeacher(module.student)
+        return AdapterOffTeacher(context.student)
 
     @torch.no_grad()
-    def on_snapshot(self, module) -> None:
+    def on_snapshot(self, context: FitContext) -> None:
         """Fold the adapter into the base weights and restart it from zero.
 
         Not under DeepSpeed: its optimizer keeps fp32 master copies of the adapter that would
         overwrite the restart, so there the adapter goes on and the teacher is a frozen copy
         (ZeRO-2) or the cached teacher (ZeRO-3).
         """
-        if deepspeed_stage(module.attached_trainer) is not None:
+        if context.zero_stage is not None:
             return
-        optimizer_state = module.optimizers().optimizer.state
-        for layer in module.student.modules():
+        optimizer_state = context.optimizer_state() if context.optimizer_state else {}
+        for layer in context.student.modules():
             if not isinstance(layer, LoraLayer):
                 continue
             for adapter in layer.active_adapters:

@@ -4,7 +4,7 @@ batch, the same extra inputs, in number and pool, that KL self-distillation read
 YAML::
 
     model:
-      regularizers:
+      methods:
         - class_path: halluc_cl.methods.ReplayLoss
           init_args: {weight: 1.0}
     data:
@@ -20,10 +20,11 @@ from torch import Tensor
 from halluc_cl.distributed import mean_over_ranks, rank_and_world
 from halluc_cl.errors import ConfigError
 from halluc_cl.facts.prompts import IGNORE_INDEX
-from halluc_cl.methods.base import Regularizer, StepOutputs
+from halluc_cl.methods.base import Method, StepOutputs
+from halluc_cl.methods.context import FitContext
 
 
-class ReplayLoss(Regularizer):
+class ReplayLoss(Method):
     """λ · cross-entropy on the answer tokens of the batch's extra ``qa`` inputs.
 
     Unlike ``data.replay_fraction`` (replayed facts mixed into the epoch, which lengthens it),
@@ -43,10 +44,10 @@ class ReplayLoss(Regularizer):
             raise ConfigError(f"ReplayLoss weight must be > 0, got {weight}")
         self.weight = weight
 
-    def setup(self, module) -> None:
-        data = getattr(module.trainer, "datamodule", None)
-        source = getattr(data, "extra_source", "qa")
-        if getattr(data, "extra_per_batch", 0) and source != "qa":
+    def setup(self, context: FitContext) -> None:
+        data = context.data
+        source = "qa" if data is None else data.extra_source
+        if data is not None and data.extra_per_batch and source != "qa":
             raise ConfigError(f"ReplayLoss trains on answers: it needs data.extra_source qa, "
                               f"got {source!r}")
 

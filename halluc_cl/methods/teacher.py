@@ -17,17 +17,19 @@ import copy
 from abc import ABC, abstractmethod
 
 import torch
+from peft import PeftModel
 
 from halluc_cl.errors import ConfigError
 from halluc_cl.lm.modes import eval_mode
 from halluc_cl.lm.zero import full_state_dict, is_partitioned
+from halluc_cl.methods.context import FitContext
 
 
 def _whole_copy(student: torch.nn.Module) -> torch.nn.Module:
     """An unpartitioned copy of a ZeRO-3 student (a deep copy would copy empty shards)."""
     from transformers import AutoModelForCausalLM
 
-    if hasattr(student, "peft_config"):
+    if isinstance(student, PeftModel):
         raise ConfigError("a live teacher of a LoRA student under ZeRO-3 is not supported; "
                           "use the cached teacher (KLSelfDistillation cache_top_k > 0)")
     state = full_state_dict(student)
@@ -108,15 +110,15 @@ class AdapterOffTeacher(Teacher):
                               attention_mask=batch["attention_mask"]).logits
 
 
-def snapshot_teacher(module, plugins: list) -> Teacher:
-    """The live teacher of ``module`` at the snapshot: the one a plugin supplies
-    (``make_teacher``; LoRA's adapter-off student), else a frozen copy of the student on its
-    device, compiled like the student when ``module.compile_model``."""
-    for plugin in plugins:
-        teacher = plugin.make_teacher(module)
+def snapshot_teacher(context: FitContext, methods: list) -> Teacher:
+    """The live teacher at the snapshot: the one a method supplies (``make_teacher``; LoRA's
+    adapter-off student), else a frozen copy of the student on its device, compiled like the
+    student when ``context.compile``."""
+    for method in methods:
+        teacher = method.make_teacher(context)
         if teacher is not None:
             return teacher
-    teacher = SnapshotTeacher(module.student).to(module.device)
-    if module.compile_model:
+    teacher = SnapshotTeacher(context.student).to(context.device)
+    if context.compile:
         teacher.model.compile(dynamic=True)
     return teacher

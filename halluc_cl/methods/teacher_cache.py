@@ -79,7 +79,7 @@ class TeacherCache:
 
     def _packed(self, device) -> dict:
         """The entries as flat tensors on ``device`` with per-key offsets (built once)."""
-        packed = getattr(self, "_pack", None)
+        packed = self._pack
         if packed is None or packed["device"] != device or packed["n"] != len(self.entries):
             state = self.state_dict()
             counts = state["counts"]

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# set for a cell's fit run as a child process of a grid: the grid reports a stop, not the child
+CHILD_ENV = "HALLUC_CL_CHILD"
 
 
 def resume_command(args: list[str], replace: dict[str, str]) -> str:

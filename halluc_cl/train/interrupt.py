@@ -85,7 +85,7 @@ class InterruptCheckpoint(L.Callback):
     def on_exception(self, trainer, pl_module, exception) -> None:
         self._release()
         if self._stopping and isinstance(exception, (SIGTERMException, Interrupted)) \
-                and not getattr(exception, "forced", False):
+                and not (isinstance(exception, Interrupted) and exception.forced):
             path = last_checkpoint_path(trainer)
             if isinstance(trainer.checkpoint_callback, ModelCheckpoint):
                 # its own file from now on (saved in the checkpoint): written over later, not
@@ -99,12 +99,13 @@ def trainer_interruption(exc: BaseException, trainer: L.Trainer, fitting: bool) 
     """The ``Interrupted`` a stopped trainer command reports: where it stopped, the checkpoint
     kept, and (fit) the options that resume from it in the same run folder."""
     signum = exc.signum if isinstance(exc, Interrupted) else (GUARD.pending or signal.SIGTERM)
-    out = Interrupted(signum, forced=getattr(exc, "forced", False))
+    out = Interrupted(signum, forced=isinstance(exc, Interrupted) and exc.forced)
     if not fitting:
         return out
     stopper = next((c for c in trainer.callbacks if isinstance(c, InterruptCheckpoint)), None)
     saved = stopper.saved if stopper is not None else None
-    last = getattr(trainer.checkpoint_callback, "last_model_path", "")
+    callback = trainer.checkpoint_callback
+    last = callback.last_model_path if isinstance(callback, ModelCheckpoint) else ""
     kept = saved or (Path(last) if last and Path(last).is_file() else None)
     out.details.append(f"stopped at epoch {trainer.current_epoch}, step {trainer.global_step}")
     if kept is None:

@@ -1,4 +1,4 @@
-"""FactSFTModule: SFT of a causal LM on facts, with regularizer plugins and hallucination metrics.
+"""FactSFTModule: SFT of a causal LM on facts, with methods and hallucination metrics.
 
 The first ``warmup_epochs`` epochs are the format warm-up on Known facts; at its end the
 student is snapshotted (teacher for distillation, anchor for L2/EWC) and the held-out Known
@@ -8,6 +8,7 @@ answers of that moment become the reference of ``hallucination_rate``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import lightning as L
@@ -17,11 +18,13 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from halluc_cl.distributed import any_rank, total_over_ranks
-from halluc_cl.errors import ConfigError
-from halluc_cl.lm.context import check_context
+from halluc_cl.errors import ConfigError, deprecated
+from halluc_cl.lm.context import context_limit
 from halluc_cl.lm.loading import load_causal_lm, load_tokenizer
 from halluc_cl.lm.precision import slow_bf16_warning
-from halluc_cl.methods.base import Regularizer
+from halluc_cl.lm.zero import deepspeed_stage
+from halluc_cl.methods.base import Method
+from halluc_cl.methods.context import FitContext, FitData
 from halluc_cl.methods.teacher import Teacher, snapshot_teacher
 from halluc_cl.metrics.decline import PeakDecline
 from halluc_cl.metrics.drift import RepresentationDrift, prompt_states
@@ -39,7 +42,8 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
 
     Args:
         model: ``synthetic://<world>``, a local model folder, a GGUF file or a hub id.
-        regularizers: Plugins (``class_path``/``init_args``) that compose in order.
+        methods: Methods (``class_path``/``init_args``: penalties, transforms, data-side
+            options) that compose in order.
         optimizer: Optimizer factory, e.g. ``torch.optim.AdamW`` with ``lr``.
         scheduler: Optional LR scheduler factory (stepped per epoch).
         warmup_epochs: Leading Known-only epochs; must match ``data.warmup_epochs`` (linked)
@@ -64,12 +68,13 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
             fused kernels per step; the first steps pay the compilation.
         lasting_window: Evaluations after the warm-up that the lasting loss from the snapshot
             (``<split>_lasting_loss``) averages: the last ones, the current one included.
+        regularizers: Deprecated name of ``methods`` (removed in 0.3.0).
     """
 
     def __init__(
         self,
         model: str = "synthetic://default",
-        regularizers: list[Regularizer] | None = None,
+        methods: list[Method] | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: LRSchedulerCallable | None = None,
         warmup_epochs: int = 1,
@@ -81,6 +86,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         eval_method: EvalMethod = "forward",
         compile: bool = False,
         lasting_window: int = LASTING_WINDOW,
+        regularizers: list[Method] | None = None,
     ) -> None:
         super().__init__()
         if warmup_epochs < 1:
@@ -95,12 +101,17 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
             raise ConfigError(f"dtype must be float32 or bfloat16, got {dtype!r}")
         if lasting_window < 1:
             raise ConfigError(f"lasting_window must be >= 1, got {lasting_window}")
-        self.save_hyperparameters(ignore=["regularizers", "optimizer", "scheduler"])
+        if regularizers is not None:
+            if methods is not None:
+                raise ConfigError("model.regularizers is the old name of model.methods; set one")
+            deprecated("model.regularizers", "model.methods")
+            methods = regularizers
+        self.save_hyperparameters(ignore=["methods", "regularizers", "optimizer", "scheduler"])
         self.model_spec, self.weight_dtype = model, dtype
         self.gradient_checkpointing = gradient_checkpointing
         self.student: nn.Module | None = None  # ``load_model``, from ``setup``
         self.tokenizer = None
-        self.regularizers = list(regularizers or [])
+        self.methods = list(methods or [])
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.warmup_epochs, self.max_new_tokens = warmup_epochs, max_new_tokens
         self.snapshot = snapshot
@@ -113,7 +124,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         self.drift = RepresentationDrift()  # of held-out states from the warm-up's end
         self._teacher: Teacher | None = None  # not a submodule (methods/teacher.py)
         self.snapshot_taken = False
-        self._plugins_ready = False  # regularizer setup runs once per module
+        self._plugins_ready = False  # the methods' setup runs once per module
         self.reference: dict[str, bool] = {}  # fact id -> answered correctly at the warm-up's end
         self.history: list[dict] = []  # metrics of every evaluation
         self.last_predictions: list[dict] = []
@@ -125,6 +136,36 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         self._eval_states: dict[str, torch.Tensor] = {}
         self._rng_to_restore: dict | None = None  # RNG states of a checkpoint being resumed
         self.cost = {"student_tokens": 0, "teacher_tokens": 0}  # this process's; ``add_cost``
+        self.data: FitData | None = None  # ``connect``
+
+    def connect(self, data: FitData | None) -> None:
+        """Hand the module the fit's data module (what methods see of it: ``FitData``); the
+        CLI and the API do it once they have built both. Without it, methods that need data
+        refuse to run and the checks that read it are skipped."""
+        self.data = data
+
+    def fit_context(self) -> FitContext:
+        """The ``FitContext`` a method hook is given now."""
+        trainer = self._attached_trainer()
+        return FitContext(
+            student=self.student, tokenizer=self.tokenizer, data=self.data, device=self.device,
+            rank=self.global_rank, world=trainer.world_size if trainer is not None else 1,
+            zero_stage=deepspeed_stage(trainer), compile=self.compile_model,
+            add_cost=self.add_cost, log=self._log_method_value,
+            optimizer_state=(lambda: self.optimizers().optimizer.state)
+            if trainer is not None else None)
+
+    def _log_method_value(self, name: str, value: torch.Tensor) -> None:
+        if self.logs_this_step():
+            self.log(name, value, batch_size=1)
+
+    def _run_hook(self, hook: Callable[[FitContext], None]) -> None:
+        """A method's hook (``setup``, ``on_snapshot``) on a fresh context; a method that wraps
+        the student (LoRA) leaves the wrapped model in the context, which the module takes
+        back."""
+        context = self.fit_context()
+        hook(context)
+        self.student = context.student
 
     # --- phases -------------------------------------------------------------------------
     @property
@@ -140,22 +181,24 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
     def in_sft_phase(self) -> bool:
         return self.current_epoch > self.warmup_end_epoch
 
-    @property
-    def attached_trainer(self) -> L.Trainer | None:
+    def _attached_trainer(self) -> L.Trainer | None:
         """The Trainer running this module, or ``None`` before one is attached (where
-        ``self.trainer`` raises): what plugins read their settings from."""
-        return self._trainer
+        ``self.trainer`` raises)."""
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
 
     @property
     def needs_teacher(self) -> bool:
-        return any(r.needs_teacher for r in self.regularizers)
+        return any(r.needs_teacher for r in self.methods)
 
     @property
     def teacher(self) -> Teacher | None:
         return self._teacher
 
-    def _ordered_plugins(self) -> list[Regularizer]:
-        return sorted(self.regularizers, key=lambda r: r.setup_order)
+    def _ordered_plugins(self) -> list[Method]:
+        return sorted(self.methods, key=lambda r: r.setup_order)
 
     def prepare_data(self) -> None:
         """Build the base model of a ``synthetic://`` model if it is not cached yet (Lightning
@@ -188,12 +231,14 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
             warning = slow_bf16_warning(self.trainer.precision, self.device.type)
             if warning:
                 rank_zero_warn(warning)
-        check_context(self, getattr(self.trainer, "datamodule", None), training=stage == "fit")
+        limit = context_limit(self.student)
+        if limit is not None and self.data is not None:
+            self.data.check_context(limit, self.max_new_tokens, training=stage == "fit")
         if self._plugins_ready:
             return
         # every stage: a LoRA checkpoint only loads into the wrapped model
         for reg in self._ordered_plugins():
-            reg.setup(self)
+            self._run_hook(reg.setup)
         if self.compile_model:
             self.student.compile(dynamic=True)
         self._plugins_ready = True
@@ -204,8 +249,8 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         if trainer.check_val_every_n_epoch not in (None, 1):
             raise ConfigError("trainer.check_val_every_n_epoch must be 1: the hallucination "
                               "reference is the evaluation at the end of the warm-up")
-        wants = any(r.uses_extra_inputs for r in self.regularizers)
-        has = getattr(trainer.datamodule, "extra_per_batch", 0) > 0
+        wants = any(r.uses_extra_inputs for r in self.methods)
+        has = self.data is not None and self.data.extra_per_batch > 0
         if wants != has:
             raise ConfigError(
                 "KLSelfDistillation extra_weight > 0 and ReplayLoss need data.extra_per_batch > 0"
@@ -215,7 +260,8 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
     def _check_schedule(self) -> None:
         """Refuse a fit that ends within the warm-up: it would train on no new fact and write
         a summary of the warm-up alone. ``trainer.max_epochs`` of -1 (or ``None`` with
-        ``max_steps``) is unlimited; ``max_steps`` must then reach past the warm-up's steps."""
+        ``max_steps``) is unlimited; ``max_steps`` must then reach past the warm-up's steps
+        (checked when a data module is connected: it says how many batches a warm-up has)."""
         trainer, warmup = self.trainer, self.warmup_epochs
         max_epochs = trainer.max_epochs
         if max_epochs is not None and 0 <= max_epochs <= warmup:
@@ -232,13 +278,12 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
 
     def _warmup_steps(self) -> int | None:
         """Optimizer steps of the whole warm-up, as the trainer will count them (after
-        ``limit_train_batches`` and ``accumulate_grad_batches``); ``None`` for a datamodule
-        that does not say how many batches a warm-up epoch has."""
+        ``limit_train_batches`` and ``accumulate_grad_batches``); ``None`` without a
+        connected data module."""
         trainer = self.trainer
-        data = getattr(trainer, "datamodule", None)
-        if not hasattr(data, "warmup_batches"):
+        if self.data is None:
             return None
-        batches, limit = data.warmup_batches(), trainer.limit_train_batches
+        batches, limit = self.data.warmup_batches(), trainer.limit_train_batches
         batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
         return self.warmup_epochs * math.ceil(batches / trainer.accumulate_grad_batches)
 
@@ -248,9 +293,9 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
             self._rng_to_restore = None
         if self.snapshot == "base" and self.current_epoch == 0 and self.global_step == 0:
             self.take_snapshot()
-        if self.in_sft_phase and self.regularizers and (
+        if self.in_sft_phase and self.methods and (
                 not self.snapshot_taken or (self.needs_teacher and self._teacher is None)):
-            raise ConfigError("this checkpoint holds no snapshot for these regularizers (it was "
+            raise ConfigError("this checkpoint holds no snapshot for these methods (it was "
                               "saved by a run without them); start the run from scratch")
 
     def on_train_epoch_end(self) -> None:
@@ -259,15 +304,14 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
 
     def take_snapshot(self) -> None:
         """Let plugins capture their anchors, then freeze the teacher (if any plugin needs one);
-        with ``data.distill_select=nearest``, the data module ranks the extra inputs' pool by
+        with ``data.extra_select=nearest``, the data module ranks the extra inputs' pool by
         the snapshot's states."""
         for reg in self._ordered_plugins():
-            reg.on_snapshot(self)
+            self._run_hook(reg.on_snapshot)
         if self.needs_teacher:
             self._teacher = self._make_teacher()
-        data = getattr(self.attached_trainer, "datamodule", None)
-        if getattr(data, "distill_select", "random") == "nearest":
-            data.rank_neighbours(self.prompt_states)
+        if self.data is not None and self.data.extra_select == "nearest":
+            self.data.rank_neighbours(self.prompt_states)
         self.snapshot_taken = True
 
     def prompt_states(self, prompts: list[list[int]]) -> torch.Tensor:
@@ -277,19 +321,19 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         return prompt_states(self.student, prompts, self.tokenizer.pad_token_id, layer=-1)
 
     def _make_teacher(self) -> Teacher:
-        return snapshot_teacher(self, self._ordered_plugins())
+        return snapshot_teacher(self.fit_context(), self._ordered_plugins())
 
     # --- training -----------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         extra = self.in_sft_phase and "extra_input_ids" in batch and any(
-            r.uses_extra_inputs for r in self.regularizers)
+            r.uses_extra_inputs for r in self.methods)
         sft_loss, logits, extra_logits = student_forward(self, batch, extra)
         loss = sft_loss
         self.add_cost(student=batch["attention_mask"].sum())
         logged = {"train/sft_loss": loss}
-        if self.in_sft_phase and self.regularizers:
+        if self.in_sft_phase and self.methods:
             outputs = plugin_outputs(self, batch, sft_loss, logits, extra_logits)
-            for reg in self.regularizers:
+            for reg in self.methods:
                 penalty = reg.penalty(batch, outputs)
                 if penalty is not None:
                     logged[f"reg/{reg.name}"] = penalty
@@ -309,13 +353,14 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         if self.in_sft_phase:
-            for reg in self.regularizers:
-                reg.before_optimizer_step(self)
+            context = self.fit_context()
+            for reg in self.methods:
+                reg.before_optimizer_step(context)
 
     def logs_this_step(self) -> bool:
         """Whether the logger writes this step's values: every ``trainer.log_every_n_steps``
         optimizer steps and at the last one (Lightning's own rule, from public state)."""
-        trainer = self._trainer
+        trainer = self._attached_trainer()
         if trainer is None:
             return True
         every = trainer.log_every_n_steps
@@ -355,7 +400,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
             "reference": self.reference, "history": self.history,
             "snapshot_taken": self.snapshot_taken, "drift_reference": self.drift_reference,
             "teacher": self._teacher.state_dict() if self._teacher else None,
-            "regularizers": [r.state_dict() for r in self.regularizers],
+            "methods": [r.state_dict() for r in self.methods],
             "rng": rng_state(), "cost": self.run_cost(),
         }
 
@@ -372,7 +417,8 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
             self._teacher = self._make_teacher()
             if state.get("teacher") is not None:
                 self._teacher.load_state_dict(state["teacher"])
-        for reg, reg_state in zip(self.regularizers, state.get("regularizers", [])):
+        saved = state.get("methods", state.get("regularizers", []))  # the key before 0.2
+        for reg, reg_state in zip(self.methods, saved):
             reg.load_state_dict(reg_state)
         self._rng_to_restore = state.get("rng")  # applied in on_train_start
         if "cost" in state:  # the whole run's: rank 0 carries it on, the others start at 0

@@ -24,6 +24,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from peft import PeftModel
 
 from halluc_cl.io import atomic_folder, atomic_write_text, writing
 from halluc_cl.lm.zero import full_state_dict, is_partitioned
@@ -34,8 +35,8 @@ SUMMARY_KEYS = ("heldout_test_acc", "heldout_val_acc", "new_fact_acc", "known_tr
                 "val_abstain_rate", "new_fact_abstain_rate", "heldout_drift", "format_rate",
                 "val_format_rate")
 # 2: validation/test held-out splits, protocol, cost, config hash; 3: format rates;
-# 4: losses measured from the snapshot (``snapshot``)
-SCHEMA_VERSION = 4
+# 4: losses measured from the snapshot (``snapshot``); 5: ``methods`` (was ``regularizers``)
+SCHEMA_VERSION = 5
 SNAPSHOT_MEASURES = ("snapshot_loss", "snapshot_loss_rel", "forgotten", "forgotten_rate",
                      "gained", "gained_rate", "lasting_loss", "lasting_loss_rel")
 
@@ -105,7 +106,7 @@ def run_cost(module) -> dict:
     """Tokens through the student (forward + backward) and the teacher (forward only) on
     every process, and ``train_token_passes`` = 3 · student + teacher (a backward costs
     about two forwards). A collective under several processes: every rank calls it."""
-    cost = module.run_cost() if hasattr(module, "run_cost") else module.cost
+    cost = module.run_cost()
     student, teacher = (int(cost[k]) for k in ("student_tokens", "teacher_tokens"))
     return {"student_tokens": student, "teacher_tokens": teacher,
             "train_token_passes": 3 * student + teacher}
@@ -164,7 +165,7 @@ def build_summary(module, wall_time_s: float, protocol: dict | None = None,
         "history": history,
         "warmup_epochs": module.warmup_epochs,
         "model": module.model_spec,
-        "regularizers": [type(r).__name__ for r in module.regularizers],
+        "methods": [type(r).__name__ for r in module.methods],
         "seed": int(os.environ.get("PL_GLOBAL_SEED", "-1")),
         "wall_time_s": round(wall_time_s, 2),
         "versions": _versions(),
@@ -315,8 +316,7 @@ class RunArtifacts(L.Callback):
                 warnings.filterwarnings("ignore", message=".*exists and is not empty")
                 _ = self.metrics_logger.experiment
         # one-forward evaluation generates wrong answers' text only for saved predictions
-        if hasattr(pl_module, "want_prediction_text"):
-            pl_module.want_prediction_text = self.save_predictions
+        pl_module.want_prediction_text = self.save_predictions
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._t0 = time.perf_counter()
@@ -336,14 +336,14 @@ class RunArtifacts(L.Callback):
         if not trainer.is_global_zero or not pl_module.history:
             return
         out = self.run
-        data = trainer.datamodule
-        protocol = {**(data.protocol() if hasattr(data, "protocol") else {}),
+        data = pl_module.data  # the data module the module was connected to
+        protocol = {**(data.protocol() if data is not None else {}),
                     "seed": int(os.environ.get("PL_GLOBAL_SEED", "-1")),
                     "processes": trainer.world_size, "config_hash": self.config_hash}
         summary = build_summary(pl_module, time.perf_counter() - self._t0, protocol, cost)
         if self.save_model:
             student = pl_module.student
-            if state is None and hasattr(student, "merge_and_unload"):  # LoRA: a plain merged model
+            if state is None and isinstance(student, PeftModel):  # LoRA: a plain merged model
                 student = copy.deepcopy(student).merge_and_unload()
             save_model_folder(student, pl_module.tokenizer, out / "model", state)
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")

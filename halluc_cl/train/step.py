@@ -59,7 +59,7 @@ def plugin_outputs(module, batch: dict, loss: Tensor, logits: Tensor,
                    extra_logits: Tensor | None) -> StepOutputs:
     """What the plugins' ``penalty`` sees of this step; the live teacher, where a plugin
     needs it, runs once over the SFT rows and/or the extra rows (stacked like the student's)."""
-    plugins = module.regularizers
+    plugins = module.methods
     outputs = StepOutputs(logits=logits, loss=loss,
                           sft_epoch=module.current_epoch - module.warmup_end_epoch)
     if extra_logits is not None:

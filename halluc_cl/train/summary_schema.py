@@ -53,7 +53,7 @@ SUMMARY_SCHEMA: dict = {
     "type": "object",
     "required": ["schema_version", "final", "peak", "heldout_test_decline",
                  "heldout_val_decline", "snapshot", "cost", "protocol", "warmup_end", "epochs", "history",
-                 "warmup_epochs", "model", "regularizers", "seed", "wall_time_s", "versions",
+                 "warmup_epochs", "model", "methods", "seed", "wall_time_s", "versions",
                  "git_commit"],
     "additionalProperties": False,
     "properties": {
@@ -97,7 +97,7 @@ SUMMARY_SCHEMA: dict = {
         "history": {"type": "array", "items": _EVALUATION},
         "warmup_epochs": {"type": "integer", "minimum": 1},
         "model": {"type": "string", "minLength": 1},
-        "regularizers": {"type": "array", "items": {"type": "string"}},
+        "methods": {"type": "array", "items": {"type": "string"}},
         "seed": {"type": "integer"},  # -1: no seed_everything
         "wall_time_s": {"type": "number", "minimum": 0},
         "versions": {"type": "object", "required": ["halluc-cl", "torch", "lightning",

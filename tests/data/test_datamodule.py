@@ -221,7 +221,7 @@ def test_epoch_answer_shuffle_redraws_answers_every_epoch(tiny_model_dir):
 
 def test_eval_max_facts_caps_training_splits_only(tiny_model_dir):
     dm = make(unknown_fraction=0.5, eval_max_facts=5, eval_batch_size=64)
-    sizes = {s: len(next(iter(dm._eval_loader(s)))["facts"]) for s in dm.eval_split_names()}
+    sizes = {s: len(next(iter(dm.evaluation.loader(s)))["facts"]) for s in dm.eval_split_names()}
     assert sizes == {"heldout_test": 16, "heldout_val": 16, "unknown_train": 5,
                      "known_train": 5}
 
@@ -243,8 +243,8 @@ def test_abstention_phrases_are_spelled_in_the_vocabulary(tiny_model_dir):
     assert "I don't know" in phrases  # the capitalised spelling the world's vocabulary holds
     assert "i don't know" not in phrases  # "i" is <unk> in this word-level vocabulary
     for phrase in phrases:
-        assert unk not in dm._target_ids(phrase)
-    ids = [tuple(dm._target_ids(p)) for p in phrases]
+        assert unk not in dm.evaluation.target_ids(phrase)
+    ids = [tuple(dm.evaluation.target_ids(p)) for p in phrases]
     assert len(set(ids)) == len(ids)  # no spelling checked twice
 
 

@@ -126,15 +126,15 @@ def test_nearest_takes_each_querys_neighbours_in_rank_order():
 
 def test_nearest_needs_extra_inputs_and_a_ranking(tiny_model_dir):
     with pytest.raises(ConfigError, match="nearest chooses extra inputs"):
-        make(extra_per_batch=0, distill_select="nearest")
-    dm = make(distill_select="nearest")
+        make(extra_per_batch=0, extra_select="nearest")
+    dm = make(extra_select="nearest")
     with pytest.raises(RuntimeError, match="no snapshot has ranked"):
         dm.extra_inputs.sample(4, random.Random(0), queries=[0])
-    with pytest.raises(ConfigError, match="unknown distill_select"):
+    with pytest.raises(ConfigError, match="unknown extra_select"):
         ExtraInputs(["x"], "questions", None, PromptFormat(), select="closest")
     assert dm.state_dict() == {}
     dm.extra_inputs.neighbours = torch.tensor([[1, 2]], dtype=torch.int)
-    other = make(distill_select="nearest")
+    other = make(extra_select="nearest")
     other.load_state_dict(dm.state_dict())
     assert other.extra_inputs.neighbours.tolist() == [[1, 2]]
 

@@ -185,18 +185,38 @@ def test_a_plugin_under_either_class_path_is_one_cell(tmp_path):
 
 
 def test_a_setting_added_later_keeps_the_hash_at_its_default():
-    """``data.distill_select`` came after results were made: at its default (what those cells
-    ran with) the hash is the one of the config without it; the other value is a new cell."""
+    """``data.extra_select`` (first named ``distill_select``) came after results were made: at
+    its default (what those cells ran with) the hash is the one of the config without it; the
+    other value is a new cell."""
     from halluc_cl.experiments.config_hash import config_hash
     from halluc_cl.experiments.fit import resolved_config
 
     resolved = resolved_config(["fit", "--config", str(ROOT / "configs/distill.yaml")])
-    assert resolved["data"]["distill_select"] == "random"
+    assert resolved["data"]["extra_select"] == "random"
     with_default = config_hash(resolved)
     nearest = copy.deepcopy(resolved)
-    nearest["data"]["distill_select"] = "nearest"
-    del resolved["data"]["distill_select"]  # a config made before the setting existed
+    nearest["data"]["extra_select"] = "nearest"
+    del resolved["data"]["extra_select"]  # a config made before the setting existed
+    resolved["data"].pop("distill_select", None)
     assert config_hash(resolved) == with_default != config_hash(nearest)
+
+
+def test_renamed_settings_keep_the_hash_of_their_old_names():
+    """Cells made under ``model.regularizers`` / ``data.distill_select`` (before 0.2) are the
+    cells of the same config under ``model.methods`` / ``data.extra_select``."""
+    from halluc_cl.experiments.config_hash import config_hash
+    from halluc_cl.experiments.fit import resolved_config
+
+    new = resolved_config(["fit", "--config", str(ROOT / "configs/distill.yaml")])
+    assert new["model"]["methods"] and new["model"].get("regularizers") is None
+    old = copy.deepcopy(new)
+    old["model"]["regularizers"] = old["model"].pop("methods")
+    old["data"]["distill_select"] = old["data"].pop("extra_select")
+    assert config_hash(old) == config_hash(new)
+    via_old = resolved_config(["fit", "--config", str(ROOT / "configs/sft.yaml"),
+                               "--model.regularizers", "[]"])
+    assert config_hash(via_old) == config_hash(resolved_config(
+        ["fit", "--config", str(ROOT / "configs/sft.yaml")]))
 
 
 def test_dry_run_lists_cells_and_fits_nothing(tmp_path, monkeypatch, capsys, summary_stub):

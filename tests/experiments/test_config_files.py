@@ -77,7 +77,7 @@ def test_fit_finds_shipped_configs_from_any_folder(tmp_path, monkeypatch, capsys
     assert exc.value.code == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["model"]["model"] == "synthetic://tiny"
-    assert cfg["model"]["regularizers"][0]["class_path"].endswith("KLSelfDistillation")
+    assert cfg["model"]["methods"][0]["class_path"].endswith("KLSelfDistillation")
     assert list(tmp_path.iterdir()) == []
 
 

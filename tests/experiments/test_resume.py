@@ -57,7 +57,7 @@ def test_interrupted_fit_resumes_exactly(method, tmp_path, tiny_model_dir, one_t
             assert state["snapshot_taken"] and state["reference"]
             assert state["teacher"] is not None or method != "distill"
             if method == "distill_nearest":
-                assert state["regularizers"][0]["pool_cache"]["keys"]
+                assert state["methods"][0]["pool_cache"]["keys"]
                 assert ckpt["FactDataModule"]["neighbours"].shape[1] == 8
         run = ROOT.joinpath(found[4]).parents[1]
         assert run == tmp_path / "int" / method / "version_0"  # the overlay names the run

@@ -37,7 +37,7 @@ def test_freezing_everything_is_an_error(tiny_model_dir):
     module = FactSFTModule("synthetic://tiny")
     module.load_model()
     with pytest.raises(ConfigError, match="no trainable parameter"):
-        Freeze(groups=["regex:."]).setup(module)
+        Freeze(groups=["regex:."]).setup(module.fit_context())
 
 
 @pytest.mark.parametrize("kwargs, match", [({"groups": []}, "at least one group"),
@@ -53,4 +53,4 @@ def test_group_matching_nothing_is_an_error(tiny_model_dir):
     module = FactSFTModule("synthetic://tiny")
     module.load_model()
     with pytest.raises(ConfigError, match="matches nothing"):
-        Freeze(groups=["regex:q_proj"]).setup(module)
+        Freeze(groups=["regex:q_proj"]).setup(module.fit_context())

@@ -9,17 +9,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from halluc_cl.errors import ConfigError
-from halluc_cl.methods import KLSelfDistillation, L2ToAnchor, StepOutputs
+from halluc_cl.methods import FitContext, KLSelfDistillation, L2ToAnchor, StepOutputs
 from halluc_cl.methods.anchor import trainable
-
-
-class Holder:
-    """The part of a FactSFTModule the anchor plugins read, outside a Trainer."""
-
-    attached_trainer = None
-
-    def __init__(self, student):
-        self.student = student
 
 
 def _gpt2() -> GPT2LMHeadModel:
@@ -38,7 +29,7 @@ def _batch() -> dict:
 def test_penalty_is_half_lambda_squared_distance():
     model = torch.nn.Linear(2, 1)
     reg = L2ToAnchor(weight=4.0)
-    reg.on_snapshot(Holder(model))
+    reg.on_snapshot(FitContext(student=model))
     with torch.no_grad():
         model.weight += torch.tensor([[1.0, -2.0]])
         model.bias += 3.0
@@ -49,10 +40,10 @@ def test_init_anchor_is_taken_at_setup_not_at_snapshot():
     model = torch.nn.Linear(2, 1)
     reg = L2ToAnchor(anchor="init")
     start = model.weight.detach().clone()
-    reg.setup(Holder(model))
+    reg.setup(FitContext(student=model))
     with torch.no_grad():
         model.weight += 1.0
-    reg.on_snapshot(Holder(model))
+    reg.on_snapshot(FitContext(student=model))
     assert torch.equal(reg.anchor["weight"], start)
 
 
@@ -61,7 +52,7 @@ def test_match_kl_sets_lambda_to_equal_gradient_norms():
     teacher = copy.deepcopy(student)
     reg = L2ToAnchor(weight=1.0, match_kl=KLSelfDistillation(weight=1.0, temperature=0.5))
     assert reg.needs_teacher and reg.wants_teacher_logits
-    reg.on_snapshot(Holder(teacher))  # anchor = teacher weights ...
+    reg.on_snapshot(FitContext(student=teacher))  # anchor = teacher weights ...
     reg._params = trainable(student)  # ... applied to the student
     outputs = lambda: StepOutputs(
         logits=student(**{k: batch[k] for k in ("input_ids", "attention_mask")}).logits,
@@ -112,7 +103,7 @@ def test_gradient_added_before_the_step_equals_the_autograd_penalty(tiny_model_d
     would amplify rounding differences where loss and pull balance)."""
     import lightning as L
 
-    import halluc_cl.regularizers as regs
+    import halluc_cl.methods as regs
     from halluc_cl.data.datamodule import FactDataModule
     from halluc_cl.train.module import FactSFTModule
 
@@ -125,10 +116,11 @@ def test_gradient_added_before_the_step_equals_the_autograd_penalty(tiny_model_d
 
     def fit(plugins):
         L.seed_everything(0, verbose=False)
-        module = FactSFTModule("synthetic://tiny", regularizers=plugins,
+        module = FactSFTModule("synthetic://tiny", methods=plugins,
                                optimizer=lambda p: torch.optim.SGD(p, lr=0.02))
         data = FactDataModule(source="synthetic://tiny", tokenizer="synthetic://tiny",
                               n_train=32, n_heldout=16, batch_size=8)
+        module.connect(data)
         L.Trainer(max_epochs=3, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0,
                   logger=False, enable_progress_bar=False, enable_model_summary=False,
                   enable_checkpointing=False, accelerator="cpu").fit(module, datamodule=data)

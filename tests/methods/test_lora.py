@@ -8,21 +8,17 @@ from peft import PeftModel
 
 from halluc_cl.errors import ConfigError
 from halluc_cl.lm.loading import load_causal_lm
-from halluc_cl.methods import KLSelfDistillation, LoRA
+from halluc_cl.methods import FitContext, KLSelfDistillation, LoRA
 from halluc_cl.synthetic.resolve import resolve
 from halluc_cl.train.module import FactSFTModule
 
 
-class _Optimizer:
-    def __init__(self):
-        self.optimizer = self
-        self.state = {}
-
-
 def _wrapped(groups=("attention", "mlp")) -> FactSFTModule:
-    module = FactSFTModule("synthetic://tiny", regularizers=[LoRA(rank=2, groups=list(groups))])
+    module = FactSFTModule("synthetic://tiny", methods=[LoRA(rank=2, groups=list(groups))])
     module.load_model()
-    module.regularizers[0].setup(module)
+    context = module.fit_context()
+    module.methods[0].setup(context)
+    module.student = context.student
     return module
 
 
@@ -52,9 +48,9 @@ def test_snapshot_folds_adapter_into_base_and_teacher_is_adapter_off(tiny_model_
                 p.normal_(0, 0.5)  # a trained adapter
         module.student.eval()
         before = module.student(**batch).logits
-    module.optimizers = _Optimizer  # no trainer here: an empty optimizer state
-    module.regularizers[0].on_snapshot(module)
-    teacher = module.regularizers[0].make_teacher(module)
+    context = FitContext(student=module.student, optimizer_state=dict)  # no optimizer yet
+    module.methods[0].on_snapshot(context)
+    teacher = module.methods[0].make_teacher(context)
     assert teacher.model is module.student  # no second copy
     with torch.no_grad():
         assert torch.allclose(module.student(**batch).logits, before, atol=1e-5)

@@ -42,7 +42,7 @@ def test_an_untaught_suffix_leaves_correctness_alone(tiny_model_dir, one_thread)
     dot = formatted.tokenizer.convert_tokens_to_ids(".")
     assert formatted.encoded("unknown_train")[0]["input_ids"][-2] == dot  # taught before EOS
     n = 0
-    for a, b in zip(plain._eval_loader("heldout_test"), formatted._eval_loader("heldout_test")):
+    for a, b in zip(plain.evaluation.loader("heldout_test"), formatted.evaluation.loader("heldout_test")):
         assert b["answer_suffix"] == " ."
         gen = answer_batch(model, plain.tokenizer, b, 8, "generate")
         assert gen[1] == answer_batch(model, plain.tokenizer, a, 8, "generate")[1]

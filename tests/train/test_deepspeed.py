@@ -15,7 +15,7 @@ from halluc_cl.cli import main
 from halluc_cl.errors import ConfigError
 from halluc_cl.experiments.config_files import method_configs
 from halluc_cl.lm.zero import deepspeed_stage, full_state_dict, gathered, is_partitioned
-from halluc_cl.methods import EWC, L2ToAnchor
+from halluc_cl.methods import EWC, FitContext, L2ToAnchor
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = ["sft", "distill", "l2", "ewc", "freeze_attention_only", "lora", "replay"]
@@ -41,8 +41,8 @@ def test_zero_configs_compose_with_every_method(method, stage, capsys):
     assert cfg["trainer"]["precision"] == "bf16-mixed"
     # the method's own plugins are untouched by the overlay
     method_cfg = yaml.safe_load(method_configs(method)[-1].read_text())
-    assert [r["class_path"] for r in cfg["model"]["regularizers"]] == \
-        [r["class_path"] for r in method_cfg.get("model", {}).get("regularizers", [])]
+    assert [r["class_path"] for r in cfg["model"]["methods"]] == \
+        [r["class_path"] for r in method_cfg.get("model", {}).get("methods", [])]
 
 
 class DeepSpeedStrategy:  # stands in for lightning's (same name, same ``config`` layout)
@@ -50,9 +50,9 @@ class DeepSpeedStrategy:  # stands in for lightning's (same name, same ``config`
         self.config = {"zero_optimization": {"stage": stage}}
 
 
-def _module(strategy) -> SimpleNamespace:
-    student = torch.nn.Linear(3, 2)
-    return SimpleNamespace(student=student, attached_trainer=SimpleNamespace(strategy=strategy))
+def _context(strategy) -> FitContext:
+    return FitContext(student=torch.nn.Linear(3, 2),
+                      zero_stage=deepspeed_stage(SimpleNamespace(strategy=strategy)))
 
 
 def test_stage_is_read_from_the_strategy():
@@ -64,8 +64,8 @@ def test_stage_is_read_from_the_strategy():
 @pytest.mark.parametrize("plugin", [L2ToAnchor(), EWC()])
 def test_anchor_plugins_refuse_zero3_but_not_zero2(plugin):
     with pytest.raises(ConfigError, match="ZeRO-3 shards them"):
-        plugin.setup(_module(DeepSpeedStrategy(3)))
-    plugin.setup(_module(DeepSpeedStrategy(2)))  # whole weights on every rank
+        plugin.setup(_context(DeepSpeedStrategy(3)))
+    plugin.setup(_context(DeepSpeedStrategy(2)))  # whole weights on every rank
 
 
 def test_zero_helpers_are_no_ops_without_partitioning():

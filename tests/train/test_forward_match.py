@@ -26,7 +26,7 @@ def _all_facts_module() -> FactDataModule:
 def _compare(model, dm) -> tuple[int, int]:
     n = agree = 0
     for split in dm.eval_split_names():
-        for batch in dm._eval_loader(split):
+        for batch in dm.evaluation.loader(split):
             gen = answer_batch(model, dm.tokenizer, batch, 8, "generate")
             fwd = answer_batch(model, dm.tokenizer, batch, 8, "forward", want_text=False)
             # hybrid: generate's numbers and texts, whatever the forward decided first
@@ -73,7 +73,7 @@ def test_forward_match_agrees_with_generation_after_fine_tuning(tiny_model_dir, 
     n, right = _compare(model, dm)
     assert n == 384 and 0 < right < n
     learned = sum(answer_batch(model, dm.tokenizer, b, 8, "forward", want_text=False)[1].count(True)
-                  for b in dm._eval_loader("unknown_train"))
+                  for b in dm.evaluation.loader("unknown_train"))
     assert learned > 0  # the fine-tuning taught new answers, so the check covers them
 
 
@@ -83,7 +83,7 @@ def test_hybrid_generates_only_the_facts_no_spelling_matches(tiny_model_dir, one
 
     dm = _all_facts_module()
     model = load_causal_lm(resolve(TINY))
-    batch = next(iter(dm._eval_loader("heldout_test")))
+    batch = next(iter(dm.evaluation.loader("heldout_test")))
     generated: list[int] = []
     real = evaluation.greedy_answers
 
@@ -100,7 +100,7 @@ def test_hybrid_generates_only_the_facts_no_spelling_matches(tiny_model_dir, one
 def test_stop_condition_and_length_limit(tiny_model_dir, one_thread):
     dm = _all_facts_module()
     model = load_causal_lm(resolve(TINY))
-    batch = next(iter(dm._eval_loader("heldout_test")))
+    batch = next(iter(dm.evaluation.loader("heldout_test")))
     _, correct, _ = answer_batch(model, dm.tokenizer, batch, 8, "generate")
     k = correct.index(True)  # a fact greedy decoding answers right
     prompt, gold = batch["prompt_ids"][k], batch["candidates"][k][0]
@@ -121,7 +121,7 @@ def test_partitioned_models_evaluate_by_synced_generation(tiny_model_dir, one_th
 
     dm = _all_facts_module()
     model = load_causal_lm(resolve(TINY))
-    batch = next(iter(dm._eval_loader("heldout_test")))
+    batch = next(iter(dm.evaluation.loader("heldout_test")))
     calls = []
 
     def fake_answers(model, tokenizer, input_ids, attention_mask, max_new_tokens):

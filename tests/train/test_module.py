@@ -30,7 +30,7 @@ def test_construction_loads_nothing_and_setup_loads_once(tiny_model_dir, tmp_pat
 
 
 def test_teacher_is_not_a_registered_submodule(tiny_model_dir):
-    module = loaded(regularizers=[KLSelfDistillation()])
+    module = loaded(methods=[KLSelfDistillation()])
     n_params = sum(1 for _ in module.parameters())
     keys = set(module.state_dict())
     module.take_snapshot()
@@ -42,7 +42,7 @@ def test_teacher_is_not_a_registered_submodule(tiny_model_dir):
 
 
 def test_snapshot_is_frozen_copy(tiny_model_dir):
-    module = loaded(regularizers=[KLSelfDistillation()])
+    module = loaded(methods=[KLSelfDistillation()])
     module.take_snapshot()
     with torch.no_grad():
         for p in module.student.parameters():
@@ -53,13 +53,13 @@ def test_snapshot_is_frozen_copy(tiny_model_dir):
 
 
 def test_checkpoint_round_trip_restores_teacher_and_reference(tiny_model_dir):
-    a = loaded(regularizers=[KLSelfDistillation()])
+    a = loaded(methods=[KLSelfDistillation()])
     a.take_snapshot()
     a.reference = {"f1": True}
     a.history = [{"epoch": 0, "heldout_test_acc": 1.0}]
     ckpt: dict = {}
     a.on_save_checkpoint(ckpt)
-    b = loaded(regularizers=[KLSelfDistillation()])
+    b = loaded(methods=[KLSelfDistillation()])
     b.on_load_checkpoint(ckpt)
     assert b.reference == {"f1": True} and b.history == a.history
     for pa, pb in zip(a.teacher.model.parameters(), b.teacher.model.parameters()):
@@ -105,6 +105,7 @@ def test_step_metrics_are_logged_on_the_loggers_steps_with_that_steps_loss(tiny_
     module = FactSFTModule("synthetic://tiny", optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3))
     data = FactDataModule(source="synthetic://tiny", tokenizer="synthetic://tiny", n_train=32,
                           n_heldout=16, batch_size=4)
+    module.connect(data)
     trainer = L.Trainer(max_epochs=2, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0,
                         log_every_n_steps=3, logger=CSVLogger(tmp_path, name="log"),
                         enable_progress_bar=False, enable_checkpointing=False,
@@ -118,12 +119,9 @@ def test_step_metrics_are_logged_on_the_loggers_steps_with_that_steps_loss(tiny_
 
 
 def test_compile_flag_compiles_student_and_teacher_in_place(tiny_model_dir):
-    from types import SimpleNamespace
-
-    module = loaded(regularizers=[KLSelfDistillation()], compile=True)
+    module = loaded(methods=[KLSelfDistillation()], compile=True)
     names = [n for n, _ in module.student.named_parameters()]
-    module._trainer = SimpleNamespace(strategy=None, datamodule=None)  # setup reads these
-    module.setup("validate")
+    module.setup("validate")  # outside a Trainer: no data module, no strategy
     assert module.student._compiled_call_impl is not None
     teacher = module._make_teacher()
     # the teacher's own compiled forward, not the student's graph copied along
@@ -157,7 +155,8 @@ def test_schedule_that_ends_within_the_warm_up_is_refused(tiny_model_dir, max_ep
     module = FactSFTModule("synthetic://tiny", warmup_epochs=2)
     module._trainer = SimpleNamespace(
         max_epochs=max_epochs, max_steps=max_steps, limit_train_batches=limit,
-        accumulate_grad_batches=accumulate, datamodule=SimpleNamespace(warmup_batches=lambda: 2))
+        accumulate_grad_batches=accumulate)
+    module.connect(SimpleNamespace(warmup_batches=lambda: 2))
     if refused is None:
         module._check_schedule()
     else:
@@ -175,7 +174,7 @@ def test_extra_inputs_ride_in_the_sft_forward(tiny_model_dir, one_thread, extra_
 
     from halluc_cl.data.datamodule import FactDataModule
 
-    module = loaded(regularizers=[KLSelfDistillation(extra_weight=1.0)])
+    module = loaded(methods=[KLSelfDistillation(extra_weight=1.0)])
     data = FactDataModule(source="synthetic://tiny", tokenizer="synthetic://tiny", n_train=32,
                           n_heldout=16, extra_per_batch=6)
     data.load()
@@ -205,7 +204,7 @@ def test_nearest_inputs_are_the_snapshots_neighbours_of_the_batchs_new_facts(fit
     import torch.nn.functional as F
 
     module, trainer = fit_tiny([KLSelfDistillation(extra_weight=1.0)], epochs=2, lr=0.0,
-                               extra_per_batch=4, distill_select="nearest")
+                               extra_per_batch=4, extra_select="nearest")
     data = trainer.datamodule
     inputs = data.extra_inputs
     unknown = data.splits["unknown_train"]

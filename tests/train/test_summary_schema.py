@@ -27,7 +27,8 @@ def _module() -> SimpleNamespace:
     return SimpleNamespace(history=history, warmup_epochs=1, warmup_end_epoch=0,
                            lasting_window=3, reference={"a": True, "b": True},
                            last_predictions=predictions, model_spec="synthetic://tiny",
-                           regularizers=[], cost={"student_tokens": 10, "teacher_tokens": 4})
+                           methods=[],
+                           run_cost=lambda: {"student_tokens": 10, "teacher_tokens": 4})
 
 
 def test_build_summary_follows_the_schema():
