@@ -107,7 +107,7 @@ def _run_function(name: str, args: list[str]) -> None:
     cfg.pop("config", None)
     kwargs = cfg.as_dict()
     if name in GRIDS:  # a grid's configs: relative to the YAML that lists them
-        from halluc_cl.experiments.compare import resolve_methods
+        from halluc_cl.experiments.grid import resolve_methods
 
         kwargs["methods"] = resolve_methods(kwargs["methods"], setting_folder(args, "methods"))
     fn(**kwargs)

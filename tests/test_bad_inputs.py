@@ -247,7 +247,7 @@ CASES = {
     "compare-unknown-method-config": (
         lambda e: ["compare", "--methods", json.dumps({"a": [str(e.tmp / "nope.yaml")]}),
                    "--out", str(e.out / "cmp")],
-        ["nope.yaml", "of method 'a' does not exist"]),
+        ["nope.yaml", "method 'a': config", "is neither a file nor a shipped config"]),
     "compare-no-methods": (
         lambda e: ["compare", "--methods", "{}", "--out", str(e.out / "cmp")],
         ["compare needs at least one method"]),

@@ -10,29 +10,25 @@ that extra inputs and replay draw from. During the first ``warmup_epochs`` epoch
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import math
 import os
 import random
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Literal
 
-import datasets
 import lightning as L
 import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
+from halluc_cl.data.arguments import extra_select_of, validate_args
+from halluc_cl.data.encoding import encode_facts
 from halluc_cl.data.eval_splits import EvalSplits
 from halluc_cl.data.extra_inputs import ExtraInputs, ExtraKind, ExtraSelect
 from halluc_cl.data.resumable import EpochBatches
 from halluc_cl.data.sources import load_source
-from halluc_cl.data.splits import Disjoint, SplitSpec, split_facts
-from halluc_cl.errors import ConfigError, DataError, deprecated
-from halluc_cl.facts.matching import is_abstention
+from halluc_cl.data.splits import Disjoint, SplitSpec, shuffled_answers, split_facts
+from halluc_cl.errors import ConfigError, DataError
 from halluc_cl.facts.padding import length_bucketed, right_pad
 from halluc_cl.facts.prompts import IGNORE_INDEX, PromptFormat, encode_example
 from halluc_cl.facts.schema import Fact
@@ -46,18 +42,6 @@ ANSWER_SHUFFLE_SALT = 31  # answer_shuffle=epoch: the Unknown facts' answers
 ORDER_SALT = 7_919  # the order of the SFT rows
 REPLAY_SALT = 15_485_863  # which pool facts are replayed
 EXTRA_SALT = 104_729  # which extra inputs a batch gets
-
-
-@contextmanager
-def _no_progress_bars() -> Iterator[None]:
-    """``datasets``' progress bars off for a block, then as the caller had them."""
-    enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if enabled:
-            datasets.enable_progress_bars()
 
 
 class FactDataModule(L.LightningDataModule):
@@ -140,55 +124,30 @@ class FactDataModule(L.LightningDataModule):
         length_buckets: int = 0,
     ) -> None:
         super().__init__()
-        if not 0.0 <= unknown_fraction <= 1.0:
-            raise ConfigError(f"unknown_fraction must be in [0, 1], got {unknown_fraction}")
-        if n_train < 1 or n_heldout < 1 or batch_size < 1 or eval_batch_size < 1:
-            raise ConfigError("n_train, n_heldout, batch_size and eval_batch_size must be >= 1")
+        extra_select = extra_select_of(extra_select, distill_select)
         n_heldout_val = n_heldout if n_heldout_val is None else n_heldout_val
-        if n_heldout_val < 0:
-            raise ConfigError(f"n_heldout_val must be >= 0, got {n_heldout_val}")
-        if warmup_epochs < 0:
-            raise ConfigError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
-        if not 0.0 <= replay_fraction < 1.0:
-            raise ConfigError(f"replay_fraction must be in [0, 1), got {replay_fraction}")
-        if unknown_answer is not None and not is_abstention(unknown_answer):
-            raise ConfigError(f"unknown_answer {unknown_answer!r} does not read as an abstention;"
-                              " use e.g. \"I don't know\"")
-        if answer_shuffle not in ("none", "fixed", "epoch"):
-            raise ConfigError(f"answer_shuffle must be none, fixed or epoch, got {answer_shuffle!r}")
-        if answer_shuffle != "none" and unknown_answer is not None:
-            raise ConfigError("answer_shuffle and unknown_answer both replace the Unknown "
-                              "facts' answers; set one of them")
-        if eval_max_facts is not None and eval_max_facts < 1:
-            raise ConfigError(f"eval_max_facts must be >= 1 (or null), got {eval_max_facts}")
+        validate_args(unknown_fraction=unknown_fraction, n_train=n_train, n_heldout=n_heldout,
+                      n_heldout_val=n_heldout_val, batch_size=batch_size,
+                      eval_batch_size=eval_batch_size, warmup_epochs=warmup_epochs,
+                      replay_fraction=replay_fraction, unknown_answer=unknown_answer,
+                      answer_shuffle=answer_shuffle, eval_max_facts=eval_max_facts,
+                      length_buckets=length_buckets, extra_per_batch=extra_per_batch,
+                      extra_select=extra_select)
         self.save_hyperparameters()
-        if length_buckets < 0:
-            raise ConfigError(f"length_buckets must be >= 0, got {length_buckets}")
-        self.answer_shuffle, self.eval_max_facts = answer_shuffle, eval_max_facts
-        self.length_buckets = length_buckets
+        self.answer_shuffle, self.eval_max_facts, self.length_buckets = (
+            answer_shuffle, eval_max_facts, length_buckets)
         self.prompt = prompt or PromptFormat()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.warmup_epochs, self.split_seed = warmup_epochs, split_seed
-        self.order_seed = split_seed  # set to the training seed by ``setup``
-        self.source, self.tokenizer_spec = source, tokenizer
+        self.warmup_epochs, self.split_seed, self.order_seed = warmup_epochs, split_seed, split_seed
+        self.source, self.tokenizer_spec, self.heldout_disjoint = source, tokenizer, heldout_disjoint
         self.spec = SplitSpec(unknown_fraction, n_train, n_heldout, n_heldout_val,
                               tuple(known_categories), tuple(unknown_categories),
                               tuple(pool_categories) if pool_categories else None,
                               heldout_disjoint, split_seed)
-        self.heldout_disjoint = heldout_disjoint
-        if extra_per_batch < 0:
-            raise ConfigError(f"extra_per_batch must be >= 0, got {extra_per_batch}")
-        if distill_select is not None:
-            deprecated("data.distill_select", "data.extra_select")
-            extra_select = distill_select
-        if extra_select == "nearest" and not extra_per_batch:
-            raise ConfigError("extra_select=nearest chooses extra inputs; it needs "
-                              "extra_per_batch > 0")
-        self.extra_per_batch, self.extra_source = extra_per_batch, extra_source
-        self.extra_select = extra_select
+        self.extra_per_batch, self.extra_source, self.extra_select = (
+            extra_per_batch, extra_source, extra_select)
         self.rank, self.world = 0, 1  # this process and the process count (``setup``)
-        self.unknown_answer = unknown_answer
-        self.replay_fraction = replay_fraction
+        self.unknown_answer, self.replay_fraction = unknown_answer, replay_fraction
         # read by ``load`` (from ``setup``): the facts, their split and the tokenizer
         self.splits: dict[str, list[Fact]] | None = None
         self.split_sizes: dict[str, int] = {}
@@ -221,7 +180,7 @@ class FactDataModule(L.LightningDataModule):
         split = split_facts(load_source(self.source), self.spec)
         self.split_sizes, self.splits = split.sizes(), split.as_dict()
         if self.answer_shuffle == "fixed":
-            self.splits["unknown_train"] = self._shuffled_answers(self.split_seed)
+            self.splits["unknown_train"] = shuffled_answers(self.splits["unknown_train"], self.split_seed)
         self.evaluation = EvalSplits(self.splits, self.tokenizer, self.prompt,
                                      self.eval_batch_size, self.eval_max_facts,
                                      self.unknown_answer)
@@ -272,19 +231,6 @@ class FactDataModule(L.LightningDataModule):
         return {"split_seed": self.split_seed, "order_seed": self.order_seed,
                 "heldout_disjoint": self.heldout_disjoint, "split_sizes": self.split_sizes}
 
-    def _shuffled_answers(self, seed: int) -> list[Fact]:
-        """The Unknown training facts with their objects permuted within each relation."""
-        facts = self.splits["unknown_train"]
-        rng = random.Random(f"{seed}:answer-shuffle")
-        out = list(facts)
-        for relation in sorted({f.relation for f in facts}):
-            idx = [i for i, f in enumerate(facts) if f.relation == relation]
-            objects = [facts[i].object for i in idx]
-            rng.shuffle(objects)
-            for i, obj in zip(idx, objects):
-                out[i] = dataclasses.replace(facts[i], object=obj, aliases=[obj])
-        return out
-
     def n_replay(self) -> int:
         """Replayed Known facts per SFT epoch."""
         mix = len(self.splits["known_train"]) + len(self.splits["unknown_train"])
@@ -299,25 +245,16 @@ class FactDataModule(L.LightningDataModule):
         """The split (or ``replay``, the replay pool) tokenized for training (cached)."""
         if split not in self._encoded:
             facts = self.replay_facts if split == "replay" else self.splits[split]
-            records = [{"idx": i, "question": f.question, "answer": self._answer(split, f)}
-                       for i, f in enumerate(facts)]
-            ds = Dataset.from_list(records) if records else Dataset.from_dict({"idx": []})
-            # an explicit fingerprint: otherwise `datasets` hashes the lambda's closure, which
-            # reaches the trainer and the model (seconds per fit)
-            key = json.dumps([records, repr(self.prompt), self.tokenizer.name_or_path])
-            with _no_progress_bars():  # tokenizing a few hundred facts needs no bar
-                self._encoded[split] = ds.map(
-                    lambda r: encode_example(self.tokenizer, self.prompt, r["question"],
-                                             r["answer"]),
-                    remove_columns=[c for c in ds.column_names if c != "idx"],
-                    new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:32],
-                )
+            self._encoded[split] = encode_facts(
+                [(f.question, self._answer(split, f)) for f in facts], self.tokenizer,
+                self.prompt)
         return self._encoded[split]
 
     def _unknown_rows(self, epoch: int) -> list[dict]:
         if self.answer_shuffle != "epoch":
             return list(self.encoded("unknown_train"))
-        facts = self._shuffled_answers(self.order_seed * ANSWER_SHUFFLE_SALT + epoch)
+        facts = shuffled_answers(self.splits["unknown_train"],
+                                 self.order_seed * ANSWER_SHUFFLE_SALT + epoch)
         return [dict(encode_example(self.tokenizer, self.prompt, f.question, f.object), idx=i)
                 for i, f in enumerate(facts)]
 

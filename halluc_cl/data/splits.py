@@ -18,6 +18,7 @@ Disjointness (``SplitSpec.disjoint``):
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from typing import Literal
@@ -156,3 +157,17 @@ def split_facts(facts: list[Fact], spec: SplitSpec) -> Splits:
     pool = [f for f in facts if f.category in pool_cats and f.id not in used and not touches(f)]
     rng.shuffle(pool)
     return Splits(val, test, known_train, unknown_train, pool, len(subjects))
+
+
+def shuffled_answers(facts: list[Fact], seed: int | str) -> list[Fact]:
+    """``facts`` with their objects permuted within each relation (``data.answer_shuffle``:
+    the behaviour-cloning study), the same for the same seed."""
+    rng = random.Random(f"{seed}:answer-shuffle")
+    out = list(facts)
+    for relation in sorted({f.relation for f in facts}):
+        idx = [i for i, f in enumerate(facts) if f.relation == relation]
+        objects = [facts[i].object for i in idx]
+        rng.shuffle(objects)
+        for i, obj in zip(idx, objects):
+            out[i] = dataclasses.replace(facts[i], object=obj, aliases=[obj])
+    return out

@@ -27,167 +27,31 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-import yaml
 from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from halluc_cl.errors import ConfigError, TrainingError
-from halluc_cl.experiments.config_files import find, looked_for, shown
-from halluc_cl.experiments.config_hash import config_hash
-from halluc_cl.experiments.fit import resolved_config, run_verb
+from halluc_cl.experiments.fit import run_verb
+from halluc_cl.experiments.grid import (
+    METHOD_NAME,
+    Cell,
+    grid,
+    pinned_fraction,
+    resolve_methods,
+    validate,
+)
 from halluc_cl.experiments.tables import CellResult, Split, results_csv, results_markdown
-from halluc_cl.io import atomic_write_text, read_text
+from halluc_cl.io import atomic_write_text
 from halluc_cl.runtime.signals import CHILD_ENV, GUARD, Interrupted
-
-_METHOD_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One fit of the grid; ``sha256`` is its resolved config's hash (``resolve``)."""
-
-    method: str
-    configs: tuple[str, ...]
-    unknown_fraction: float
-    seed: int
-    split_seed: int | None = None
-    sha256: str = field(default="", compare=False)
-    processes: int = field(default=1, compare=False)  # of its fit (``resolve``)
-
-    @property
-    def data_seed(self) -> int:
-        return self.seed if self.split_seed is None else self.split_seed
-
-    @property
-    def version(self) -> str:
-        return (f"unk{self.unknown_fraction}_split{self.data_seed}_seed{self.seed}"
-                f"_{self.sha256[:10]}")
-
-    @property
-    def name(self) -> str:
-        return f"{self.method}/{self.version}"
-
-    def run_dir(self, out: Path) -> Path:
-        return out / "runs" / self.method / self.version
-
-    def folder_args(self, out: Path) -> list[str]:
-        """The ``fit`` arguments that put this cell's run in ``run_dir(out)``, whatever the
-        logger (CSV and TensorBoard loggers write there too; a W&B run is named
-        ``<method>/<version>``)."""
-        return ["--artifacts.root", str(out / "runs"), "--artifacts.name", self.method,
-                "--artifacts.version", self.version]
-
-    def settings(self) -> list[str]:
-        """The ``fit`` arguments of this cell after its ``--config`` files (folder aside)."""
-        return ["--seed_everything", str(self.seed), "--data.split_seed", str(self.data_seed),
-                "--data.unknown_fraction", str(self.unknown_fraction),
-                "--trainer.enable_progress_bar", "false", "--artifacts.save_model", "false"]
-
-    def args(self) -> list[str]:
-        """The ``fit`` arguments that define this cell (its folder aside)."""
-        return [*(a for c in self.configs for a in ("--config", c)), *self.settings()]
-
-    def resolve(self, fit_args: list[str]) -> Cell:
-        """This cell with ``sha256`` set from its fully resolved config (parsed, not run)."""
-        resolved = resolved_config(["fit", *self.args(), *fit_args])
-        return Cell(self.method, self.configs, self.unknown_fraction, self.seed,
-                    self.split_seed, config_hash(resolved), processes_of(resolved["trainer"]))
-
-
-def resolve_methods(methods: dict[str, list[str]],
-                    base: str | Path | None = None) -> dict[str, list[str]]:
-    """Each method's configs as file paths: ``base / <entry>`` if that is a file (``base``: the
-    folder of the YAML that lists them; the working directory when ``None``), else the shipped
-    config the entry names (``config_files.find``).
-
-    Raises:
-        ConfigError: An entry is neither; the message lists where it was looked for.
-    """
-    resolved = {}
-    for name, configs in methods.items():
-        resolved[name] = []
-        for entry in configs:
-            path = find(entry, base)
-            if path is None:
-                raise ConfigError(f"config file {entry!r} of method {name!r} does not exist "
-                                  f"(looked for {looked_for(entry, base)})")
-            resolved[name].append(shown(path))
-    return resolved
-
-
-def validate(methods: dict[str, list[str]], seeds: list[int],
-             unknown_fractions: list[float], split_seeds: list[int] | None = None) -> None:
-    """Raise ``ConfigError`` for an empty or malformed grid before any fit starts (a config
-    that cannot be found: ``resolve_methods``)."""
-    if not methods:
-        raise ConfigError("compare needs at least one method in `methods`")
-    for name, configs in methods.items():
-        if not _METHOD_NAME.match(name):
-            raise ConfigError(f"method name {name!r} must be a plain folder name "
-                              "(letters, digits, '_', '-', '.', '+')")
-        if not configs:
-            raise ConfigError(f"method {name!r} lists no config files")
-    if not seeds:
-        raise ConfigError("compare needs at least one seed in `seeds`")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"seeds {seeds} repeat a value")
-    if split_seeds is not None and len(split_seeds) != len(seeds):
-        raise ConfigError(f"split_seeds {split_seeds} must pair with seeds {seeds} one to one")
-    if not unknown_fractions:
-        raise ConfigError("compare needs at least one value in `unknown_fractions`")
-    bad = [x for x in unknown_fractions if not 0.0 <= x <= 1.0]
-    if bad:
-        raise ConfigError(f"unknown fractions {bad} are outside [0, 1]")
-    if len(set(unknown_fractions)) != len(unknown_fractions):
-        raise ConfigError(f"unknown fractions {unknown_fractions} repeat a value")
-
-
-def pinned_fraction(configs: list[str]) -> float | None:
-    """``data.unknown_fraction`` set by a method's overlay configs (all but the first), if any.
-
-    The first config is the method's base (``configs/sft.yaml`` sets 0.5 like any full run);
-    the grid overrides its fraction. An overlay that sets one, such as
-    ``configs/method/known_only.yaml`` (0.0), defines the method, so the grid keeps it.
-    """
-    pinned = None
-    for path in configs[1:]:
-        try:
-            cfg = yaml.safe_load(read_text(path)) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path!r} is not valid YAML: {exc}") from None
-        data = cfg.get("data") if isinstance(cfg, dict) else None
-        if isinstance(data, dict) and data.get("unknown_fraction") is not None:
-            pinned = float(data["unknown_fraction"])
-    return pinned
-
-
-def grid(methods: dict[str, list[str]], seeds: list[int],
-         unknown_fractions: list[float], split_seeds: list[int] | None = None) -> list[Cell]:
-    """All cells (hash not yet resolved), methods in the order given, then fraction, then seed;
-    ``split_seeds[i]`` pairs with ``seeds[i]`` (``None``: each split seed is its training seed).
-
-    A method whose overlay pins the unknown fraction (see ``pinned_fraction``) gets one cell
-    per seed at that fraction instead of one per grid fraction.
-    """
-    cells: list[Cell] = []
-    for method, configs in methods.items():
-        pinned = pinned_fraction(configs)
-        fractions = unknown_fractions if pinned is None else [pinned]
-        pairs = list(zip(seeds, split_seeds or [None] * len(seeds)))
-        cells += [Cell(method, tuple(configs), float(x), int(s), sp)
-                  for x in fractions for s, sp in pairs]
-    return cells
 
 
 def _recorded_hash(run: Path) -> str | None:
@@ -210,24 +74,6 @@ def resumable(cell: Cell, out: Path) -> Path | None:
     if (run / "summary.json").exists() or not last.is_file():
         return None
     return last if _recorded_hash(run) == cell.sha256 else None
-
-
-def processes_of(trainer: dict) -> int:
-    """How many processes a fit with this resolved ``trainer`` config starts: devices (a count,
-    a list, or ``auto``/``-1``: every visible GPU, else one) times ``num_nodes``."""
-    devices = trainer.get("devices", "auto")
-    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
-        devices = int(devices)
-    if isinstance(devices, (list, tuple)):
-        count = len(devices)
-    elif isinstance(devices, str) and "," in devices:
-        count = len([d for d in devices.split(",") if d.strip()])
-    elif devices in ("auto", -1):
-        gpu = str(trainer.get("accelerator", "auto")) in ("auto", "gpu", "cuda")
-        count = torch.cuda.device_count() if gpu and torch.cuda.is_available() else 1
-    else:
-        count = int(devices)
-    return max(1, count) * int(trainer.get("num_nodes") or 1)
 
 
 def fit_in_subprocess(args: list[str], name: str) -> None:
@@ -365,7 +211,7 @@ def compare(
     methods = resolve_methods(methods)
     if report_split not in ("test", "val"):
         raise ConfigError(f"report_split must be test or val, got {report_split!r}")
-    if not _METHOD_NAME.match(tables):
+    if not METHOD_NAME.match(tables):
         raise ConfigError(f"tables {tables!r} must be a plain file name")
     root = Path(out)
     index, count = parse_shard(shard)
@@ -376,11 +222,36 @@ def compare(
             print(f"{method}: its configs set data.unknown_fraction {pinned:g}; "
                   "the grid's fractions do not apply to it")
     if dry_run:
-        for c in mine:
-            state = "done" if is_done(c, root) else "resume" if resumable(c, root) else "to run"
-            print(f"{c.sha256[:16]}  {state:<7} {c.name}  {' '.join(c.args())}")
-        print(f"{len(mine)} cells, {sum(is_done(c, root) for c in mine)} done")
+        list_cells(mine, root)
         return []
+    busy = run_cells(mine, cells, root, fit_args, keep_checkpoints)
+    unfinished = [c for c in cells if not is_done(c, root)]
+    if unfinished:
+        print(f"{len(cells) - len(unfinished)} of {len(cells)} cells finished ({len(busy)} being "
+              "fitted by another command); the tables are written when every cell is: run "
+              "this command again (without --shard) once the others are done")
+        return []
+    results = [CellResult(c.method, c.unknown_fraction, c.seed, str(c.run_dir(root)),
+                          json.loads((c.run_dir(root) / "summary.json").read_text()), c.data_seed)
+               for c in cells]
+    write_tables(results, list(methods), root, tables,
+                 TableOptions(report_split, cost_reference, tuple(paired_with), plots))
+    return results
+
+
+def list_cells(cells: list[Cell], root: Path) -> None:
+    """Print every cell with its hash and state (``dry_run``)."""
+    for c in cells:
+        state = "done" if is_done(c, root) else "resume" if resumable(c, root) else "to run"
+        print(f"{c.sha256[:16]}  {state:<7} {c.name}  {' '.join(c.args())}")
+    print(f"{len(cells)} cells, {sum(is_done(c, root) for c in cells)} done")
+
+
+def run_cells(mine: list[Cell], cells: list[Cell], root: Path, fit_args: list[str],
+              keep_checkpoints: bool) -> list[Cell]:
+    """Fit every unfinished cell of ``mine`` that no other command is fitting; the cells left
+    to another command. A signal stops the grid after the running cell's checkpoint, with how
+    many of ``cells`` (the whole grid) are finished."""
     busy, cell = [], None
     try:
         for cell in tqdm(mine, desc="compare", unit="cell"):
@@ -402,26 +273,35 @@ def compare(
         exc.details.append(f"{finished} of {len(cells)} cells finished")
         exc.resume = {}  # the same compare command
         raise
-    unfinished = [c for c in cells if not is_done(c, root)]
-    if unfinished:
-        print(f"{len(cells) - len(unfinished)} of {len(cells)} cells finished ({len(busy)} being "
-              "fitted by another command); the tables are written when every cell is: run "
-              "this command again (without --shard) once the others are done")
-        return []
-    results = [CellResult(c.method, c.unknown_fraction, c.seed, str(c.run_dir(root)),
-                          json.loads((c.run_dir(root) / "summary.json").read_text()), c.data_seed)
-               for c in cells]
+    return busy
+
+
+@dataclass(frozen=True)
+class TableOptions:
+    """How a grid's tables are made (``compare``'s arguments of the same names)."""
+
+    report_split: Split
+    cost_reference: str
+    paired_with: tuple[str, ...]
+    plots: bool
+
+
+def write_tables(results: list[CellResult], methods: list[str], root: Path, tables: str,
+                 options: TableOptions) -> list[Path]:
+    """``<tables>.csv``, ``<tables>.md`` (with the commits that made the cells) and the plots
+    into ``root``; prints the table and the files written."""
     commits = sorted({str(r.summary.get("git_commit")) for r in results})
-    provenance = f"Made by `halluc-cl compare` into `{out}` at commit {', '.join(commits)}."
-    atomic_write_text(root / f"{tables}.csv", results_csv(results, report_split, cost_reference))
+    provenance = f"Made by `halluc-cl compare` into `{root}` at commit {', '.join(commits)}."
+    split, reference = options.report_split, options.cost_reference
+    atomic_write_text(root / f"{tables}.csv", results_csv(results, split, reference))
     atomic_write_text(root / f"{tables}.md", results_markdown(
-        results, list(methods), report_split, cost_reference, provenance, tuple(paired_with)))
+        results, methods, split, reference, provenance, options.paired_with))
     written = [root / f"{tables}.csv", root / f"{tables}.md"]
-    if plots:
+    if options.plots:
         from halluc_cl.experiments.plots import write_plots
 
         prefix = "" if tables == "results" else f"{tables}_"
-        written += write_plots(results, list(methods), root, report_split, prefix)
+        written += write_plots(results, methods, root, split, prefix)
     print("\n" + (root / f"{tables}.md").read_text().rstrip())
     print("wrote " + ", ".join(str(p) for p in written))
-    return results
+    return written

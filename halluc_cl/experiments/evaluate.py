@@ -189,6 +189,39 @@ def _write(path: Path, result: dict) -> None:
         raise ConfigError(f"cannot write --out {path}: {exc.strerror or exc}") from None
 
 
+def _model_and_data(model: str | None, data: str | None, facts: str, config_path: Path | None,
+                    cfg: dict | None) -> tuple[str, str]:
+    """The model and the facts to evaluate: as given, else the run's."""
+    if facts not in ("run", ALL):
+        raise ConfigError(f"facts must be run or all, got {facts!r}")
+    if facts == "run" and cfg is None:
+        raise ConfigError("--facts run needs --run (a fit's run folder or its config.yaml)")
+    if model is None:
+        if config_path is None or not (config_path.parent / "model").is_dir():
+            raise ConfigError("evaluate needs --model (or --run with a run folder holding model/)")
+        model = str(config_path.parent / "model")
+    if data is None:
+        if cfg is None:
+            raise ConfigError("evaluate needs --data (a fact file or source) or --run")
+        data = cfg["data"].get("source") or "synthetic://default"
+    return model, data
+
+
+def _validated(model: str, datamodule, settings: dict, accelerator: str):
+    """``(module, trainer)`` after one validation pass of ``model`` over ``datamodule``."""
+    from halluc_cl.train.module import FactSFTModule
+
+    module = FactSFTModule(model, eval_method=settings["eval_method"],
+                           max_new_tokens=settings["max_new_tokens"], dtype=settings["dtype"])
+    module.want_prediction_text = False  # the metrics never need it
+    trainer = L.Trainer(accelerator=accelerator, devices=1, precision=settings["precision"],
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    module.connect(datamodule)
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    return module, trainer
+
+
 def evaluate(
     model: str | None = None,
     data: str | None = None,
@@ -229,22 +262,9 @@ def evaluate(
         ``acc``, ``abstained``, ``categories``) and ``metrics`` (with ``facts=run``: what a
         fit's validation logs, named as in ``summary.json``'s ``final``).
     """
-    from halluc_cl.train.module import FactSFTModule
-
     config_path, cfg = run_config(run) if run is not None else (None, None)
     facts = facts or ("run" if cfg is not None else ALL)
-    if facts not in ("run", ALL):
-        raise ConfigError(f"facts must be run or all, got {facts!r}")
-    if facts == "run" and cfg is None:
-        raise ConfigError("--facts run needs --run (a fit's run folder or its config.yaml)")
-    if model is None:
-        if config_path is None or not (config_path.parent / "model").is_dir():
-            raise ConfigError("evaluate needs --model (or --run with a run folder holding model/)")
-        model = str(config_path.parent / "model")
-    if data is None:
-        if cfg is None:
-            raise ConfigError("evaluate needs --data (a fact file or source) or --run")
-        data = cfg["data"].get("source") or "synthetic://default"
+    model, data = _model_and_data(model, data, facts, config_path, cfg)
     out_path = _check_out(out) if out is not None else None
     run_model = (cfg or {}).get("model") or {}
     settings = {"eval_method": eval_method or run_model.get("eval_method") or "forward",
@@ -259,15 +279,7 @@ def evaluate(
         datamodule = FactSetData(load_source(data), model, _prompt(cfg),
                                  eval_batch_size or run_data.get("eval_batch_size") or 256,
                                  run_data.get("unknown_answer"))
-    module = FactSFTModule(model, eval_method=settings["eval_method"],
-                           max_new_tokens=settings["max_new_tokens"], dtype=settings["dtype"])
-    module.want_prediction_text = False  # the metrics never need it
-    trainer = L.Trainer(accelerator=accelerator, devices=1, precision=settings["precision"],
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
-    module.connect(datamodule)
-    trainer.validate(module, datamodule=datamodule, verbose=False)
-
+    module, trainer = _validated(model, datamodule, settings, accelerator)
     category = {f.id: f.category for split in datamodule.splits.values() for f in split}
     names = datamodule.eval_split_names()
     sets = {(ALL if facts == ALL else split): _set_report(

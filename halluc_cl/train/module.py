@@ -7,7 +7,6 @@ answers of that moment become the reference of ``hallucination_rate``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -32,9 +31,32 @@ from halluc_cl.metrics.snapshot import LASTING_WINDOW
 from halluc_cl.metrics.split_metrics import SPLITS, SplitMetrics
 from halluc_cl.runtime.rng import rng_state, set_rng_state
 from halluc_cl.synthetic.resolve import resolve
-from halluc_cl.train.evaluation import EVAL_METHODS, EvalMethod
+from halluc_cl.train.evaluation import EvalMethod
 from halluc_cl.train.evaluation_hooks import EvaluationHooks
+from halluc_cl.train.fit_checks import check_fit
 from halluc_cl.train.step import plugin_outputs, student_forward
+
+
+def validate_args(warmup_epochs: int, dtype: str, lasting_window: int) -> None:
+    """The checks of ``FactSFTModule``'s arguments that their types do not make (jsonargparse
+    enforces the ``Literal`` ones)."""
+    if warmup_epochs < 1:
+        raise ConfigError("warmup_epochs must be >= 1: the snapshot and the hallucination "
+                          "reference are taken at the end of the warm-up")
+    if dtype not in ("float32", "bfloat16"):
+        raise ConfigError(f"dtype must be float32 or bfloat16, got {dtype!r}")
+    if lasting_window < 1:
+        raise ConfigError(f"lasting_window must be >= 1, got {lasting_window}")
+
+
+def methods_of(methods: list[Method] | None, regularizers: list[Method] | None) -> list[Method]:
+    """The fit's methods, given under ``methods`` or under the deprecated ``regularizers``."""
+    if regularizers is not None:
+        if methods is not None:
+            raise ConfigError("model.regularizers is the old name of model.methods; set one")
+        deprecated("model.regularizers", "model.methods")
+        methods = regularizers
+    return list(methods or [])
 
 
 class FactSFTModule(EvaluationHooks, L.LightningModule):
@@ -89,29 +111,14 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         regularizers: list[Method] | None = None,
     ) -> None:
         super().__init__()
-        if warmup_epochs < 1:
-            raise ConfigError("warmup_epochs must be >= 1: the snapshot and the hallucination "
-                              "reference are taken at the end of the warm-up")
-        if snapshot not in ("warmup", "base"):
-            raise ConfigError(f"snapshot must be 'warmup' or 'base', got {snapshot!r}")
-        if eval_method not in EVAL_METHODS:
-            raise ConfigError(f"eval_method must be one of {', '.join(EVAL_METHODS)}, got "
-                              f"{eval_method!r}")
-        if dtype not in ("float32", "bfloat16"):
-            raise ConfigError(f"dtype must be float32 or bfloat16, got {dtype!r}")
-        if lasting_window < 1:
-            raise ConfigError(f"lasting_window must be >= 1, got {lasting_window}")
-        if regularizers is not None:
-            if methods is not None:
-                raise ConfigError("model.regularizers is the old name of model.methods; set one")
-            deprecated("model.regularizers", "model.methods")
-            methods = regularizers
+        validate_args(warmup_epochs, dtype, lasting_window)
+        methods = methods_of(methods, regularizers)
         self.save_hyperparameters(ignore=["methods", "regularizers", "optimizer", "scheduler"])
         self.model_spec, self.weight_dtype = model, dtype
         self.gradient_checkpointing = gradient_checkpointing
         self.student: nn.Module | None = None  # ``load_model``, from ``setup``
         self.tokenizer = None
-        self.methods = list(methods or [])
+        self.methods = methods
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.warmup_epochs, self.max_new_tokens = warmup_epochs, max_new_tokens
         self.snapshot = snapshot
@@ -227,7 +234,11 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
     def setup(self, stage: str) -> None:
         self.load_model()
         if stage == "fit":
-            self._check_fit_config()
+            data = self.data
+            check_fit(self.trainer, self.warmup_epochs,
+                      data.warmup_batches() if data is not None else None,
+                      wants_extra=any(m.uses_extra_inputs for m in self.methods),
+                      has_extra=data is not None and data.extra_per_batch > 0)
             warning = slow_bf16_warning(self.trainer.precision, self.device.type)
             if warning:
                 rank_zero_warn(warning)
@@ -242,50 +253,6 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         if self.compile_model:
             self.student.compile(dynamic=True)
         self._plugins_ready = True
-
-    def _check_fit_config(self) -> None:
-        trainer = self.trainer
-        self._check_schedule()
-        if trainer.check_val_every_n_epoch not in (None, 1):
-            raise ConfigError("trainer.check_val_every_n_epoch must be 1: the hallucination "
-                              "reference is the evaluation at the end of the warm-up")
-        wants = any(r.uses_extra_inputs for r in self.methods)
-        has = self.data is not None and self.data.extra_per_batch > 0
-        if wants != has:
-            raise ConfigError(
-                "KLSelfDistillation extra_weight > 0 and ReplayLoss need data.extra_per_batch > 0"
-                if wants else "data.extra_per_batch > 0 but no regularizer uses extra inputs "
-                "(set KLSelfDistillation extra_weight > 0, or add ReplayLoss)")
-
-    def _check_schedule(self) -> None:
-        """Refuse a fit that ends within the warm-up: it would train on no new fact and write
-        a summary of the warm-up alone. ``trainer.max_epochs`` of -1 (or ``None`` with
-        ``max_steps``) is unlimited; ``max_steps`` must then reach past the warm-up's steps
-        (checked when a data module is connected: it says how many batches a warm-up has)."""
-        trainer, warmup = self.trainer, self.warmup_epochs
-        max_epochs = trainer.max_epochs
-        if max_epochs is not None and 0 <= max_epochs <= warmup:
-            raise ConfigError(
-                f"trainer.max_epochs={max_epochs} ends the fit within the warm-up "
-                f"(model.warmup_epochs={warmup}): no SFT epoch would run, and a warm-up alone "
-                f"is not a fit result; set trainer.max_epochs above {warmup}")
-        steps = self._warmup_steps()
-        if steps is not None and 0 <= trainer.max_steps <= steps:
-            raise ConfigError(
-                f"trainer.max_steps={trainer.max_steps} ends the fit within the warm-up "
-                f"(model.warmup_epochs={warmup} takes {steps} optimizer step(s)): no SFT step "
-                f"would run; set trainer.max_steps above {steps}, or to -1")
-
-    def _warmup_steps(self) -> int | None:
-        """Optimizer steps of the whole warm-up, as the trainer will count them (after
-        ``limit_train_batches`` and ``accumulate_grad_batches``); ``None`` without a
-        connected data module."""
-        trainer = self.trainer
-        if self.data is None:
-            return None
-        batches, limit = self.data.warmup_batches(), trainer.limit_train_batches
-        batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
-        return self.warmup_epochs * math.ceil(batches / trainer.accumulate_grad_batches)
 
     def on_train_start(self) -> None:
         if self._rng_to_restore is not None:  # resumed: go on with the saved random streams

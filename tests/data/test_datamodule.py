@@ -227,7 +227,6 @@ def test_eval_max_facts_caps_training_splits_only(tiny_model_dir):
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"answer_shuffle": "sometimes"}, "answer_shuffle must be"),
     ({"answer_shuffle": "fixed", "unknown_answer": "I don't know"}, "set one of them"),
     ({"eval_max_facts": 0}, "eval_max_facts must be >= 1"),
 ])

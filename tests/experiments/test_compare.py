@@ -13,7 +13,8 @@ import yaml
 from halluc_cl import cli
 from halluc_cl.errors import ConfigError
 from halluc_cl.experiments import compare as compare_module
-from halluc_cl.experiments.compare import Cell, compare, grid, resolve_methods, validate
+from halluc_cl.experiments.compare import compare
+from halluc_cl.experiments.grid import Cell, grid, resolve_methods, validate
 from halluc_cl.experiments.config_files import find
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -243,7 +244,7 @@ def test_shipped_compare_configs_validate(name, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"methods": {}}, "at least one method"),
-    ({"methods": {"sft": ["no/such.yaml"]}}, "does not exist"),
+    ({"methods": {"sft": ["no/such.yaml"]}}, "neither a file nor a shipped config"),
     ({"seeds": []}, "at least one seed"),
     ({"unknown_fractions": [0.5, 1.5]}, "outside [0, 1]"),
     ({"methods": {"a/b": ["configs/sft.yaml"]}}, "plain folder name"),
@@ -262,7 +263,8 @@ def test_cli_reports_config_error(tmp_path, capsys):
                   "--out", str(tmp_path / "out")])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: config file 'no/such.yaml' of method 'sft' does not exist")
+    assert err[-1].startswith("error: method 'sft': config 'no/such.yaml' is neither a file nor a "
+                              "shipped config")
 
 
 def test_cli_print_config(capsys):
@@ -339,7 +341,7 @@ def test_a_cell_locked_by_another_command_is_left_alone(tmp_path, monkeypatch, c
 @pytest.mark.parametrize("grid", sorted((ROOT / "configs/compare").glob("*.yaml")),
                          ids=lambda p: p.stem)
 def test_every_shipped_grid_names_configs_that_parse(grid):
-    from halluc_cl.experiments.compare import Cell, resolve_methods
+    from halluc_cl.experiments.grid import Cell, resolve_methods
 
     spec = yaml.safe_load(grid.read_text())
     for name, configs in resolve_methods(spec["methods"], grid.parent).items():

@@ -116,5 +116,5 @@ def test_grid_entries_are_relative_to_their_yaml(tmp_path, monkeypatch, capsys):
               '{"short": ["sft", "short.yaml"]}', "--dry_run", "true"])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: config file 'short.yaml' of method 'short' does not "
-                              f"exist (looked for {elsewhere / 'short.yaml'}")
+    assert err[-1].startswith("error: method 'short': config 'short.yaml' is neither a file nor "
+                              f"a shipped config (looked for {elsewhere / 'short.yaml'}")

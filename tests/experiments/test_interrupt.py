@@ -22,7 +22,7 @@ from resume_util import COMMON, HELPERS, ROOT, assert_same_run, run_cli, signal_
 
 from halluc_cl import cli
 from halluc_cl.experiments import compare as compare_module
-from halluc_cl.experiments.compare import Cell
+from halluc_cl.experiments.grid import Cell
 from halluc_cl.runtime.signals import GUARD, Interrupted, handling_signals, resume_command
 
 SFT = str(ROOT / "configs/sft.yaml")

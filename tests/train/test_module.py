@@ -144,24 +144,22 @@ def test_compile_flag_compiles_student_and_teacher_in_place(tiny_model_dir):
     (-1, 2, 1, 1, r"takes 2 optimizer step\(s\)"),  # limit_train_batches=1: 1 batch an epoch
     (-1, 3, 0.5, 1, None),
 ])
-def test_schedule_that_ends_within_the_warm_up_is_refused(tiny_model_dir, max_epochs, max_steps,
-                                                          limit, accumulate, refused):
+def test_schedule_that_ends_within_the_warm_up_is_refused(max_epochs, max_steps, limit,
+                                                          accumulate, refused):
     """A fit must train past the warm-up (here 2 epochs of 2 batches): a warm-up alone is not
     a result."""
     from types import SimpleNamespace
 
     from halluc_cl.errors import ConfigError
+    from halluc_cl.train.fit_checks import check_schedule
 
-    module = FactSFTModule("synthetic://tiny", warmup_epochs=2)
-    module._trainer = SimpleNamespace(
-        max_epochs=max_epochs, max_steps=max_steps, limit_train_batches=limit,
-        accumulate_grad_batches=accumulate)
-    module.connect(SimpleNamespace(warmup_batches=lambda: 2))
+    trainer = SimpleNamespace(max_epochs=max_epochs, max_steps=max_steps,
+                              limit_train_batches=limit, accumulate_grad_batches=accumulate)
     if refused is None:
-        module._check_schedule()
+        check_schedule(trainer, warmup_epochs=2, batches=2)
     else:
         with pytest.raises(ConfigError, match=refused):
-            module._check_schedule()
+            check_schedule(trainer, warmup_epochs=2, batches=2)
 
 
 @pytest.mark.parametrize("extra_pad", [0, 12])  # extra rows narrower, wider than the SFT rows
