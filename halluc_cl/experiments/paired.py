@@ -25,6 +25,8 @@ from typing import NamedTuple
 
 from scipy import stats
 
+from halluc_cl.experiments.power import FACT_ALPHA, SEED_ALPHA, facts_needed, seeds_needed
+
 LASTING_WINDOW = 3  # ``metrics/snapshot.LASTING_WINDOW``, for summaries that do not say
 
 
@@ -110,10 +112,18 @@ def fact_outcomes(summary: dict, run_dir: str | Path, split: str = "test"
     return {i: not final.get(i, False) for i, ok in at_snapshot.items() if ok}
 
 
-def discordant(a: dict[str, bool], b: dict[str, bool]) -> tuple[int, int]:
-    """Facts right at both snapshots forgotten under ``a`` only, and under ``b`` only."""
+def discordant(a: dict[str, bool], b: dict[str, bool]) -> tuple[int, int, int]:
+    """Facts right at both snapshots forgotten under ``a`` only, under ``b`` only, and how
+    many facts are right at both."""
     both = a.keys() & b.keys()
-    return (sum(a[i] and not b[i] for i in both), sum(b[i] and not a[i] for i in both))
+    return (sum(a[i] and not b[i] for i in both), sum(b[i] and not a[i] for i in both),
+            len(both))
+
+
+def _seeds_for(pairs: list[tuple[float, float]]) -> int | None:
+    diffs = [a - b for a, b in pairs]
+    return seeds_needed(statistics.mean(diffs), statistics.stdev(diffs)) \
+        if len(diffs) > 1 else None
 
 
 PAIRED_TEXT = (
@@ -121,7 +131,15 @@ PAIRED_TEXT = (
     "Δ: the method's lasting loss from the snapshot minus the reference's, per seed; mean, "
     "95 % t-interval and paired t-test p. Forgotten only by A / only by B: held-out facts "
     "right at both runs' snapshots and wrong or abstaining at the end under one run only, "
-    "summed over seeds; p: exact McNemar test of those counts.")
+    "summed over seeds; p: exact McNemar test of those counts. Power (`experiments/power.py`): "
+    f"the seeds at which the paired t-test (α = {SEED_ALPHA}) finds the observed mean "
+    "difference with 80 % probability, and the facts right at both snapshots (pooled over "
+    f"seeds; how many there are now) at which McNemar's test reaches p < {FACT_ALPHA} with "
+    "80 % probability at the observed rates; – where the effect is zero.")
+
+
+def _count(value: int | None) -> str:
+    return "–" if value is None else f"{value:,}".replace(",", " ")
 
 
 def _p(value: float) -> str:
@@ -165,7 +183,7 @@ def paired_rows(results: list, methods: list[str], references: list[str],
                 counts = [discordant(facts((method, x, s)), facts((ref, rx, s))) for s in seeds
                           if facts((method, x, s)) is not None
                           and facts((ref, rx, s)) is not None]
-                only_method, only_ref = (sum(c[i] for c in counts) for i in (0, 1))
+                only_method, only_ref, shared = (sum(c[i] for c in counts) for i in (0, 1, 2))
                 rows.append({
                     "method": method, "reference": ref, "unknown_fraction": x,
                     "reference_fraction": rx,
@@ -173,7 +191,11 @@ def paired_rows(results: list, methods: list[str], references: list[str],
                     "difference": paired_difference([a for a, _ in pairs], [b for _, b in pairs]),
                     "only_method": only_method if counts else None,
                     "only_reference": only_ref if counts else None,
-                    "mcnemar_p": mcnemar_exact(only_method, only_ref) if counts else None})
+                    "mcnemar_p": mcnemar_exact(only_method, only_ref) if counts else None,
+                    "shared": shared if counts else None,
+                    "seeds_for_power": _seeds_for(pairs),
+                    "facts_for_power": facts_needed(only_method, only_ref, shared)
+                    if counts else None})
     return rows
 
 
@@ -186,8 +208,9 @@ def paired_section(results: list, methods: list[str], references: list[str],
         return []
     lines = ["", "## Paired comparisons", "", PAIRED_TEXT, "",
              ("| method (A) | against (B) | unknown fraction | seeds | Δ lasting loss "
-              "| 95 % interval | paired t p | forgotten only by A / only by B | McNemar p |"),
-             "|---|---|---|---|---|---|---|---|---|"]
+              "| 95 % interval | paired t p | forgotten only by A / only by B | McNemar p "
+              "| seeds for 80 % power | facts for 80 % power (now) |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         d = r["difference"]
         diff = ["–", "–", "–"] if d is None else [
@@ -196,6 +219,8 @@ def paired_section(results: list, methods: list[str], references: list[str],
         mcnemar = "–" if r["mcnemar_p"] is None else _p(r["mcnemar_p"])
         ref = r["reference"] if r["reference_fraction"] in (None, r["unknown_fraction"]) \
             else f"{r['reference']} (X = {r['reference_fraction']:g})"
+        power = [_count(r["seeds_for_power"]), "–" if r["shared"] is None else
+                 f"{_count(r['facts_for_power'])} ({r['shared']})"]
         lines.append(f"| {r['method']} | {ref} | {r['unknown_fraction']:g} | "
-                     f"{r['seeds']} | " + " | ".join([*diff, counts, mcnemar]) + " |")
+                     f"{r['seeds']} | " + " | ".join([*diff, counts, mcnemar, *power]) + " |")
     return lines

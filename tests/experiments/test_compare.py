@@ -14,8 +14,8 @@ from halluc_cl import cli
 from halluc_cl.errors import ConfigError
 from halluc_cl.experiments import compare as compare_module
 from halluc_cl.experiments.compare import compare
-from halluc_cl.experiments.grid import Cell, grid, resolve_methods, validate
 from halluc_cl.experiments.config_files import find
+from halluc_cl.experiments.grid import Cell, grid, resolve_methods, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ("sft.yaml", "method/known_only.yaml", "world/tiny.yaml")

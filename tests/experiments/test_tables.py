@@ -7,6 +7,7 @@ import math
 import pytest
 
 from halluc_cl.experiments.paired import paired_rows
+from halluc_cl.experiments.power import facts_needed, seeds_needed
 from halluc_cl.experiments.tables import (
     CSV_COLUMNS,
     CellResult,
@@ -144,6 +145,10 @@ def test_paired_rows_pool_discordant_facts_over_seeds():
     assert (row["method"], row["reference"], row["seeds"]) == ("a", "sft", 2)
     assert (row["only_method"], row["only_reference"]) == (2, 3)
     assert row["mcnemar_p"] == pytest.approx(1.0)  # 2 of 5 discordant: two-sided p = 1
+    assert row["shared"] == 6  # f1-f3 in both seeds
+    # differences -0.1, -0.3: d = mean / sd = -0.2 / 0.1414 -> power is in the paired section
+    assert row["seeds_for_power"] == seeds_needed(-0.2, math.sqrt(0.02))
+    assert row["facts_for_power"] == facts_needed(2, 3, 6)
     # lasting losses a: 0.3, 0.2; sft: 0.4, 0.5 -> differences -0.1, -0.3
     d = row["difference"]
     assert d.mean == pytest.approx(-0.2) and d.n == 2
