@@ -1,10 +1,11 @@
-"""Whether two runs' ``summary.json`` agree (a one-process and a several-process fit).
+"""Whether two fits gave the same ``summary.json``, key for key: what a refactor must keep.
 
-    python tools/same_summary.py RUN_A RUN_B
+    python tools/same_summary.py runs/a/version_0/summary.json runs/b/version_0/summary.json
 
-Ignores the wall time, the process count and the config hash; the drift and the losses are
-compared to 1e-6 (the gradient all-reduce rounds differently from one process's sum). Prints
-``same`` or each differing key, and exits 1 on a difference.
+Keys that say when and with what code a run was made are left out (wall time, the package's
+and libraries' versions, git commit, schema version), and ``RENAMED`` keys are compared under
+their new names; the config hash is compared (renamed settings keep their hash). Prints every difference and exits
+with 1 if there is one.
 """
 
 from __future__ import annotations
@@ -13,27 +14,36 @@ import json
 import sys
 from pathlib import Path
 
-
-def differences(a, b, key: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        keys = sorted(set(a) | set(b))
-        return [d for k in keys for d in differences(a.get(k), b.get(k), f"{key}.{k}")]
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{key}[{i}]")]
-    if isinstance(a, float) and isinstance(b, float) and key.endswith("heldout_drift"):
-        return [] if abs(a - b) <= 1e-6 else [f"{key}: {a} != {b}"]
-    return [] if a == b else [f"{key}: {a} != {b}"]
+IGNORED = {"wall_time_s", "versions", "git_commit", "schema_version"}
+RENAMED = {"regularizers": "methods"}  # summary keys renamed in schema 5
 
 
-def load(run: str) -> dict:
-    out = json.loads((Path(run) / "summary.json").read_text())
-    out.pop("wall_time_s", None)
-    for key in ("processes", "config_hash"):
-        out.get("protocol", {}).pop(key, None)
-    return out
+def _flat(node, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            key = RENAMED.get(key, key)
+            if key in IGNORED:
+                continue
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): node}
+
+
+def differences(a: dict, b: dict) -> list[str]:
+    """Every dotted key whose value differs (or that only one summary has)."""
+    fa, fb = _flat(a), _flat(b)
+    missing = "<missing>"
+    return [f"{k}: {fa.get(k, missing)!r} != {fb.get(k, missing)!r}"
+            for k in sorted(fa.keys() | fb.keys()) if fa.get(k, missing) != fb.get(k, missing)]
+
+
+def main(paths: list[str]) -> int:
+    a, b = (json.loads(Path(p).read_text(encoding="utf-8")) for p in paths)
+    diff = differences(a, b)
+    print("\n".join(diff) if diff else f"same summary, key for key ({len(_flat(a))} keys)")
+    return 1 if diff else 0
 
 
 if __name__ == "__main__":
-    diff = differences(load(sys.argv[1]), load(sys.argv[2]))
-    print("\n".join(diff) if diff else "same")
-    sys.exit(1 if diff else 0)
+    sys.exit(main(sys.argv[1:3]))
