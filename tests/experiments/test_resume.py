@@ -23,7 +23,9 @@ EXIT = {"SIGINT": 130, "SIGTERM": 143}
 CASES = {
     # mid warm-up (before the snapshot: taken at the warm-up end after the resume), then
     # mid-SFT with the teacher restored
-    "distill": ("distill.yaml", ["--data.extra_per_batch", "8"],
+    # (the live teacher: the default's cached one is the distill_nearest case's kind)
+    "distill": ("distill.yaml", ["--data.extra_per_batch", "8",
+                                 "--model.methods.init_args.cache_top_k", "0"],
                 [(0, "SIGTERM"), (4, "SIGTERM")], "printed"),
     # mid-SFT: the nearest-input ranking (data module state) and the pool's teacher cache
     "distill_nearest": ("distill_nearest.yaml", [], [(4, "SIGTERM")], "printed"),
