@@ -14,12 +14,15 @@ plugin could read.
 from __future__ import annotations
 
 import copy
+import hashlib
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import torch
 from peft import PeftModel
 
-from halluc_cl.errors import ConfigError
+from halluc_cl.errors import ConfigError, ModelLoadError
+from halluc_cl.io import atomic_write
 from halluc_cl.lm.modes import eval_mode
 from halluc_cl.lm.zero import full_state_dict, is_partitioned
 from halluc_cl.methods.context import FitContext
@@ -51,7 +54,8 @@ class Teacher(ABC):
         return self
 
     def state_dict(self) -> dict | None:
-        """What a checkpoint must keep of it (``None``: nothing beyond the student's state)."""
+        """Its own weights (``None``: none beyond the student's), which ``save_teacher``
+        writes beside the checkpoints."""
         return None
 
     def load_state_dict(self, state: dict | None) -> None:
@@ -122,3 +126,57 @@ def snapshot_teacher(context: FitContext, methods: list) -> Teacher:
     if context.compile:
         teacher.model.compile(dynamic=True)
     return teacher
+
+
+TEACHER_FILE = "snapshot_teacher.pt"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_teacher(teacher: Teacher, folder: Path, write: bool) -> dict | None:
+    """Write the teacher's own weights to ``<folder>/snapshot_teacher.pt`` (atomically), and
+    return what a checkpoint keeps instead of them: ``{"file", "sha256"}`` (``None`` for a
+    teacher without weights of its own, such as the adapter-off student).
+
+    Args:
+        teacher: The live teacher.
+        folder: Where the checkpoints go.
+        write: Write the file (rank 0; the other processes only name it, and their
+            checkpoint dictionaries are not saved).
+    """
+    state = teacher.state_dict()
+    if state is None:
+        return None
+    path = Path(folder).resolve() / TEACHER_FILE
+    if not write:
+        return {"file": str(path), "sha256": None}
+    atomic_write(path, lambda fh: torch.save(state, fh))
+    return {"file": str(path), "sha256": _sha256(path)}
+
+
+def read_teacher(reference: dict, near: Path | None) -> dict:
+    """The weights ``save_teacher`` wrote, from ``near`` (the folder of the checkpoint being
+    resumed, so that a moved run folder still resumes) or else the recorded path, checked
+    against the recorded sha256.
+
+    Raises:
+        ModelLoadError: no such file, or one whose content is not the recorded one.
+    """
+    recorded = Path(reference["file"])
+    candidates = [*([Path(near) / recorded.name] if near is not None else []), recorded]
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
+        raise ModelLoadError(
+            f"the checkpoint's snapshot teacher {recorded} is missing (written beside the "
+            "checkpoints at the first save after the snapshot); put it back beside the "
+            "checkpoint, or start the run from scratch")
+    if reference.get("sha256") and _sha256(path) != reference["sha256"]:
+        raise ModelLoadError(f"the snapshot teacher {path} is not the one this checkpoint "
+                             "was saved with (its sha256 differs); start the run from scratch")
+    return torch.load(path, map_location="cpu", weights_only=True)

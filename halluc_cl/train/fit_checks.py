@@ -1,11 +1,13 @@
-"""The checks a fit's settings pass before its first step (``FactSFTModule.setup``): each
-refuses, with one sentence, a fit that would run but measure nothing or something else."""
+"""The checks a fit's settings pass: ``FactSFTModule``'s own arguments when it is built
+(``validate_args``, ``methods_of``), and the whole fit's before its first step
+(``FactSFTModule.setup``). Each refuses, with one sentence, a fit that would run but measure
+nothing or something else."""
 
 from __future__ import annotations
 
 import math
 
-from halluc_cl.errors import ConfigError
+from halluc_cl.errors import ConfigError, deprecated
 
 
 def warmup_steps(trainer, warmup_epochs: int, batches: int | None) -> int | None:
@@ -51,3 +53,25 @@ def check_fit(trainer, warmup_epochs: int, batches: int | None, wants_extra: boo
             "KLSelfDistillation extra_weight > 0 and ReplayLoss need data.extra_per_batch > 0"
             if wants_extra else "data.extra_per_batch > 0 but no method uses extra inputs "
             "(set KLSelfDistillation extra_weight > 0, or add ReplayLoss)")
+
+
+def validate_args(warmup_epochs: int, dtype: str, lasting_window: int) -> None:
+    """The checks of ``FactSFTModule``'s arguments that their types do not make (jsonargparse
+    enforces the ``Literal`` ones)."""
+    if warmup_epochs < 1:
+        raise ConfigError("warmup_epochs must be >= 1: the snapshot and the hallucination "
+                          "reference are taken at the end of the warm-up")
+    if dtype not in ("float32", "bfloat16"):
+        raise ConfigError(f"dtype must be float32 or bfloat16, got {dtype!r}")
+    if lasting_window < 1:
+        raise ConfigError(f"lasting_window must be >= 1, got {lasting_window}")
+
+
+def methods_of(methods: list | None, regularizers: list | None) -> list:
+    """The fit's methods, given under ``methods`` or under the deprecated ``regularizers``."""
+    if regularizers is not None:
+        if methods is not None:
+            raise ConfigError("model.regularizers is the old name of model.methods; set one")
+        deprecated("model.regularizers", "model.methods")
+        methods = regularizers
+    return list(methods or [])

@@ -8,6 +8,7 @@ answers of that moment become the reference of ``hallucination_rate``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
 import lightning as L
@@ -17,14 +18,14 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from halluc_cl.distributed import any_rank, total_over_ranks
-from halluc_cl.errors import ConfigError, deprecated
+from halluc_cl.errors import ConfigError
 from halluc_cl.lm.context import context_limit
 from halluc_cl.lm.loading import load_causal_lm, load_tokenizer
 from halluc_cl.lm.precision import slow_bf16_warning
 from halluc_cl.lm.zero import deepspeed_stage
 from halluc_cl.methods.base import Method
 from halluc_cl.methods.context import FitContext, FitData
-from halluc_cl.methods.teacher import Teacher, snapshot_teacher
+from halluc_cl.methods.teacher import Teacher, read_teacher, save_teacher, snapshot_teacher
 from halluc_cl.metrics.decline import PeakDecline
 from halluc_cl.metrics.drift import RepresentationDrift, prompt_states
 from halluc_cl.metrics.snapshot import LASTING_WINDOW
@@ -33,30 +34,9 @@ from halluc_cl.runtime.rng import rng_state, set_rng_state
 from halluc_cl.synthetic.resolve import resolve
 from halluc_cl.train.evaluation import EvalMethod
 from halluc_cl.train.evaluation_hooks import EvaluationHooks
-from halluc_cl.train.fit_checks import check_fit
+from halluc_cl.train.fit_checks import check_fit, methods_of, validate_args
+from halluc_cl.train.run_files import run_dir
 from halluc_cl.train.step import plugin_outputs, student_forward
-
-
-def validate_args(warmup_epochs: int, dtype: str, lasting_window: int) -> None:
-    """The checks of ``FactSFTModule``'s arguments that their types do not make (jsonargparse
-    enforces the ``Literal`` ones)."""
-    if warmup_epochs < 1:
-        raise ConfigError("warmup_epochs must be >= 1: the snapshot and the hallucination "
-                          "reference are taken at the end of the warm-up")
-    if dtype not in ("float32", "bfloat16"):
-        raise ConfigError(f"dtype must be float32 or bfloat16, got {dtype!r}")
-    if lasting_window < 1:
-        raise ConfigError(f"lasting_window must be >= 1, got {lasting_window}")
-
-
-def methods_of(methods: list[Method] | None, regularizers: list[Method] | None) -> list[Method]:
-    """The fit's methods, given under ``methods`` or under the deprecated ``regularizers``."""
-    if regularizers is not None:
-        if methods is not None:
-            raise ConfigError("model.regularizers is the old name of model.methods; set one")
-        deprecated("model.regularizers", "model.methods")
-        methods = regularizers
-    return list(methods or [])
 
 
 class FactSFTModule(EvaluationHooks, L.LightningModule):
@@ -130,6 +110,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         self.peak = PeakDecline()  # held-out peak and decline since the warm-up's end
         self.drift = RepresentationDrift()  # of held-out states from the warm-up's end
         self._teacher: Teacher | None = None  # not a submodule (methods/teacher.py)
+        self._teacher_saved: dict | None = None  # where its weights were written, if they were
         self.snapshot_taken = False
         self._plugins_ready = False  # the methods' setup runs once per module
         self.reference: dict[str, bool] = {}  # fact id -> answered correctly at the warm-up's end
@@ -276,7 +257,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         for reg in self._ordered_plugins():
             self._run_hook(reg.on_snapshot)
         if self.needs_teacher:
-            self._teacher = self._make_teacher()
+            self._teacher, self._teacher_saved = self._make_teacher(), None
         if self.data is not None and self.data.extra_select == "nearest":
             self.data.rank_neighbours(self.prompt_states)
         self.snapshot_taken = True
@@ -366,10 +347,25 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         checkpoint["halluc_cl"] = {
             "reference": self.reference, "history": self.history,
             "snapshot_taken": self.snapshot_taken, "drift_reference": self.drift_reference,
-            "teacher": self._teacher.state_dict() if self._teacher else None,
+            "teacher": self._teacher_reference(),
             "methods": [r.state_dict() for r in self.methods],
             "rng": rng_state(), "cost": self.run_cost(),
         }
+
+    def _teacher_reference(self) -> dict | None:
+        """The live teacher's weights file, written once by rank 0 at the first checkpoint
+        after the snapshot (``methods/teacher.py``: never the weights themselves)."""
+        if self._teacher is None:
+            return None
+        if self._teacher_saved is None or "file" not in self._teacher_saved:
+            folder = run_dir(self.trainer) / "checkpoints"
+            self._teacher_saved = save_teacher(self._teacher, folder, self.global_rank == 0)
+        return self._teacher_saved
+
+    def _checkpoint_folder(self) -> Path | None:
+        """The folder of the checkpoint the trainer is resuming from, if any."""
+        trainer = self._attached_trainer()
+        return Path(trainer.ckpt_path).parent if trainer and trainer.ckpt_path else None
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("halluc_cl", {})
@@ -382,8 +378,11 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         self.snapshot_taken = state.get("snapshot_taken", state.get("teacher") is not None)
         if self.snapshot_taken and self.needs_teacher:
             self._teacher = self._make_teacher()
-            if state.get("teacher") is not None:
-                self._teacher.load_state_dict(state["teacher"])
+            saved = state.get("teacher")
+            if saved is not None:  # its file's path and sha256 (the weights, before 0.2)
+                self._teacher.load_state_dict(
+                    read_teacher(saved, self._checkpoint_folder()) if "file" in saved else saved)
+                self._teacher_saved = saved if "file" in saved else None
         saved = state.get("methods", state.get("regularizers", []))  # the key before 0.2
         for reg, reg_state in zip(self.methods, saved):
             reg.load_state_dict(reg_state)

@@ -81,8 +81,8 @@ def run_dir(trainer: L.Trainer) -> Path:
     """The run folder: the one ``RunArtifacts`` shared at setup (or, before it, the one this
     process chose), else the logger's folder."""
     artifacts = artifacts_of(trainer)
-    if artifacts is not None and (artifacts.run or artifacts._chosen) is not None:
-        return artifacts.run or artifacts._chosen
+    if artifacts is not None and artifacts.folder is not None:
+        return artifacts.folder
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
@@ -243,6 +243,12 @@ class RunArtifacts(L.Callback):
         self._chosen: Path | None = None  # this process's choice (``run_folder``)
         self.run: Path | None = None  # the run folder every rank shares, set in ``setup``
         self.metrics_logger: CSVLogger | None = None  # the CSV logger writing metrics.csv
+
+    @property
+    def folder(self) -> Path | None:
+        """The run folder known so far: the shared one after ``setup``, this process's choice
+        before it, ``None`` before either."""
+        return self.run or self._chosen
 
     def run_folder(self, trainer: L.Trainer) -> Path:
         """The run folder as this process chooses it, the first time it is asked (later calls

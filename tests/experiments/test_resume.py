@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,6 +35,17 @@ CASES = {
 }
 
 
+def tensors_in(value) -> int:
+    """Tensors anywhere in a checkpoint entry."""
+    if isinstance(value, torch.Tensor):
+        return 1
+    if isinstance(value, dict):
+        return sum(tensors_in(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensors_in(v) for v in value)
+    return 0
+
+
 @pytest.mark.parametrize("method", CASES)
 def test_interrupted_fit_resumes_exactly(method, tmp_path, tiny_model_dir, one_thread, capsys):
     overlay, extra, kills, resume = CASES[method]
@@ -57,7 +69,12 @@ def test_interrupted_fit_resumes_exactly(method, tmp_path, tiny_model_dir, one_t
             assert not state["snapshot_taken"] and state["teacher"] is None
         else:
             assert state["snapshot_taken"] and state["reference"]
-            assert state["teacher"] is not None or method != "distill"
+            if method == "distill":  # the teacher's weights are beside it, not in it
+                assert set(state["teacher"]) == {"file", "sha256"}
+                assert Path(state["teacher"]["file"]).is_file()
+                assert not tensors_in(state["teacher"])
+            elif method == "distill_nearest":  # the cached teacher: no live one
+                assert state["teacher"] is None
             if method == "distill_nearest":
                 assert state["methods"][0]["pool_cache"]["keys"]
                 assert ckpt["FactDataModule"]["neighbours"].shape[1] == 8

@@ -1,5 +1,7 @@
 """FactSFTModule: the teacher stays outside registered submodules; snapshot and checkpoint."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -52,13 +54,24 @@ def test_snapshot_is_frozen_copy(tiny_model_dir):
     assert not torch.equal(teacher_p, student_p)
 
 
-def test_checkpoint_round_trip_restores_teacher_and_reference(tiny_model_dir):
+def test_checkpoint_round_trip_restores_teacher_and_reference(tiny_model_dir, tmp_path):
+    import lightning as L
+
     a = loaded(methods=[KLSelfDistillation()])
+    a.trainer = L.Trainer(default_root_dir=tmp_path, logger=False, accelerator="cpu")
     a.take_snapshot()
     a.reference = {"f1": True}
     a.history = [{"epoch": 0, "heldout_test_acc": 1.0}]
     ckpt: dict = {}
     a.on_save_checkpoint(ckpt)
+    # the teacher's weights went beside the checkpoints, once; the checkpoint names them
+    teacher = ckpt["halluc_cl"]["teacher"]
+    assert teacher["file"] == str(tmp_path / "checkpoints" / "snapshot_teacher.pt")
+    written = Path(teacher["file"]).stat().st_mtime_ns
+    again: dict = {}
+    a.on_save_checkpoint(again)
+    assert again["halluc_cl"]["teacher"] == teacher
+    assert Path(teacher["file"]).stat().st_mtime_ns == written
     b = loaded(methods=[KLSelfDistillation()])
     b.on_load_checkpoint(ckpt)
     assert b.reference == {"f1": True} and b.history == a.history
