@@ -48,7 +48,9 @@ class FactDataModule(L.LightningDataModule):
     """Serves the SFT mix for training and the evaluation splits for validation/test.
 
     Args:
-        source: ``synthetic://<world>``, a fact JSONL file, or a folder with ``facts.jsonl``.
+        source: ``synthetic://<world>``, a fact JSONL file, a folder with ``facts.jsonl``, or
+            any other spec of ``data/sources.py`` (EntityQuestions, ``geonames://``,
+            ``hf:`` tables).
         tokenizer: Model spec whose tokenizer is used (linked to ``model.model`` by the CLI).
         unknown_fraction: Share of Unknown facts in the SFT mix (0 = Known-only control).
         n_train: Facts in the SFT mix.
@@ -177,11 +179,12 @@ class FactDataModule(L.LightningDataModule):
             return
         # the tokenizer first: a model that cannot be loaded is named before the facts' problems
         self.tokenizer = load_tokenizer(resolve(self.tokenizer_spec))
+        self.fmt = self.prompt.bind(self.tokenizer)  # the rendering of every prompt
         split = split_facts(load_source(self.source), self.spec)
         self.split_sizes, self.splits = split.sizes(), split.as_dict()
         if self.answer_shuffle == "fixed":
             self.splits["unknown_train"] = shuffled_answers(self.splits["unknown_train"], self.split_seed)
-        self.evaluation = EvalSplits(self.splits, self.tokenizer, self.prompt,
+        self.evaluation = EvalSplits(self.splits, self.tokenizer, self.fmt,
                                      self.eval_batch_size, self.eval_max_facts,
                                      self.unknown_answer)
         if self.warmup_epochs and not self.splits["known_train"]:
@@ -194,7 +197,7 @@ class FactDataModule(L.LightningDataModule):
                 "splits")
         if self.extra_per_batch:
             self.extra_inputs = ExtraInputs(split.pool, self.extra_source, self.tokenizer,
-                                            self.prompt, world_of(self.source),
+                                            self.fmt, world_of(self.source),
                                             self.extra_select)
 
     def setup(self, stage: str) -> None:
@@ -247,7 +250,7 @@ class FactDataModule(L.LightningDataModule):
             facts = self.replay_facts if split == "replay" else self.splits[split]
             self._encoded[split] = encode_facts(
                 [(f.question, self._answer(split, f)) for f in facts], self.tokenizer,
-                self.prompt)
+                self.fmt)
         return self._encoded[split]
 
     def _unknown_rows(self, epoch: int) -> list[dict]:
@@ -255,7 +258,7 @@ class FactDataModule(L.LightningDataModule):
             return list(self.encoded("unknown_train"))
         facts = shuffled_answers(self.splits["unknown_train"],
                                  self.order_seed * ANSWER_SHUFFLE_SALT + epoch)
-        return [dict(encode_example(self.tokenizer, self.prompt, f.question, f.object), idx=i)
+        return [dict(encode_example(self.tokenizer, self.fmt, f.question, f.object), idx=i)
                 for i, f in enumerate(facts)]
 
     def _train_rows(self, epoch: int) -> list[dict]:

@@ -158,6 +158,25 @@ def _load_records(path: Path) -> list[tuple[str, object]]:
     return [(f"{path}: record {i}", rec) for i, rec in enumerate(data)]
 
 
+def subject_of(question: str, relation: str, where: str) -> str:
+    """The subject of an EntityQuestions question, matched against its relation's template.
+
+    Raises:
+        DataError: no template for the relation, a question that does not match it, or an
+            empty subject; ``where`` names the record.
+    """
+    if relation not in _TEMPLATE_RES:
+        raise DataError(f"{where}: no question template for relation {relation!r}; "
+                        f"known: {sorted(TEMPLATES)}")
+    m = _TEMPLATE_RES[relation].fullmatch(question.strip())
+    if m is None:
+        raise DataError(f"{where}: question {question!r} does not match the {relation} "
+                        f"template {TEMPLATES[relation]!r}")
+    if not m.group("subject").strip():
+        raise DataError(f"{where}: question {question!r} has an empty subject")
+    return m.group("subject").strip()
+
+
 def read_relation_file(path: str | Path, relation: str, split: str) -> list[Fact]:
     """Facts of one ``P<id>.<split>.json`` file; errors name the file and record.
 
@@ -169,7 +188,6 @@ def read_relation_file(path: str | Path, relation: str, split: str) -> list[Fact
     if relation not in _TEMPLATE_RES:
         raise DataError(f"{path}: no question template for relation {relation}; "
                         f"known: {sorted(TEMPLATES)}")
-    pattern = _TEMPLATE_RES[relation]
     facts = []
     for index, (where, rec) in enumerate(_load_records(path)):
         if not isinstance(rec, dict):
@@ -180,14 +198,8 @@ def read_relation_file(path: str | Path, relation: str, split: str) -> list[Fact
         if (not isinstance(answers, list) or not answers
                 or not all(isinstance(a, str) and a.strip() for a in answers)):
             raise DataError(f"{where}: 'answers' must be a non-empty list of strings")
-        m = pattern.fullmatch(question.strip())
-        if m is None:
-            raise DataError(f"{where}: question {question!r} does not match the {relation} "
-                            f"template {TEMPLATES[relation]!r}")
-        if not m.group("subject").strip():
-            raise DataError(f"{where}: question {question!r} has an empty subject")
         facts.append(Fact(
-            id=f"eq-{relation}-{split}-{index}", subject=m.group("subject").strip(),
+            id=f"eq-{relation}-{split}-{index}", subject=subject_of(question, relation, where),
             relation=relation, object=answers[0], question=question.strip(),
             aliases=list(dict.fromkeys(answers)),
         ))

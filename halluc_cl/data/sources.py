@@ -18,6 +18,9 @@ Source specs:
 - ``geonames://?relations=city_country,country_capital&min_population=500000&max_per_relation=300``:
   offline GeoNames facts (options ``relations``, ``min_population``, ``max_per_relation``,
   ``seed``; see ``halluc_cl/data/geonames.py``).
+- ``hf:<dataset id or local path>?split=test&columns=popqa``: a Hugging Face ``datasets``
+  table, saved locally or on the hub, with a column mapping onto the fact schema (see
+  ``halluc_cl/data/hf_source.py``).
 
 Real sources carry no ``category`` until the probe command has written one.
 """
@@ -32,6 +35,7 @@ from urllib.parse import parse_qsl
 
 from halluc_cl.data.entity_questions import SPLITS, dataset_root, read_entity_questions, split_of
 from halluc_cl.data.geonames import geonames_facts
+from halluc_cl.data.hf_source import HF, HF_OPTIONS, hf_facts
 from halluc_cl.errors import ConfigError, DataError
 from halluc_cl.facts.schema import Fact, read_facts
 from halluc_cl.synthetic.resolve import is_synthetic, world_facts
@@ -91,7 +95,7 @@ def load_source(source: str) -> list[Fact]:
     """Facts of a source spec (see the module docstring); category None unless the file has one.
 
     Raises:
-        ConfigError: a malformed ``geonames://`` or ``entity_questions://`` spec.
+        ConfigError: a malformed ``geonames://``, ``entity_questions://`` or ``hf:`` spec.
         DataError: a missing or malformed source.
     """
     if is_synthetic(source):
@@ -102,6 +106,9 @@ def load_source(source: str) -> list[Fact]:
             raise ConfigError(f"{source}: write options after '?', e.g. "
                               "geonames://?relations=country_capital")
         return geonames_facts(**options)
+    if source.startswith(HF):
+        rest, options = parse_options(source, HF, HF_OPTIONS)
+        return hf_facts(rest, **options)
     if source.startswith(ENTITY_QUESTIONS):
         rest, options = parse_options(source, ENTITY_QUESTIONS, ENTITY_QUESTIONS_OPTIONS)
         if not rest:

@@ -90,7 +90,8 @@ class FactSetData(FactDataModule):
         """Load the tokenizer (the facts are given); once."""
         if self.tokenizer is None:
             self.tokenizer = load_tokenizer(resolve(self.tokenizer_spec))
-            self.evaluation = EvalSplits(self.splits, self.tokenizer, self.prompt,
+            self.evaluation = EvalSplits(self.splits, self.tokenizer,
+                                         self.prompt.bind(self.tokenizer),
                                          self.eval_batch_size, None, self.unknown_answer)
 
 

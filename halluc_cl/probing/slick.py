@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from halluc_cl.distributed import barrier, gather_lists, init_from_environment, rank_and_world
 from halluc_cl.errors import ConfigError, DataError
 from halluc_cl.facts.matching import exact_match
-from halluc_cl.facts.prompts import DEFAULT_TEMPLATE, PromptFormat, few_shot_prefix
+from halluc_cl.facts.prompts import DEFAULT_TEMPLATE, PromptFormat
 from halluc_cl.facts.schema import Fact, append_facts, fact_from_dict, write_facts
 from halluc_cl.io import atomic_write_text
 from halluc_cl.probing.sampling import PrefixCache, greedy_and_sampled
@@ -96,8 +96,7 @@ def fact_prompt_parts(fact: Fact, pool: dict[str, list[Fact]], n_prompts: int, k
     parts = []
     for j in range(n_prompts):
         shots = _shots(fact, pool, k, seed, j, shared)
-        parts.append((few_shot_prefix(fmt, [(e.question, e.object) for e in shots]),
-                      fmt.prompt(fact.question)))
+        parts.append(fmt.parts([(e.question, e.object) for e in shots], fact.question))
     return parts
 
 
@@ -159,7 +158,7 @@ class SliCKProbe:
         self.n_prompts, self.k_shot, self.n_samples = n_prompts, k_shot, n_samples
         self.temperature, self.top_k, self.max_new_tokens = temperature, top_k, max_new_tokens
         self.batch_prompts, self.seed = batch_prompts, seed
-        self.fmt = prompt or PromptFormat()
+        self.fmt = (prompt or PromptFormat()).bind(tokenizer)
         self.shared = shared_exemplars
         self.prefixes = PrefixCache(model)
         self._prefix_ids: dict[str, list[int]] = {}
@@ -280,6 +279,7 @@ def probe(
     dtype: str = "float32",
     template: str = DEFAULT_TEMPLATE,
     shared_exemplars: bool = True,
+    chat: bool = False,
 ) -> None:
     """Probe what ``model`` knows of ``source``'s facts and write them with SliCK categories.
 
@@ -303,6 +303,8 @@ def probe(
             (``data.prompt.template``).
         shared_exemplars: Prompt ``j`` of every fact of a relation has the same exemplars, so
             their encoding is computed once; False draws them per fact (slower).
+        chat: Render the prompts through the tokenizer's chat template, each exemplar a user
+            and an assistant turn (use what ``fit`` uses: ``data.prompt.chat``).
     """
     from halluc_cl.data.sources import exemplar_pool, load_source
     from halluc_cl.lm.loading import load_causal_lm, load_tokenizer
@@ -318,7 +320,7 @@ def probe(
             lm = lm.cuda()
         prober = SliCKProbe(lm, load_tokenizer(model), exemplars, n_prompts, k_shot, n_samples,
                             temperature, top_k, max_new_tokens, batch_prompts, seed,
-                            PromptFormat(template=template), shared_exemplars)
+                            PromptFormat(template=template, chat=chat), shared_exemplars)
         stats = prober.run(facts, Path(out), facts_per_batch)
     finally:
         if created:
