@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from halluc_cl.facts.prompts import PromptFormat
+from halluc_cl.facts.prompts import PromptFormat, encode_prompts
 from halluc_cl.facts.schema import Fact
 from halluc_cl.metrics.drift import prompt_states
 
@@ -28,8 +28,7 @@ def fact_states(model, tokenizer, facts: list[Fact], layer: int = -1,
         batch_size: Prompts per forward pass.
     """
     fmt = prompt or PromptFormat()
-    ids = [tokenizer(fmt.prompt(f.question), add_special_tokens=False)["input_ids"]
-           for f in facts]
+    ids = encode_prompts(tokenizer, [fmt.prompt(f.question) for f in facts])
     h = prompt_states(model, ids, tokenizer.pad_token_id, layer, batch_size)
     return dict(zip((f.id for f in facts), F.normalize(h, dim=-1).cpu()))
 

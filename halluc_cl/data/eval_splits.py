@@ -10,7 +10,7 @@ from halluc_cl.data.splits import HELDOUT_SPLITS
 from halluc_cl.errors import DataError
 from halluc_cl.facts.matching import IDK_ANSWERS
 from halluc_cl.facts.padding import left_pad
-from halluc_cl.facts.prompts import PromptFormat
+from halluc_cl.facts.prompts import PromptFormat, encode_prompts
 from halluc_cl.facts.schema import Fact
 
 EVAL_SPLITS = ("heldout_test", "heldout_val", "unknown_train", "known_train")
@@ -48,8 +48,8 @@ class EvalSplits:
             facts = self.splits[split]
             if split not in HELDOUT_SPLITS and self.max_facts is not None:
                 facts = facts[:self.max_facts]  # the splits are in seeded random order
-            encode = self.tokenizer([self.prompt.prompt(f.question) for f in facts] or [""],
-                                    add_special_tokens=False)["input_ids"]
+            encode = encode_prompts(self.tokenizer, [self.prompt.prompt(f.question)
+                                                     for f in facts])
             abstain = [self.target_ids(p) for p in self.abstain_phrases()]
             candidates = [[self.target_ids(a) for a in f.aliases] + abstain for f in facts]
             self._tokens[split] = (facts, encode[:len(facts)], candidates)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from halluc_cl.errors import ConfigError
 from halluc_cl.facts.padding import right_pad
-from halluc_cl.facts.prompts import IGNORE_INDEX, PromptFormat, encode_example
+from halluc_cl.facts.prompts import IGNORE_INDEX, PromptFormat, encode_example, encode_prompts
 from halluc_cl.facts.schema import Fact
 
 ExtraKind = Literal["questions", "qa", "statements"]
@@ -76,8 +76,8 @@ class ExtraInputs:
     def prompt_ids(self, facts: list[Fact] | None = None) -> list[list[int]]:
         """The prompts of ``facts`` (default: the pool's), tokenized: the inputs whose states
         ``set_neighbours`` compares."""
-        return [self.tokenizer(self.fmt.prompt(f.question), add_special_tokens=False)["input_ids"]
-                for f in (self.pool if facts is None else facts)]
+        return encode_prompts(self.tokenizer, [self.fmt.prompt(f.question)
+                                               for f in (self.pool if facts is None else facts)])
 
     @torch.no_grad()
     def set_neighbours(self, query_states: torch.Tensor, pool_states: torch.Tensor,
@@ -150,7 +150,7 @@ class ExtraInputs:
             return enc["input_ids"], enc["labels"]
         text = self.fmt.prompt(fact.question) if self.kind == "questions" \
             else self.world.statement(fact, rng)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = encode_prompts(self.tokenizer, [text])[0]
         return ids, [IGNORE_INDEX] * len(ids)
 
     def sample(self, n: int, rng: random.Random, queries: list[int] | None = None) -> dict:

@@ -130,13 +130,34 @@ def split_answer(text: str, suffix: str) -> tuple[str, bool]:
     return text, False
 
 
+def leading_ids(tokenizer) -> list[int]:
+    """The special tokens ``tokenizer`` puts before a text: Gemma's BOS, which its models need
+    at the start of every sequence; none for SmolLM2's or the synthetic tokenizers."""
+    plain = tokenizer("x", add_special_tokens=False)["input_ids"]
+    full = tokenizer("x", add_special_tokens=True)["input_ids"]
+    cut = len(full) - len(plain)
+    return list(full[:cut]) if cut > 0 and full[cut:] == plain else []
+
+
+def encode_prompts(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Texts that start a sequence as token ids, each led by ``leading_ids`` unless it
+    already starts with them (a chat template that writes its own BOS).
+
+    Everything after the start is tokenized without special tokens, so that a prompt and the
+    answer that follows it keep an exact label boundary.
+    """
+    lead = leading_ids(tokenizer)
+    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+    return [ids if ids[:len(lead)] == lead else lead + ids for ids in encoded]
+
+
 def encode_example(tokenizer, fmt: PromptFormat, question: str, answer: str) -> dict:
     """Token ids of prompt + answer + EOS, with labels only on the answer and EOS.
 
-    The prompt and answer are tokenized separately so the label boundary is exact for any
-    tokenizer.
+    The prompt (``encode_prompts``) and answer are tokenized separately so the label
+    boundary is exact for any tokenizer.
     """
-    prompt_ids = tokenizer(fmt.prompt(question), add_special_tokens=False)["input_ids"]
+    prompt_ids = encode_prompts(tokenizer, [fmt.prompt(question)])[0]
     answer_ids = tokenizer(fmt.target(answer), add_special_tokens=False)["input_ids"]
     answer_ids = answer_ids + [tokenizer.eos_token_id]
     return {

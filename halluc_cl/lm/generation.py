@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from halluc_cl.facts.padding import left_pad
+from halluc_cl.facts.prompts import encode_prompts
 from halluc_cl.lm.modes import eval_mode
 from halluc_cl.lm.zero import is_partitioned
 
@@ -33,8 +34,7 @@ def answer_prompts(model, tokenizer, prompts: list[str], batch_size: int = 256,
     """Greedy answers for a list of prompt strings, in batches."""
     answers: list[str] = []
     for start in range(0, len(prompts), batch_size):
-        ids = [tokenizer(p, add_special_tokens=False)["input_ids"]
-               for p in prompts[start:start + batch_size]]
+        ids = encode_prompts(tokenizer, prompts[start:start + batch_size])
         input_ids, mask = left_pad(ids, tokenizer.pad_token_id)
         device = next(model.parameters()).device
         answers += greedy_answers(model, tokenizer, input_ids.to(device), mask.to(device),

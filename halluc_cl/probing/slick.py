@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from halluc_cl.distributed import barrier, gather_lists, init_from_environment, rank_and_world
 from halluc_cl.errors import ConfigError, DataError
 from halluc_cl.facts.matching import exact_match
-from halluc_cl.facts.prompts import DEFAULT_TEMPLATE, PromptFormat
+from halluc_cl.facts.prompts import DEFAULT_TEMPLATE, PromptFormat, encode_prompts
 from halluc_cl.facts.schema import Fact, append_facts, fact_from_dict, write_facts
 from halluc_cl.io import atomic_write_text
 from halluc_cl.probing.sampling import PrefixCache, greedy_and_sampled
@@ -170,10 +170,9 @@ class SliCKProbe:
         follows), and only where the whole prompt starts with them; else it is ``()``.
         """
         if prefix not in self._prefix_ids:
-            self._prefix_ids[prefix] = self.tokenizer(prefix, add_special_tokens=False)[
-                "input_ids"][:-1]
+            self._prefix_ids[prefix] = encode_prompts(self.tokenizer, [prefix])[0][:-1]
         head = self._prefix_ids[prefix]
-        whole = self.tokenizer(prefix + question, add_special_tokens=False)["input_ids"]
+        whole = encode_prompts(self.tokenizer, [prefix + question])[0]
         return ((tuple(head), whole[len(head):]) if whole[:len(head)] == head else ((), whole))
 
     def probe_batch(self, facts: list[Fact]) -> list[Fact]:

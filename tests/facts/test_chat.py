@@ -89,3 +89,26 @@ def test_a_chat_fit_renders_every_prompt_through_the_template(fit_tiny, tiny_mod
     assert row["input_ids"][:row["prompt_len"]] == data.tokenizer(
         data.fmt.prompt(fact.question), add_special_tokens=False)["input_ids"]
     assert data.fmt.prompt(fact.question).startswith(SYSTEM)
+
+
+class LeadingTokenizer:
+    """A stand-in for Gemma's tokenizer: one id per character, and BOS (2) before a text
+    when special tokens are added."""
+
+    def __call__(self, texts, add_special_tokens: bool = True):
+        def ids(text: str) -> list[int]:
+            body = [ord(c) for c in text.replace("<bos>", "\x02")]
+            return ([2] if add_special_tokens else []) + body
+        return {"input_ids": ids(texts) if isinstance(texts, str) else [ids(t) for t in texts]}
+
+
+def test_prompts_start_with_the_tokenizers_bos_once(tiny_model_dir):
+    from halluc_cl.facts.prompts import encode_prompts, leading_ids
+
+    tok = LeadingTokenizer()
+    assert leading_ids(tok) == [2]
+    assert encode_prompts(tok, ["ab", "<bos>ab"]) == [[2, 97, 98], [2, 97, 98]]
+    tiny = load_tokenizer(str(tiny_model_dir))  # adds nothing: prompts are the bare text
+    assert leading_ids(tiny) == []
+    assert encode_prompts(tiny, ["Answer:"]) == [tiny("Answer:", add_special_tokens=False)[
+        "input_ids"]]
