@@ -1,13 +1,14 @@
-"""GPU check: every method for a few steps under DeepSpeed ZeRO-2 and ZeRO-3, one line each.
+"""GPU check: every method for a few steps under DeepSpeed ZeRO-2, ZeRO-3 and FSDP, one line
+each.
 
     bash tools/gpu_check.sh          # on a CUDA machine (installs carried wheels, then this)
 
 Each combination is a real fit (``halluc_cl.api.fit``, in this process, one after the other)
 of the method's configs (``config_files.method_configs``) + ``configs/world/tiny.yaml`` +
-``configs/deepspeed/zero<k>.yaml`` for two epochs (the warm-up, then SFT with the plugin). A
-line reads ``ok`` with the run's decline, new-fact accuracy and wall time, ``refused`` with the
-one-line error for combinations halluc-cl declines on purpose (anchors under ZeRO-3), or
-``FAILED`` with the error.
+the strategy's overlay (``STRATEGIES``) for two epochs (the warm-up, then SFT with the plugin).
+A line reads ``ok`` with the run's decline, new-fact accuracy and wall time, ``refused`` with
+the one-line error for combinations halluc-cl declines on purpose (anchors under ZeRO-3 and
+FSDP, LoRA under FSDP), or ``FAILED`` with the error.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["sft", "distill", "distill_cached", "ewc", "l2", "freeze_attention_only", "lora"]
-REFUSED = {("ewc", 3), ("l2", 3)}  # anchors need whole weights
+STRATEGIES = {"zero2": "configs/deepspeed/zero2.yaml", "zero3": "configs/deepspeed/zero3.yaml",
+              "fsdp": "configs/fsdp/full_shard.yaml"}
+# anchors need whole weights; LoRA's fold writes them
+REFUSED = {("ewc", "zero3"), ("l2", "zero3"), ("ewc", "fsdp"), ("l2", "fsdp"), ("lora", "fsdp")}
 
 
 def configs(method: str) -> list[str]:
@@ -31,17 +35,17 @@ def configs(method: str) -> list[str]:
     return [str(p) for p in method_configs(method)]
 
 
-def run(method: str, stage: int, out: Path) -> str:
+def run(method: str, stage: str, out: Path) -> str:
     from halluc_cl import api
     from halluc_cl.errors import HallucError
 
     args = []
-    for c in [*configs(method), "configs/world/tiny.yaml", f"configs/deepspeed/zero{stage}.yaml"]:
+    for c in [*configs(method), "configs/world/tiny.yaml", STRATEGIES[stage]]:
         args += ["--config", str(ROOT / c)]
     args += ["--trainer.max_epochs", "2", "--trainer.devices", "1",
              "--trainer.enable_progress_bar", "false", "--artifacts.save_model", "true",
              "--trainer.logger.init_args.save_dir", str(out),
-             "--trainer.logger.init_args.name", f"{method}_zero{stage}"]
+             "--trainer.logger.init_args.name", f"{method}_{stage}"]
     t0 = time.perf_counter()
     try:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -53,7 +57,7 @@ def run(method: str, stage: int, out: Path) -> str:
         tb = traceback.extract_tb(exc.__traceback__)[-1]
         return f"FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:200]} " \
                f"({Path(tb.filename).name}:{tb.lineno})"
-    run_dir = next(out.glob(f"{method}_zero{stage}/version_*"))
+    run_dir = next(out.glob(f"{method}_{stage}/version_*"))
     saved = any((run_dir / "model" / f).is_file() for f in ("config.json", "adapter_config.json"))
     expected = "ok" if (method, stage) not in REFUSED else "ok (expected a refusal)"
     return (f"{expected}: decline {summary['heldout_test_decline']:.3f}, new-fact acc "
@@ -66,10 +70,10 @@ def main() -> None:
 
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for stage in (2, 3):
+        for stage in STRATEGIES:
             for method in METHODS:
                 line = run(method, stage, Path(tmp))
-                print(f"zero{stage} {method:<22} {line}", flush=True)
+                print(f"{stage} {method:<22} {line}", flush=True)
     sys.exit(0)
 
 

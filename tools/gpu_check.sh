@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks on a bare CUDA machine with PyTorch, Lightning and transformers but no network:
 # installs the project's other packages from local wheels (.whl/, see docs/scaling.md), then
-# runs every method under ZeRO-2/3 (tools/gpu_check.py), one fit on two GPUs against one GPU
+# runs every method under ZeRO-2/3 and FSDP (tools/gpu_check.py), one fit on two GPUs against one GPU
 # (DDP and ZeRO-2; only where the machine has two GPUs) and the GPU benchmarks.
 #   bash tools/gpu_check.sh [out_dir]
 set -uo pipefail

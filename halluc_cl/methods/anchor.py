@@ -54,6 +54,9 @@ class QuadraticAnchor(Method):
             raise ConfigError(f"{type(self).__name__} needs whole parameters on every rank; "
                               "ZeRO-3 shards them: use configs/deepspeed/zero2.yaml (or KL "
                               "distillation with the cached teacher under ZeRO-3)")
+        if context.fsdp:
+            raise ConfigError(f"{type(self).__name__} needs whole parameters on every rank; "
+                              "FSDP shards them: use configs/deepspeed/zero2.yaml or DDP")
         self._params = trainable(context.student)
 
     def capture(self, context: FitContext) -> None:

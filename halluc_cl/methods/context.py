@@ -80,6 +80,8 @@ class FitContext:
         rank: This process's rank.
         world: The number of processes.
         zero_stage: The DeepSpeed ZeRO stage (``None`` without DeepSpeed).
+        fsdp: Whether FSDP shards the student (``runtime/fsdp.py``): no whole weights
+            outside a block's forward.
         compile: Whether the module compiles the student's forward (``model.compile``).
         add_cost: Counts tokens through the student and the teacher
             (``FactSFTModule.add_cost``).
@@ -95,6 +97,7 @@ class FitContext:
     rank: int = 0
     world: int = 1
     zero_stage: int | None = None
+    fsdp: bool = False
     compile: bool = False
     add_cost: Callable[..., None] = lambda **_: None
     log: Callable[[str, Tensor], None] = _no_log

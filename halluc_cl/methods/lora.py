@@ -62,6 +62,9 @@ class LoRA(Method):
 
     def setup(self, context: FitContext) -> None:
         student = context.student
+        if context.fsdp:
+            raise ConfigError("LoRA under FSDP is not supported (its fold writes whole base "
+                              "weights); the adapters are small: use DDP")
         if isinstance(student, PeftModel):
             return  # already wrapped (the module's setup may run again on resume)
         targets = self.target_modules(student)

@@ -122,6 +122,10 @@ def snapshot_teacher(context: FitContext, methods: list) -> Teacher:
         teacher = method.make_teacher(context)
         if teacher is not None:
             return teacher
+    if context.fsdp:
+        raise ConfigError("a live teacher under FSDP would be a whole copy of the model on "
+                          "every rank; use the cached teacher (KLSelfDistillation "
+                          "cache_top_k > 0, configs/distill.yaml's default)")
     teacher = SnapshotTeacher(context.student).to(context.device)
     if context.compile:
         teacher.model.compile(dynamic=True)

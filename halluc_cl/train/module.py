@@ -30,6 +30,7 @@ from halluc_cl.metrics.decline import PeakDecline
 from halluc_cl.metrics.drift import RepresentationDrift, prompt_states
 from halluc_cl.metrics.snapshot import LASTING_WINDOW
 from halluc_cl.metrics.split_metrics import SPLITS, SplitMetrics
+from halluc_cl.runtime.fsdp import is_fsdp, whole_root
 from halluc_cl.runtime.rng import rng_state, set_rng_state
 from halluc_cl.synthetic.resolve import resolve
 from halluc_cl.train.evaluation import EvalMethod
@@ -138,7 +139,8 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         return FitContext(
             student=self.student, tokenizer=self.tokenizer, data=self.data, device=self.device,
             rank=self.global_rank, world=trainer.world_size if trainer is not None else 1,
-            zero_stage=deepspeed_stage(trainer), compile=self.compile_model,
+            zero_stage=deepspeed_stage(trainer), fsdp=is_fsdp(trainer),
+            compile=self.compile_model,
             add_cost=self.add_cost, log=self._log_method_value,
             optimizer_state=(lambda: self.optimizers().optimizer.state)
             if trainer is not None else None)
@@ -254,12 +256,13 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         """Let plugins capture their anchors, then freeze the teacher (if any plugin needs one);
         with ``data.extra_select=nearest``, the data module ranks the extra inputs' pool by
         the snapshot's states."""
-        for reg in self._ordered_plugins():
-            self._run_hook(reg.on_snapshot)
-        if self.needs_teacher:
-            self._teacher, self._teacher_saved = self._make_teacher(), None
-        if self.data is not None and self.data.extra_select == "nearest":
-            self.data.rank_neighbours(self.prompt_states)
+        with whole_root(self._attached_trainer()):  # FSDP: forwards outside a step
+            for reg in self._ordered_plugins():
+                self._run_hook(reg.on_snapshot)
+            if self.needs_teacher:
+                self._teacher, self._teacher_saved = self._make_teacher(), None
+            if self.data is not None and self.data.extra_select == "nearest":
+                self.data.rank_neighbours(self.prompt_states)
         self.snapshot_taken = True
 
     def prompt_states(self, prompts: list[list[int]]) -> torch.Tensor:

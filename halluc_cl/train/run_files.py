@@ -29,6 +29,7 @@ from peft import PeftModel
 from halluc_cl.io import atomic_folder, atomic_write_text, writing
 from halluc_cl.lm.zero import full_state_dict, is_partitioned
 from halluc_cl.metrics.split_metrics import HELDOUT, SPLITS
+from halluc_cl.runtime.fsdp import is_fsdp, student_state_dict
 
 SUMMARY_KEYS = ("heldout_test_acc", "heldout_val_acc", "new_fact_acc", "known_train_acc",
                 "hallucination_rate", "abstain_rate", "val_hallucination_rate",
@@ -336,7 +337,9 @@ class RunArtifacts(L.Callback):
 
     def on_fit_end(self, trainer, pl_module) -> None:
         state = None
-        if self.save_model and is_partitioned(pl_module.student):
+        if self.save_model and is_fsdp(trainer):
+            state = student_state_dict(trainer)  # FSDP: a collective, on every rank
+        elif self.save_model and is_partitioned(pl_module.student):
             state = full_state_dict(pl_module.student)  # ZeRO-3: a collective, on every rank
         cost = run_cost(pl_module)  # summed over processes: a collective, on every rank
         if not trainer.is_global_zero or not pl_module.history:
