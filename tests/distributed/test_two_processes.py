@@ -189,9 +189,10 @@ def test_sigterm_to_one_process_stops_both_with_one_checkpoint_and_resumes(one, 
     assert len(errors) == 1, errors
     assert errors[0].startswith("error: interrupted (SIGTERM); stopped at epoch 2, step 4; "
                                 f"checkpoint saved: {run / 'checkpoints/last.ckpt'}")
-    # one checkpoint of the stop (beside epoch 1's own), not one per process
+    # one checkpoint of the stop (beside epoch 1's own), not one per process, and the live
+    # teacher's weights written once beside them
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
-        "epoch=1-step=3.ckpt", "last.ckpt"]
+        "epoch=1-step=3.ckpt", "last.ckpt", "snapshot_teacher.pt"]
     assert not (run / "summary.json").exists()
     resume = shlex.split(errors[0].split("resume with: ", 1)[1])
     assert resume[0] == "halluc-cl" and resume[-4:] == [
