@@ -146,7 +146,11 @@ def language_names(code: str) -> list[str]:
     lang = pycountry.languages.get(**{"alpha_2" if len(code) == 2 else "alpha_3": code})
     if lang is None:
         return []
-    name = (getattr(lang, "common_name", None) or lang.name).split(";")[0]
+    try:  # pycountry records have only the fields their entry lists
+        name = lang.common_name
+    except AttributeError:
+        name = lang.name
+    name = name.split(";")[0]
     name = name.split(" (")[0].strip()
     names = [name]
     words = name.split()

@@ -67,12 +67,15 @@ class SnapshotTeacher(Teacher):
 
     Args:
         student: The model to copy.
+        compile: Compile the copy's forward (``Module.compile``, dynamic shapes). Required
+            for a student compiled in place: a deep copy carries the student's compiled call
+            along, and compiling the copy gives it its own.
     """
 
-    def __init__(self, student: torch.nn.Module) -> None:
+    def __init__(self, student: torch.nn.Module, compile: bool = False) -> None:
         self.model = _whole_copy(student) if is_partitioned(student) else copy.deepcopy(student)
-        if getattr(self.model, "_compiled_call_impl", None) is not None:
-            self.model._compiled_call_impl = None  # the copy must not call the student's graph
+        if compile:
+            self.model.compile(dynamic=True)
         self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -126,10 +129,7 @@ def snapshot_teacher(context: FitContext, methods: list) -> Teacher:
         raise ConfigError("a live teacher under FSDP would be a whole copy of the model on "
                           "every rank; use the cached teacher (KLSelfDistillation "
                           "cache_top_k > 0, configs/distill.yaml's default)")
-    teacher = SnapshotTeacher(context.student).to(context.device)
-    if context.compile:
-        teacher.model.compile(dynamic=True)
-    return teacher
+    return SnapshotTeacher(context.student, compile=context.compile).to(context.device)
 
 
 TEACHER_FILE = "snapshot_teacher.pt"

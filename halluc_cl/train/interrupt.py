@@ -66,9 +66,11 @@ class InterruptCheckpoint(L.Callback):
         self._stopping = True
         # private: Lightning's own SIGTERM flag is the only way to stop through its SIGTERM path
         # (on_exception, loops' progress saved as completed); tests/test_lightning_private.py
-        connector = getattr(trainer, "_signal_connector", None)
-        if connector is None or not hasattr(connector, "received_sigterm"):
-            raise Interrupted(GUARD.pending)
+        try:
+            connector = trainer._signal_connector
+            connector.received_sigterm  # noqa: B018 (present in every Lightning 2.x)
+        except AttributeError:
+            raise Interrupted(GUARD.pending) from None
         connector.received_sigterm = True  # Lightning stops after this step or epoch
 
     def _release(self) -> None:
