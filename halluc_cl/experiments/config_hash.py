@@ -36,7 +36,8 @@ def _drop(cfg: dict, dotted: str) -> None:
 
 # settings added after results were made -> their default, which adds nothing to a hash
 ADDED = {"data.distill_select": "random", "model.lasting_window": 3,
-         "data.prompt.chat": False, "data.prompt.init_args.chat": False}
+         "data.prompt.chat": False, "data.prompt.init_args.chat": False,
+         "model.loss_positions": "all"}
 
 
 def _get(cfg: dict, dotted: str) -> object:

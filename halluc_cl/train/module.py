@@ -71,6 +71,10 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
             fused kernels per step; the first steps pay the compilation.
         lasting_window: Evaluations after the warm-up that the lasting loss from the snapshot
             (``<split>_lasting_loss``) averages: the last ones, the current one included.
+        loss_positions: ``all``: transformers' causal-LM loss, which upcasts and
+            log-softmaxes the logits of every position; ``answer``: the same loss (up to
+            summation order) from the labelled positions only (``train/step.py``), so that no
+            fp32 copy of the batch's full-vocabulary logits is made (Gemma's 262 144 tokens).
         regularizers: Deprecated name of ``methods`` (removed in 0.3.0).
     """
 
@@ -89,6 +93,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         eval_method: EvalMethod = "forward",
         compile: bool = False,
         lasting_window: int = LASTING_WINDOW,
+        loss_positions: Literal["all", "answer"] = "all",
         regularizers: list[Method] | None = None,
     ) -> None:
         super().__init__()
@@ -98,13 +103,11 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         self.model_spec, self.weight_dtype = model, dtype
         self.gradient_checkpointing = gradient_checkpointing
         self.student: nn.Module | None = None  # ``load_model``, from ``setup``
-        self.tokenizer = None
-        self.methods = methods
+        self.tokenizer, self.methods = None, methods
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.warmup_epochs, self.max_new_tokens = warmup_epochs, max_new_tokens
         self.snapshot = snapshot
-        # one collection per split, updated with every process's outcomes (``EvaluationHooks``):
-        # no second sync
+        # one collection per split, fed every process's outcomes (``EvaluationHooks``)
         self.split_metrics = nn.ModuleDict({s: SplitMetrics(s, sync_on_compute=False)
                                             for s in SPLITS})
         self.lasting_window = lasting_window
@@ -117,9 +120,8 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         self.reference: dict[str, bool] = {}  # fact id -> answered correctly at the warm-up's end
         self.history: list[dict] = []  # metrics of every evaluation
         self.last_predictions: list[dict] = []
-        self.drift_layer = drift_layer
-        self.eval_method = eval_method
-        self.compile_model = compile
+        self.drift_layer, self.eval_method, self.compile_model = drift_layer, eval_method, compile
+        self.loss_positions = loss_positions
         self.want_prediction_text = True  # RunArtifacts turns it off when it saves none
         self.drift_reference: dict[str, torch.Tensor] = {}  # fact id -> state at warm-up end
         self._eval_states: dict[str, torch.Tensor] = {}
@@ -361,8 +363,8 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         if self._teacher is None:
             return None
         if self._teacher_saved is None or "file" not in self._teacher_saved:
-            folder = run_dir(self.trainer) / "checkpoints"
-            self._teacher_saved = save_teacher(self._teacher, folder, self.global_rank == 0)
+            self._teacher_saved = save_teacher(self._teacher, run_dir(self.trainer) /
+                                               "checkpoints", self.global_rank == 0)
         return self._teacher_saved
 
     def _checkpoint_folder(self) -> Path | None:
@@ -372,8 +374,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("halluc_cl", {})
-        self.reference = state.get("reference", {})
-        self.history = state.get("history", [])
+        self.reference, self.history = state.get("reference", {}), state.get("history", [])
         self.peak.reset()  # the evaluations since the warm-up's end, as before the stop
         for h in self._since_warmup():
             self.peak.update(h.get("heldout_val_acc"), h.get("heldout_test_acc"))

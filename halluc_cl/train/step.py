@@ -6,6 +6,7 @@ outputs the plugins asked for (``methods/base.py``: ``StepOutputs``).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from halluc_cl.distributed import rank_and_world
@@ -29,6 +30,28 @@ def loss_normaliser(labels: Tensor) -> dict:
     return {"num_items_in_batch": count / world}
 
 
+def answer_loss(logits: Tensor, labels: Tensor, normaliser: dict) -> Tensor:
+    """transformers' causal-LM loss (``ForCausalLMLoss``: the cross-entropy summed over the
+    labelled next-token positions, over their number or ``num_items_in_batch``) computed from
+    those positions' logits only: one fp32 ``[answer tokens, vocabulary]`` tensor instead of
+    fp32 copies of the whole ``[batch, length, vocabulary]`` logits."""
+    targets = labels[:, 1:]
+    keep = targets != IGNORE_INDEX
+    total = F.cross_entropy(logits[:, :-1][keep].float(), targets[keep], reduction="sum")
+    return total / normaliser.get("num_items_in_batch", keep.sum())
+
+
+def _forward(module, normaliser: dict, **inputs) -> tuple[Tensor, Tensor]:
+    """``(loss, logits)`` of the student: the loss by transformers, or from the labelled
+    positions only (``module.loss_positions == "answer"``)."""
+    if module.loss_positions == "answer":
+        labels = inputs.pop("labels")
+        logits = module.student(**inputs).logits
+        return answer_loss(logits, labels, normaliser), logits
+    out = module.student(**inputs, **normaliser)
+    return out.loss, out.logits
+
+
 def student_forward(module, batch: dict, extra: bool) -> tuple[Tensor, Tensor, Tensor | None]:
     """``(SFT loss, logits, extra logits or None)`` of ``module.student`` on the SFT batch
     and, with ``extra``, on the batch's extra inputs in the same forward.
@@ -37,22 +60,21 @@ def student_forward(module, batch: dict, extra: bool) -> tuple[Tensor, Tensor, T
     fewer, larger kernels). They carry no labels, so the loss is the SFT batch's alone.
     """
     normaliser = loss_normaliser(batch["labels"])
-    student = module.student
     if not extra:
-        out = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                      labels=batch["labels"], **normaliser)
-        return out.loss, out.logits, None
+        loss, logits = _forward(module, normaliser, input_ids=batch["input_ids"],
+                                attention_mask=batch["attention_mask"], labels=batch["labels"])
+        return loss, logits, None
     rows, width = batch["input_ids"].shape
     extra_ids = batch["extra_input_ids"]
     pad = module.tokenizer.pad_token_id
-    out = student(
+    loss, logits = _forward(
+        module, normaliser,
         input_ids=stack_padded([batch["input_ids"], extra_ids], pad),
         attention_mask=stack_padded([batch["attention_mask"], batch["extra_attention_mask"]], 0),
         labels=stack_padded([batch["labels"], torch.full_like(extra_ids, IGNORE_INDEX)],
-                            IGNORE_INDEX),
-        **normaliser)
+                            IGNORE_INDEX))
     module.add_cost(student=batch["extra_attention_mask"].sum())
-    return out.loss, out.logits[:rows, :width], out.logits[rows:, :extra_ids.shape[1]]
+    return loss, logits[:rows, :width], logits[rows:, :extra_ids.shape[1]]
 
 
 def plugin_outputs(module, batch: dict, loss: Tensor, logits: Tensor,
