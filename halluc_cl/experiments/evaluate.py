@@ -242,8 +242,8 @@ def evaluate(
         model: A model folder (such as a run's ``model/``), a GGUF file or alias, a hub id,
             or ``synthetic://<world>`` (``None``: the ``model/`` folder of ``run``).
         data: The facts: a JSONL file, a folder with ``facts.jsonl``, an EntityQuestions
-            folder, ``geonames://...`` or ``synthetic://<world>`` (``None``: the run's
-            ``data.source``).
+            folder, ``geonames://...``, an ``hf:`` table or ``synthetic://<world>``
+            (``None``: the run's ``data.source``).
         run: A fit's run folder or its ``config.yaml``: its data settings (the split), prompt
             and evaluation settings.
         facts: ``run``: the run's splits (the default with ``run``); ``all``: every fact of

@@ -285,7 +285,7 @@ def probe(
     Args:
         model: ``synthetic://<world>``, a local folder, a GGUF file / alias, or a hub id.
         source: Facts: ``synthetic://<world>``, JSONL, an EntityQuestions folder,
-            ``geonames://...``.
+            ``geonames://...`` or an ``hf:`` table (``data/sources.py``).
         out: Output JSONL (the facts with ``category`` and ``p_correct``); resumable.
         n_prompts: Few-shot prompts per fact.
         k_shot: Exemplars per prompt (same relation, from the exemplar pool).
