@@ -76,13 +76,21 @@ def resumable(cell: Cell, out: Path) -> Path | None:
     return last if _recorded_hash(run) == cell.sha256 else None
 
 
+# what a launcher sets for the processes it starts: a cell's fit that inherited them (from a
+# launcher that ran in this process before) would take itself for one launched rank and
+# wait for the others instead of starting them
+LAUNCHED = ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
+            "MASTER_ADDR", "MASTER_PORT")
+
+
 def fit_in_subprocess(args: list[str], name: str) -> None:
     """``halluc-cl <args>`` as a child process, for a cell of several processes: Lightning
     starts a fit's other processes by running the command line again, which must be the fit,
     not the whole grid. A signal to the grid is passed on to the fit, which stops at its next
     safe point with a checkpoint (``train/interrupt.py``)."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHED}
     proc = subprocess.Popen([sys.executable, "-m", "halluc_cl.cli", *args],
-                            env={**os.environ, CHILD_ENV: "1"})
+                            env={**env, CHILD_ENV: "1"})
     try:
         code = proc.wait()
     except Interrupted as exc:

@@ -11,6 +11,7 @@ per split and one is repeated to even them out.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -42,12 +43,21 @@ def one(tmp_path_factory, halluc_cache, tiny_model_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def two(tmp_path_factory, halluc_cache, tiny_model_dir) -> dict[str, Path]:
-    """The same fit on two processes: a ``compare`` cell (Lightning starts the processes) and
-    under ``torchrun``."""
+    """The same fit on two processes: a ``compare`` cell (Lightning starts the processes; in
+    a process where an earlier launcher left its variables, which the cell's fit must not
+    take for its own) and under ``torchrun``."""
     grid = tmp_path_factory.mktemp("compare")
-    with one_thread():
-        compare({"distill": CONFIGS}, seeds=[0], out=str(grid), plots=False,
-                fit_args=[*SETTINGS, *TWO])
+    leftover = {"LOCAL_RANK": "0", "NODE_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": "1"}  # what Lightning's launcher writes into its process
+    before = dict(os.environ)
+    os.environ.update(leftover)
+    try:
+        with one_thread():
+            compare({"distill": CONFIGS}, seeds=[0], out=str(grid), plots=False,
+                    fit_args=[*SETTINGS, *TWO])
+    finally:
+        os.environ.clear()
+        os.environ.update(before)
     torchrun = tmp_path_factory.mktemp("torchrun")
     run_cli(fit_args(torchrun, *TWO), torchrun, launcher=TORCHRUN)
     return {"compare": next(p for p in (grid / "runs" / "distill").iterdir() if p.is_dir()),

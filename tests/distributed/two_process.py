@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from halluc_cl.cli import main
+from halluc_cl.experiments.compare import LAUNCHED
 
 ROOT = Path(__file__).resolve().parents[2]
 HELPERS = ROOT / "tests" / "experiments"  # interrupt_helpers.SignalAt
@@ -34,7 +35,8 @@ def run_cli(args: list[str], cwd: Path, launcher: list[str] | None = None,
             check: bool = True) -> subprocess.CompletedProcess:
     """``halluc-cl <args>`` as a subprocess (one thread per process), optionally through a
     launcher such as ``torchrun``."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+    env = {**{k: v for k, v in os.environ.items() if k not in LAUNCHED},
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
         [str(HELPERS), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([*(launcher or [sys.executable]), "-m", "halluc_cl.cli", *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=600,

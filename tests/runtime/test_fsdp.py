@@ -3,10 +3,12 @@ refuses FSDP without GPUs, so the fits themselves are ``tools/gpu_check.sh``'s."
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 from lightning.pytorch.strategies import FSDPStrategy
 
 from halluc_cl.errors import ConfigError
@@ -44,7 +46,21 @@ def test_without_fsdp_nothing_is_gathered():
         pass
 
 
-def test_fsdp_on_cpu_is_refused_before_the_first_step(tiny_model_dir, one_thread):
+@pytest.fixture
+def own_environment():
+    """Lightning's launcher writes ``MASTER_PORT``, ``LOCAL_RANK``... into this process's
+    environment, which a later test's child processes would inherit (and take themselves
+    for launched ranks): put it back, and close the process group."""
+    before = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(before)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def test_fsdp_on_cpu_is_refused_before_the_first_step(tiny_model_dir, one_thread,
+                                                       own_environment):
     """Why tests/distributed has no FSDP case. Lightning refuses its own FSDP strategy on CPU
     (when that check goes, a 2-process = 1-process FSDP case belongs there: docs/scaling.md);
     ``BlockFSDPStrategy``, which Lightning does not check, says so itself."""
