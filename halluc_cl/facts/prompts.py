@@ -8,6 +8,7 @@ probe render prompts through the same bound format.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 from halluc_cl.errors import ConfigError
@@ -130,13 +131,19 @@ def split_answer(text: str, suffix: str) -> tuple[str, bool]:
     return text, False
 
 
+_LEADING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> its ids
+
+
 def leading_ids(tokenizer) -> list[int]:
     """The special tokens ``tokenizer`` puts before a text: Gemma's BOS, which its models need
-    at the start of every sequence; none for SmolLM2's or the synthetic tokenizers."""
-    plain = tokenizer("x", add_special_tokens=False)["input_ids"]
-    full = tokenizer("x", add_special_tokens=True)["input_ids"]
-    cut = len(full) - len(plain)
-    return list(full[:cut]) if cut > 0 and full[cut:] == plain else []
+    at the start of every sequence; none for SmolLM2's or the synthetic tokenizers. Found once
+    per tokenizer (``encode_example`` asks for every training example)."""
+    if tokenizer not in _LEADING:
+        plain = tokenizer("x", add_special_tokens=False)["input_ids"]
+        full = tokenizer("x", add_special_tokens=True)["input_ids"]
+        cut = len(full) - len(plain)
+        _LEADING[tokenizer] = list(full[:cut]) if cut > 0 and full[cut:] == plain else []
+    return list(_LEADING[tokenizer])
 
 
 def encode_prompts(tokenizer, texts: list[str]) -> list[list[int]]:
