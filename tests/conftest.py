@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -205,3 +206,33 @@ def summary_stub():
         return {**summary, **fields}
 
     return make
+
+
+class FullLogits(TorchDispatchMode):
+    """The fp32 tensors over the vocabulary (last dimension ``vocab``) of ``numel`` elements
+    or more that the ops create, counted by storage (a view is not a copy): the batch's
+    full-vocabulary logits and their copies."""
+
+    def __init__(self, vocab: int, numel: int, weights: torch.nn.Module) -> None:
+        super().__init__()
+        self.vocab, self.numel, self.storages = vocab, numel, set()
+        self.weights = {p.untyped_storage().data_ptr() for p in weights.parameters()}
+
+    @property
+    def count(self) -> int:
+        return len(self.storages)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if (isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.dim()
+                    and t.shape[-1] == self.vocab and t.numel() >= self.numel):
+                self.storages.add(t.untyped_storage().data_ptr())
+        self.storages -= self.weights  # the head's weight, transposed
+        return out
+
+
+@pytest.fixture
+def vocab_tensors():
+    """``FullLogits``: counts the fp32 tensors over the vocabulary that ops create."""
+    return FullLogits

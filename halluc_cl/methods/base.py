@@ -18,14 +18,11 @@ class ExtraOutputs:
         logits: Student logits ``[E, T, V]``.
         attention_mask: ``[E, T]``, 1 on real tokens.
         labels: ``[E, T]``, the answer tokens (``IGNORE_INDEX`` elsewhere).
-        teacher_logits: The snapshot teacher's logits, when a plugin that uses extra inputs
-            ``needs_teacher``.
     """
 
     logits: Tensor
     attention_mask: Tensor
     labels: Tensor
-    teacher_logits: Tensor | None = None
 
 
 @dataclass
@@ -36,15 +33,12 @@ class StepOutputs:
         logits: Student logits on the SFT batch, ``[B, T, V]``.
         loss: The SFT loss of the batch.
         sft_epoch: 1 in the first epoch after the warm-up (``None``: not counted).
-        teacher_logits: The snapshot teacher's logits on the SFT batch, when a plugin
-            ``wants_teacher_logits``.
         extra: The extra inputs' outputs, when a plugin ``uses_extra_inputs``.
     """
 
     logits: Tensor
     loss: Tensor | None = None
     sft_epoch: int | None = None
-    teacher_logits: Tensor | None = None
     extra: ExtraOutputs | None = None
 
 
@@ -52,32 +46,33 @@ class Method:
     """A method that shapes SFT: a penalty added to the loss (distillation, L2, EWC,
     replay), a transform of the model or of what trains (LoRA, freezing), or both.
 
-    Subclasses set ``name`` (its penalty is logged as ``reg/<name>``) and ``needs_teacher``
-    (the module then keeps a frozen snapshot teacher and passes its logits as
-    ``outputs.teacher_logits``). Penalties apply after the warm-up, once the snapshot exists.
-    Every hook but ``penalty`` is given the fit's ``FitContext``: what a method may use.
+    Subclasses set ``name`` (its penalty is logged as ``reg/<name>``). A method that reads
+    the snapshot teacher owns it (``methods/teacher.py``): it asks the context for it in
+    ``on_snapshot`` and again in ``on_resume``. Penalties apply after the warm-up, once the
+    snapshot exists. Every hook but ``penalty`` is given the fit's ``FitContext``: what a
+    method may use.
     """
 
     name: str = "method"
-    needs_teacher: bool = False
-    uses_extra_inputs: bool = False  # wants student (and teacher) logits on data.extra_per_batch inputs
+    uses_extra_inputs: bool = False  # wants student logits on data.extra_per_batch inputs
     setup_order: int = 2  # setup/on_snapshot run in this order: 0 wraps the model, 1 freezes
 
-    @property
-    def wants_teacher_logits(self) -> bool:
-        """Whether this step's ``outputs`` must hold ``teacher_logits`` (default: needs_teacher)."""
-        return self.needs_teacher
-
     def make_teacher(self, context: FitContext):
-        """A teacher this method provides instead of a frozen copy of the student, or ``None``."""
+        """A live teacher this method provides instead of a frozen copy of the student (LoRA's
+        adapter-off student), or ``None``."""
         return
 
     def setup(self, context: FitContext) -> None:
         """Called once per fit, before training (freeze parameters, wrap the model ...)."""
 
     def on_snapshot(self, context: FitContext) -> None:
-        """Called when the end-of-warm-up snapshot is taken (capture anchors, Fisher ...),
-        before the teacher is built."""
+        """Called when the end-of-warm-up snapshot is taken (capture anchors, Fisher, the
+        teacher ...), in ``setup_order``."""
+
+    def on_resume(self, context: FitContext) -> None:
+        """Called when a run resumes after the snapshot, once the method's state is loaded
+        and the student is on its device: rebuild what the checkpoint does not hold (a live
+        teacher)."""
 
     def penalty(self, batch: dict, outputs: StepOutputs) -> Tensor | None:
         """Extra loss for one training batch, or ``None`` (the default: a plugin that only

@@ -62,6 +62,11 @@ class FitData(Protocol):
 CPU = torch.device("cpu")
 
 
+def _no_teacher() -> None:
+    """The teacher of a context built outside a fit: there is no snapshot to read."""
+    raise ConfigError("a live snapshot teacher exists only in a fit (FactSFTModule)")
+
+
 def _no_log(name: str, value: Tensor) -> None:
     """The ``FitContext.log`` of a context built outside a fit: nothing is logged."""
 
@@ -88,6 +93,11 @@ class FitContext:
         log: Logs a method's value on the logger's steps (no-op outside a fit).
         optimizer_state: The optimizer's per-parameter state (``None`` before the optimizer
             exists).
+        snapshot_teacher: The fit's live teacher at the snapshot (a frozen copy of the
+            student, or LoRA's adapter-off student), for a method that distils from it; called
+            in ``on_snapshot``.
+        restore_teacher: The same teacher on a resume, with the snapshot's weights from
+            beside the checkpoint; called in ``on_resume``.
     """
 
     student: nn.Module
@@ -102,6 +112,8 @@ class FitContext:
     add_cost: Callable[..., None] = lambda **_: None
     log: Callable[[str, Tensor], None] = _no_log
     optimizer_state: Callable[[], dict] | None = None
+    snapshot_teacher: Callable[[], Any] = lambda: _no_teacher()
+    restore_teacher: Callable[[], Any] = lambda: _no_teacher()
 
     def require_data(self, who: str) -> FitData:
         """The data view, or a ``ConfigError`` naming ``who`` needed it."""

@@ -10,22 +10,31 @@ YAML::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from halluc_cl.distributed import mean_over_ranks
 from halluc_cl.errors import ConfigError
+from halluc_cl.facts.padding import stack_padded
 from halluc_cl.facts.prompts import IGNORE_INDEX
 from halluc_cl.methods.base import Method, StepOutputs
 from halluc_cl.methods.context import FitContext
-from halluc_cl.methods.teacher_cache import TeacherCache, bucketed
+from halluc_cl.methods.teacher import LiveTeacher, Teacher, TeacherTargets
+from halluc_cl.methods.teacher_cache import CachedTopKTeacher
 
 Direction = Literal["forward", "reverse", "jsd"]
 TokenSet = Literal["answer", "question", "all"]
 ExampleSet = Literal["all", "known", "unknown"]
+
+# Positions per chunk of the KL: fp32 temporaries of at most this many elements (128 MB)
+# at a time. A 49 k vocabulary (SmolLM2) takes a batch's positions in one chunk, Gemma's
+# 262 k 128 positions a chunk.
+CHUNK_ELEMENTS = 1 << 25
 
 
 def _kl(log_p: Tensor, log_q: Tensor) -> Tensor:
@@ -55,9 +64,29 @@ def log_divergence(log_s: Tensor, log_t: Tensor, direction: Direction) -> Tensor
     return 0.5 * (_kl(log_t, log_m) + _kl(log_s, log_m))
 
 
-def _weighted(weight: float, mean: Tensor | None) -> Tensor | None:
-    """``weight · mean``; ``None`` (no term) where no process had a position to distil."""
-    return None if mean is None else weight * mean
+def target_divergence(logits: Tensor, targets: TeacherTargets, temperature: float,
+                      direction: Direction, chunk_elements: int = CHUNK_ELEMENTS) -> Tensor:
+    """``[n]`` the divergence at each of the ``targets``' positions, the student's ``logits``
+    (``[B, T, V]``) softened at those positions.
+
+    The positions go in chunks of ``chunk_elements // V``, each recomputed in the backward
+    pass (``torch.utils.checkpoint``), so the fp32 softmax over the vocabulary exists for one
+    chunk at a time, never for the whole batch: with a 262 k vocabulary the whole batch's would
+    be several hundred MB for each of the student's and the teacher's. One chunk takes the
+    plain path (no recomputation).
+    """
+    student = logits[targets.rows, targets.pos]
+    size = max(1, chunk_elements // student.shape[-1])
+
+    def chunk(span: slice, part: Tensor) -> Tensor:
+        return log_divergence(targets.student_log_probs(part, span, temperature),
+                              targets.log_probs(span, temperature), direction)
+
+    n = student.shape[0]
+    if n <= size:
+        return chunk(slice(0, n), student)
+    return torch.cat([checkpoint(chunk, slice(a, a + size), student[a:a + size],
+                                 use_reentrant=False) for a in range(0, n, size)])
 
 
 def position_mask(batch: dict, tokens: TokenSet) -> Tensor:
@@ -70,6 +99,19 @@ def position_mask(batch: dict, tokens: TokenSet) -> Tensor:
         return target_real
     is_answer = batch["labels"][:, 1:] != IGNORE_INDEX
     return is_answer if tokens == "answer" else target_real & ~is_answer
+
+
+@dataclass
+class _Form:
+    """One form of the penalty on one step: its λ, the student's logits, the teacher, the
+    distilled positions and the inputs (``targets``: the teacher's, once read)."""
+
+    weight: float
+    logits: Tensor
+    teacher: Teacher
+    mask: Tensor
+    inputs: dict
+    targets: TeacherTargets | None = None
 
 
 class KLSelfDistillation(Method):
@@ -107,7 +149,6 @@ class KLSelfDistillation(Method):
     """
 
     name = "distill"
-    needs_teacher = True
 
     def __init__(
         self,
@@ -136,21 +177,20 @@ class KLSelfDistillation(Method):
             raise ConfigError(f"ramp_epochs must be >= 0, got {ramp_epochs}")
         if cache_top_k < 0:
             raise ConfigError(f"cache_top_k must be >= 0, got {cache_top_k}")
-        self.cache = TeacherCache(cache_top_k, temperature) if cache_top_k else None
-        # the pool's inputs (``data/extra_inputs.py``), every position
-        self.pool_cache = TeacherCache(cache_top_k, temperature) \
-            if cache_top_k and extra_weight > 0 else None
-        self.needs_teacher = self.cache is None
+        self.cached = cache_top_k > 0
+        # the SFT batch's teacher: the cached one (built at the snapshot) or a live one (the
+        # fit's, from the context at the snapshot); the extra-input pool's: the cached one, or
+        # the live teacher again
+        self.teacher: Teacher | None = \
+            CachedTopKTeacher(cache_top_k, temperature) if self.cached and weight > 0 else None
+        self.pool_teacher: CachedTopKTeacher | None = \
+            CachedTopKTeacher(cache_top_k, temperature) if self.cached and extra_weight > 0 else None
+        self.pad_id = 0  # the tokenizer's, for stacking inputs for one live-teacher forward
         self.weight, self.temperature, self.direction, self.tokens = (
             weight, temperature, direction, tokens)
         self.examples, self.extra_weight, self.ramp_epochs = examples, extra_weight, ramp_epochs
         self.uses_extra_inputs = extra_weight > 0
         self.scale = temperature**2 if scale_by_temperature_squared else 1.0
-
-    @property
-    def wants_teacher_logits(self) -> bool:
-        """Teacher logits on the SFT batch: only for a live teacher with ``weight`` > 0."""
-        return self.needs_teacher and self.weight > 0
 
     def _ramp(self, outputs: StepOutputs) -> float:
         if not self.ramp_epochs or outputs.sft_epoch is None:
@@ -161,91 +201,106 @@ class KLSelfDistillation(Method):
         data = context.data
         if data is None:
             return  # checked again in a fit, where the data module is connected
-        if self.cache is not None and self.weight > 0 and data.answer_shuffle == "epoch":
+        if self.teacher is not None and self.cached and data.answer_shuffle == "epoch":
             raise ConfigError("cache_top_k needs fixed SFT examples; data.answer_shuffle=epoch "
                               "changes the answers every epoch")
-        if self.pool_cache is not None and data.extra_source == "statements":
+        if self.pool_teacher is not None and data.extra_source == "statements":
             raise ConfigError("cache_top_k with extra_weight > 0 needs fixed extra inputs; "
                               "data.extra_source=statements draws new ones every time (use "
                               "questions or qa)")
 
     def on_snapshot(self, context: FitContext) -> None:
-        if self.cache is None and self.pool_cache is None:
+        """Take the teacher: the fit's live snapshot teacher, or build the caches from the
+        student at the snapshot (their forwards counted as teacher tokens, once)."""
+        if not self.cached:
+            self.teacher, self.pad_id = context.snapshot_teacher(), context.tokenizer.pad_token_id
             return
         data = context.require_data("KLSelfDistillation with cache_top_k > 0")
         builds = []
-        if self.cache is not None and self.weight > 0:
-            builds.append((self.cache, data.cache_examples(), data.collate_train,
+        if self.teacher is not None:
+            builds.append((self.teacher, data.cache_examples(), data.collate_train,
                            lambda batch: position_mask(batch, self.tokens)))
-        if self.pool_cache is not None and data.extra_inputs is not None:
-            builds.append((self.pool_cache, data.extra_inputs.cache_examples(),
+        if self.pool_teacher is not None and data.extra_inputs is not None:
+            builds.append((self.pool_teacher, data.extra_inputs.cache_examples(),
                            data.extra_inputs.collate, lambda batch: batch["attention_mask"].bool()))
-        for cache, examples, collate, mask_fn in builds:
+        for teacher, examples, collate, mask_fn in builds:
             context.add_cost(teacher=sum(len(r["input_ids"]) for _, r in examples),
                              every_process=True)
-            cache.build(context.student, examples, collate, mask_fn)
+            teacher.build(context.student, examples, collate, mask_fn)
 
-    def _cached_divergence(self, cache: TeacherCache, keys: list[str], logits: Tensor,
-                           keep_rows: Tensor | None = None) -> Tensor | None:
-        """``mean_over_ranks`` of the divergence at the cached positions of the ``keys`` rows
-        of ``logits`` (only the rows where ``keep_rows`` is true, if given)."""
-        rows, pos, index, log_t = cache.lookup(keys, logits.device)
-        if keep_rows is not None:
-            keep = keep_rows.to(logits.device)[rows]
-            rows, pos, index, log_t = rows[keep], pos[keep], index[keep], log_t[keep]
-        log_s = F.log_softmax(logits[rows, pos].float() / self.temperature, dim=-1)
-        return mean_over_ranks(log_divergence(bucketed(log_s, index), log_t, self.direction))
+    def on_resume(self, context: FitContext) -> None:
+        """The live teacher again, with the snapshot's weights (the caches come back with the
+        method's state)."""
+        if not self.cached:
+            self.teacher, self.pad_id = context.restore_teacher(), context.tokenizer.pad_token_id
 
-    def _cached_term(self, batch: dict, outputs: StepOutputs) -> Tensor | None:
-        keep = None
-        if self.examples != "all":
-            unknown = batch["is_unknown"].bool()
-            keep = unknown if self.examples == "unknown" else ~unknown
-        return _weighted(self.weight, self._cached_divergence(
-            self.cache, batch["keys"], outputs.logits, keep))
+    def release(self) -> None:
+        """Drop the teacher (a method that reads it no more: L2's ``match_kl`` once measured)."""
+        self.teacher = self.pool_teacher = None
 
-    def _batch_term(self, batch: dict, outputs: StepOutputs) -> Tensor | None:
-        if self.cache is not None:
-            return self._cached_term(batch, outputs)
+    def _sft_mask(self, batch: dict) -> Tensor:
+        """The distilled positions of the SFT batch: the token set of the chosen examples."""
         mask = position_mask(batch, self.tokens)
         if self.examples != "all":
             rows = batch["is_unknown"].bool()
             mask = mask & (rows if self.examples == "unknown" else ~rows)[:, None]
-        # softmax only at the distilled positions (a few answer tokens per example)
-        div = divergence(outputs.logits[:, :-1][mask], outputs.teacher_logits[:, :-1][mask],
-                         self.temperature, self.direction)
-        return _weighted(self.weight, mean_over_ranks(div))
+        return mask
 
-    def _extra_term(self, batch: dict, outputs: StepOutputs) -> Tensor:
-        extra = outputs.extra
-        if extra is None:
-            raise ConfigError("KLSelfDistillation extra_weight > 0 needs data.extra_per_batch > 0")
-        if self.pool_cache is not None:
-            return _weighted(self.extra_weight, self._cached_divergence(
-                self.pool_cache, batch["extra_keys"], extra.logits))
-        mask = extra.attention_mask.bool()
-        div = divergence(extra.logits, extra.teacher_logits, self.temperature, self.direction)
-        return _weighted(self.extra_weight, mean_over_ranks(div[mask]))
+    def _forms(self, batch: dict, outputs: StepOutputs) -> list[_Form]:
+        """The forms that are on, each with its teacher's targets; a live teacher runs once,
+        over the SFT rows and the extra rows stacked."""
+        forms = []
+        if self.weight > 0:
+            forms.append(_Form(self.weight, outputs.logits, self.teacher, self._sft_mask(batch),
+                               {"input_ids": batch["input_ids"],
+                                "attention_mask": batch["attention_mask"],
+                                "keys": batch.get("keys")}))
+        if self.extra_weight > 0:
+            extra = outputs.extra
+            if extra is None:
+                raise ConfigError("KLSelfDistillation extra_weight > 0 needs "
+                                  "data.extra_per_batch > 0")
+            forms.append(_Form(self.extra_weight, extra.logits, self.pool_teacher or self.teacher,
+                               extra.attention_mask.bool(),
+                               {"input_ids": batch["extra_input_ids"],
+                                "attention_mask": extra.attention_mask,
+                                "keys": batch.get("extra_keys")}))
+        live = [f for f in forms if isinstance(f.teacher, LiveTeacher)]
+        if live:
+            logits = self.teacher.logits({
+                "input_ids": stack_padded([f.inputs["input_ids"] for f in live], self.pad_id),
+                "attention_mask": stack_padded([f.inputs["attention_mask"] for f in live], 0)})
+            for form, part in zip(live, logits.split([len(f.mask) for f in live])):
+                width = form.inputs["input_ids"].shape[1]
+                form.targets = self.teacher.targets(form.inputs, form.mask, part[:, :width])
+        for form in forms:
+            if form.targets is None:
+                form.targets = form.teacher.targets(form.inputs, form.mask)
+        return forms
 
     def penalty(self, batch: dict, outputs: StepOutputs) -> Tensor | None:
+        if self.teacher is None and self.pool_teacher is None:
+            raise ConfigError("KLSelfDistillation has no teacher: its snapshot was never taken")
         terms = []
-        if self.weight > 0:
-            terms.append(self._batch_term(batch, outputs))
-        if self.extra_weight > 0:
-            terms.append(self._extra_term(batch, outputs))
-        terms = [t for t in terms if t is not None]
+        for form in self._forms(batch, outputs):
+            mean = mean_over_ranks(target_divergence(form.logits, form.targets,
+                                                     self.temperature, self.direction))
+            if mean is not None:  # None: no process had a position to distil
+                terms.append(form.weight * mean)
         if not terms:
             return None
         return self._ramp(outputs) * self.scale * sum(terms)
 
     def state_dict(self) -> dict:
-        return {name: cache.state_dict() for name, cache in self._caches().items()}
+        """The caches (a live teacher's weights go beside the checkpoints, not here)."""
+        return {name: teacher.state_dict() for name, teacher in self._caches().items()}
 
     def load_state_dict(self, state: dict) -> None:
-        for name, cache in self._caches().items():
+        for name, teacher in self._caches().items():
             if name in state:
-                cache.load_state_dict(state[name])
+                teacher.load_state_dict(state[name])
 
-    def _caches(self) -> dict[str, TeacherCache]:
-        return {name: cache for name, cache in
-                (("cache", self.cache), ("pool_cache", self.pool_cache)) if cache is not None}
+    def _caches(self) -> dict[str, CachedTopKTeacher]:
+        return {name: teacher for name, teacher in
+                (("cache", self.teacher), ("pool_cache", self.pool_teacher))
+                if isinstance(teacher, CachedTopKTeacher)}

@@ -57,15 +57,10 @@ class L2ToAnchor(QuadraticAnchor):
             raise ConfigError(f"L2ToAnchor anchor must be 'snapshot' or 'init', got {anchor!r}")
         if match_kl is not None and match_kl.uses_extra_inputs:
             raise ConfigError("L2ToAnchor match_kl must be the SFT-batch form (extra_weight: 0)")
-        if match_kl is not None and match_kl.cache is not None:
+        if match_kl is not None and match_kl.cached:
             raise ConfigError("L2ToAnchor match_kl needs the live teacher (cache_top_k: 0)")
         self.anchor_at, self.match_kl = anchor, match_kl
-        self.needs_teacher = match_kl is not None
         self.scale: float | None = None if match_kl is not None else 1.0
-
-    @property
-    def wants_teacher_logits(self) -> bool:
-        return self.scale is None
 
     def setup(self, context: FitContext) -> None:
         super().setup(context)
@@ -75,6 +70,12 @@ class L2ToAnchor(QuadraticAnchor):
     def on_snapshot(self, context: FitContext) -> None:
         if self.anchor_at == "snapshot":
             self.capture(context)
+        if self.scale is None:
+            self.match_kl.on_snapshot(context)  # its teacher, until the scale is measured
+
+    def on_resume(self, context: FitContext) -> None:
+        if self.scale is None:
+            self.match_kl.on_resume(context)
 
     def strength(self) -> float | None:
         return None if self.scale is None else self.weight * self.scale
@@ -91,6 +92,7 @@ class L2ToAnchor(QuadraticAnchor):
             if g_kl <= 1e-12 or g_l2 <= 1e-12:
                 return None
             self.scale = g_kl / g_l2
+            self.match_kl.release()  # measured once: its teacher is read no more
             if self.fused:
                 return None  # from now on before_optimizer_step adds the gradient, this step too
         return self.weight * self.scale * half_dist

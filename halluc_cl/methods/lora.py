@@ -79,7 +79,7 @@ class LoRA(Method):
     def make_teacher(self, context: FitContext) -> AdapterOffTeacher | None:
         if context.zero_stage is not None:
             return None  # no fold under DeepSpeed: a frozen copy is the snapshot
-        return AdapterOffTeacher(context.student)
+        return AdapterOffTeacher(context.student, count=context.add_cost)
 
     @torch.no_grad()
     def on_snapshot(self, context: FitContext) -> None:

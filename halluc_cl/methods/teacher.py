@@ -1,25 +1,35 @@
-"""The frozen snapshot teacher, held outside the LightningModule's registered submodules
-(docs/methods.md): not in the optimizer, not in the module's ``state_dict``, not partitioned by
-ZeRO.
+"""The snapshot teacher: one interface (``Teacher``), three forms, owned by the method that
+reads it (docs/methods.md).
 
-One interface (``Teacher``: logits on a batch), two live forms: a frozen copy of the student
-(``SnapshotTeacher``) and, for a LoRA student, the student with its adapter off
-(``AdapterOffTeacher``). The module holds the one live teacher of a fit, built at the snapshot
-by ``snapshot_teacher`` and shared by every plugin that reads it. The third form, the cached
-top-k log-probabilities (``methods/teacher_cache.py``), belongs to the ``KLSelfDistillation``
-that fills it: it holds that plugin's positions at that plugin's temperature, which no other
-plugin could read.
+A teacher gives the snapshot's distribution at a batch's distilled positions
+(``Teacher.targets``). The live forms run the snapshot on the batch: a frozen copy of the
+student (``SnapshotTeacher``) or, for a LoRA student, the student with its adapter off
+(``AdapterOffTeacher``). The cached form (``CachedTopKTeacher``, ``methods/teacher_cache.py``)
+reads back the snapshot's top-k log-probabilities and tail mass, computed once. A teacher is
+never a registered submodule of the LightningModule: not in the optimizer, not in the module's
+``state_dict``, not partitioned by ZeRO; a live teacher's weights are written once beside the
+checkpoints (``save_teacher``), which keep only their file's path and sha256.
+
+The method that distils (``KLSelfDistillation``, also inside L2's ``match_kl``) asks the
+``FitContext`` for a live teacher at the snapshot (``FitContext.snapshot_teacher``) and, on a
+resume, for the same one again (``FitContext.restore_teacher``); the module builds it with
+``snapshot_teacher`` below.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import weakref
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from peft import PeftModel
+from torch import Tensor
 
 from halluc_cl.errors import ConfigError, ModelLoadError
 from halluc_cl.io import atomic_write
@@ -42,12 +52,67 @@ def _whole_copy(student: torch.nn.Module) -> torch.nn.Module:
     return model.to(next(student.parameters()).device)
 
 
+def tail_log_mass(top_log_probs: Tensor) -> Tensor:
+    """``log(1 − Σ exp(top))`` over the last dimension, clamped away from ``log 0``."""
+    top_mass = top_log_probs.exp().sum(-1).clamp(max=1.0 - 1e-6)
+    return torch.log1p(-top_mass)
+
+
+def bucketed(log_probs: Tensor, index: Tensor) -> Tensor:
+    """``[n, k + 1]`` log-probabilities of the ``index`` tokens and of all the others."""
+    top = log_probs.gather(-1, index)
+    return torch.cat([top, tail_log_mass(top)[..., None]], dim=-1)
+
+
+@dataclass
+class TeacherTargets:
+    """The teacher's distribution at a batch's distilled positions.
+
+    Attributes:
+        rows: ``[n]`` the batch row of each position.
+        pos: ``[n]`` its logit position.
+        scores: ``[n, V]`` the teacher's logits (a live teacher: softened per chunk of
+            positions by ``log_probs``), or ``[n, k + 1]`` log-probabilities at the
+            distillation temperature of the top-k tokens and of the tail (the cached teacher).
+        index: ``[n, k]`` the top-k token ids (``None``: the whole vocabulary).
+    """
+
+    rows: Tensor
+    pos: Tensor
+    scores: Tensor
+    index: Tensor | None = None
+
+    def log_probs(self, span: slice, temperature: float) -> Tensor:
+        """The teacher's log-probabilities (fp32) at positions ``span``."""
+        if self.index is not None:
+            return self.scores[span]
+        return F.log_softmax(self.scores[span].float() / temperature, dim=-1)
+
+    def student_log_probs(self, logits: Tensor, span: slice, temperature: float) -> Tensor:
+        """The student's ``logits`` at positions ``span`` over the same outcomes (the top-k
+        tokens and the tail for the cached teacher)."""
+        log_s = F.log_softmax(logits.float() / temperature, dim=-1)
+        return log_s if self.index is None else bucketed(log_s, self.index[span])
+
+
+def _no_count(**_) -> None:
+    """The token counter of a teacher built outside a fit: nothing is counted."""
+
+
 class Teacher(ABC):
-    """The model at the snapshot, read by the penalties through its logits."""
+    """The model at the snapshot, as the penalties read it.
+
+    Args:
+        count: Counts the tokens of its forwards (``FitContext.add_cost``).
+    """
+
+    def __init__(self, count: Callable[..., None] = _no_count) -> None:
+        self.count = count
 
     @abstractmethod
-    def logits(self, batch: dict) -> torch.Tensor:
-        """Logits on ``batch`` (``input_ids``, ``attention_mask``): no graph, eval mode."""
+    def targets(self, inputs: dict, mask: Tensor) -> TeacherTargets:
+        """The teacher's distribution at the ``mask`` positions of ``inputs``
+        (``input_ids``, ``attention_mask``; the cached teacher reads ``keys``)."""
 
     def to(self, device: torch.device) -> Teacher:
         """Move to ``device`` (a no-op for a teacher that shares the student's weights)."""
@@ -62,7 +127,29 @@ class Teacher(ABC):
         """Restore what ``state_dict`` returned."""
 
 
-class SnapshotTeacher(Teacher):
+class LiveTeacher(Teacher):
+    """A teacher that runs the snapshot model on every batch (no graph, eval mode)."""
+
+    @abstractmethod
+    def forward_logits(self, inputs: dict) -> Tensor:
+        """The snapshot's logits on ``inputs``."""
+
+    @torch.no_grad()
+    def logits(self, inputs: dict) -> Tensor:
+        """The snapshot's logits on ``inputs`` (``input_ids``, ``attention_mask``), its
+        tokens counted."""
+        self.count(teacher=inputs["attention_mask"].sum())
+        return self.forward_logits(inputs)
+
+    def targets(self, inputs: dict, mask: Tensor, logits: Tensor | None = None) -> TeacherTargets:
+        """As ``Teacher.targets``; ``logits``: this teacher's logits on ``inputs`` when the
+        caller has them (one forward over several inputs, stacked)."""
+        logits = self.logits(inputs) if logits is None else logits
+        rows, pos = mask.nonzero(as_tuple=True)
+        return TeacherTargets(rows, pos, logits[rows, pos])
+
+
+class SnapshotTeacher(LiveTeacher):
     """A frozen copy of the student taken at the end of the warm-up.
 
     Args:
@@ -70,9 +157,12 @@ class SnapshotTeacher(Teacher):
         compile: Compile the copy's forward (``Module.compile``, dynamic shapes). Required
             for a student compiled in place: a deep copy carries the student's compiled call
             along, and compiling the copy gives it its own.
+        count: Counts the tokens of its forwards.
     """
 
-    def __init__(self, student: torch.nn.Module, compile: bool = False) -> None:
+    def __init__(self, student: torch.nn.Module, compile: bool = False,
+                 count: Callable[..., None] = _no_count) -> None:
+        super().__init__(count)
         self.model = _whole_copy(student) if is_partitioned(student) else copy.deepcopy(student)
         if compile:
             self.model.compile(dynamic=True)
@@ -84,10 +174,9 @@ class SnapshotTeacher(Teacher):
         self.model.to(device)
         return self
 
-    @torch.no_grad()
-    def logits(self, batch: dict) -> torch.Tensor:
-        return self.model(input_ids=batch["input_ids"],
-                          attention_mask=batch["attention_mask"]).logits
+    def forward_logits(self, inputs: dict) -> Tensor:
+        return self.model(input_ids=inputs["input_ids"],
+                          attention_mask=inputs["attention_mask"]).logits
 
     def state_dict(self) -> dict:
         return self.model.state_dict()
@@ -96,7 +185,7 @@ class SnapshotTeacher(Teacher):
         self.model.load_state_dict(state)
 
 
-class AdapterOffTeacher(Teacher):
+class AdapterOffTeacher(LiveTeacher):
     """The student itself with its LoRA adapter switched off: no second copy in memory.
 
     Valid as a snapshot teacher because the LoRA plugin folds the adapter into the frozen base
@@ -105,22 +194,23 @@ class AdapterOffTeacher(Teacher):
 
     Args:
         peft_model: The peft-wrapped student.
+        count: Counts the tokens of its forwards.
     """
 
-    def __init__(self, peft_model: torch.nn.Module) -> None:
+    def __init__(self, peft_model: torch.nn.Module, count: Callable[..., None] = _no_count) -> None:
+        super().__init__(count)
         self.model = peft_model
 
-    @torch.no_grad()
-    def logits(self, batch: dict) -> torch.Tensor:
+    def forward_logits(self, inputs: dict) -> Tensor:
         with eval_mode(self.model), self.model.disable_adapter():
-            return self.model(input_ids=batch["input_ids"],
-                              attention_mask=batch["attention_mask"]).logits
+            return self.model(input_ids=inputs["input_ids"],
+                              attention_mask=inputs["attention_mask"]).logits
 
 
-def snapshot_teacher(context: FitContext, methods: list) -> Teacher:
+def snapshot_teacher(context: FitContext, methods: list) -> LiveTeacher:
     """The live teacher at the snapshot: the one a method supplies (``make_teacher``; LoRA's
     adapter-off student), else a frozen copy of the student on its device, compiled like the
-    student when ``context.compile``."""
+    student when ``context.compile``; its forwards counted by ``context.add_cost``."""
     for method in methods:
         teacher = method.make_teacher(context)
         if teacher is not None:
@@ -129,7 +219,8 @@ def snapshot_teacher(context: FitContext, methods: list) -> Teacher:
         raise ConfigError("a live teacher under FSDP would be a whole copy of the model on "
                           "every rank; use the cached teacher (KLSelfDistillation "
                           "cache_top_k > 0, configs/distill.yaml's default)")
-    return SnapshotTeacher(context.student, compile=context.compile).to(context.device)
+    return SnapshotTeacher(context.student, compile=context.compile,
+                           count=context.add_cost).to(context.device)
 
 
 TEACHER_FILE = "snapshot_teacher.pt"
@@ -184,3 +275,54 @@ def read_teacher(reference: dict, near: Path | None) -> dict:
         raise ModelLoadError(f"the snapshot teacher {path} is not the one this checkpoint "
                              "was saved with (its sha256 differs); start the run from scratch")
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class SnapshotFile:
+    """The fit's live snapshot teacher's weights beside the checkpoints: what a checkpoint
+    keeps of them (``reference``), and a resumed teacher loaded from them (``restore``). The
+    methods own their teachers; this keeps only a weak reference to the one last built, to
+    write its weights once.
+    """
+
+    def __init__(self) -> None:
+        self.saved: dict | None = None  # {"file", "sha256"} (the weights themselves before 0.2)
+        self._teacher: weakref.ref | None = None
+
+    @property
+    def teacher(self) -> LiveTeacher | None:
+        """The live teacher last built, while a method still holds it."""
+        return self._teacher() if self._teacher is not None else None
+
+    def built(self, teacher: LiveTeacher) -> LiveTeacher:
+        """Note a teacher taken at a new snapshot (its weights not written yet)."""
+        self._teacher, self.saved = weakref.ref(teacher), None
+        return teacher
+
+    def reference(self, folder: Path, write: bool) -> dict | None:
+        """What a checkpoint keeps: the weights file, written at the first checkpoint after
+        the snapshot (``save_teacher``); ``None`` while no method holds a live teacher with
+        weights of its own."""
+        if self.saved is not None and "file" in self.saved:
+            return self.saved
+        teacher = self.teacher
+        self.saved = None if teacher is None else save_teacher(teacher, folder, write)
+        return self.saved
+
+    def restore(self, teacher: LiveTeacher, near: Path | None) -> LiveTeacher:
+        """``teacher`` (built from the resumed student) with the snapshot's weights.
+
+        Raises:
+            ConfigError: the checkpoint holds no snapshot teacher (saved by a run without a
+                live-teacher method).
+        """
+        if teacher.state_dict() is None:  # the adapter-off student: the weights are its own
+            return teacher
+        saved = self.saved
+        if saved is None:
+            raise ConfigError("this checkpoint holds no snapshot teacher (it was saved by a "
+                              "run without a live-teacher method); start the run from scratch")
+        teacher.load_state_dict(read_teacher(saved, near) if "file" in saved else saved)
+        self._teacher = weakref.ref(teacher)
+        if "file" not in saved:
+            self.saved = None  # weights inside the checkpoint: written beside it at the next
+        return teacher

@@ -1,4 +1,4 @@
-"""Cached teacher: the frozen snapshot's top-k log-probabilities on the distilled positions.
+"""The cached teacher: the frozen snapshot's top-k log-probabilities on the distilled positions.
 
 The teacher is frozen and the SFT examples are fixed, so its softened distribution at every
 distilled position can be computed once, at the snapshot, and read back every epoch instead
@@ -17,18 +17,7 @@ from torch import Tensor
 
 from halluc_cl.errors import TrainingError
 from halluc_cl.lm.modes import eval_mode
-
-
-def tail_log_mass(top_log_probs: Tensor) -> Tensor:
-    """``log(1 − Σ exp(top))`` over the last dimension, clamped away from ``log 0``."""
-    top_mass = top_log_probs.exp().sum(-1).clamp(max=1.0 - 1e-6)
-    return torch.log1p(-top_mass)
-
-
-def bucketed(log_probs: Tensor, index: Tensor) -> Tensor:
-    """``[n, k + 1]`` log-probabilities of the ``index`` tokens and of all the others."""
-    top = log_probs.gather(-1, index)
-    return torch.cat([top, tail_log_mass(top)[..., None]], dim=-1)
+from halluc_cl.methods.teacher import Teacher, TeacherTargets, tail_log_mass
 
 
 class TeacherCache:
@@ -131,3 +120,38 @@ class TeacherCache:
         bounds = [0, *torch.cumsum(state["counts"], 0).tolist()]
         for key, a, b in zip(state["keys"], bounds[:-1], bounds[1:]):
             self.entries[key] = (state["pos"][a:b], state["index"][a:b], state["log_p"][a:b])
+
+
+class CachedTopKTeacher(Teacher):
+    """The ``Teacher`` read from a ``TeacherCache``: no model, no forward after the build.
+
+    Its positions are those the cache was built on (the ``mask_fn`` of ``build``), looked up
+    by the batch's ``keys``; ``targets`` keeps those where ``mask`` is true.
+
+    Args:
+        top_k: Tokens kept per position.
+        temperature: Softmax temperature the log-probabilities are taken at.
+    """
+
+    def __init__(self, top_k: int, temperature: float) -> None:
+        super().__init__()
+        self.cache = TeacherCache(top_k, temperature)
+
+    def build(self, model, examples: list[tuple[str, dict]], collate, mask_fn) -> None:
+        """``TeacherCache.build``."""
+        self.cache.build(model, examples, collate, mask_fn)
+
+    def targets(self, inputs: dict, mask: Tensor) -> TeacherTargets:
+        """The cached positions of the ``inputs["keys"]`` rows, those where ``mask`` is true
+        (``mask`` as the cache's ``mask_fn`` gives it, or narrower)."""
+        rows, pos, index, log_t = self.cache.lookup(inputs["keys"], inputs["input_ids"].device)
+        keep = mask.to(rows.device)[rows, pos]
+        rows, pos, index, log_t = rows[keep], pos[keep], index[keep], log_t[keep]
+        return TeacherTargets(rows, pos, log_t, index)
+
+    def state_dict(self) -> dict:
+        """The cache's flat tensors (they are the teacher: checkpoint-safe, no weights)."""
+        return self.cache.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.cache.load_state_dict(state)

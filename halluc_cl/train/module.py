@@ -25,7 +25,7 @@ from halluc_cl.lm.precision import slow_bf16_warning
 from halluc_cl.lm.zero import deepspeed_stage
 from halluc_cl.methods.base import Method
 from halluc_cl.methods.context import FitContext, FitData
-from halluc_cl.methods.teacher import Teacher, read_teacher, save_teacher, snapshot_teacher
+from halluc_cl.methods.teacher import LiveTeacher, SnapshotFile, snapshot_teacher
 from halluc_cl.metrics.decline import PeakDecline
 from halluc_cl.metrics.drift import RepresentationDrift, prompt_states
 from halluc_cl.metrics.snapshot import LASTING_WINDOW
@@ -113,8 +113,8 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         self.lasting_window = lasting_window
         self.peak = PeakDecline()  # held-out peak and decline since the warm-up's end
         self.drift = RepresentationDrift()  # of held-out states from the warm-up's end
-        self._teacher: Teacher | None = None  # not a submodule (methods/teacher.py)
-        self._teacher_saved: dict | None = None  # where its weights were written, if they were
+        self.teacher_file = SnapshotFile()  # the live teacher's weights (methods/teacher.py)
+        self._resumed_after_snapshot = False  # the methods' on_resume is due (on_train_start)
         self.snapshot_taken = False
         self._plugins_ready = False  # the methods' setup runs once per module
         self.reference: dict[str, bool] = {}  # fact id -> answered correctly at the warm-up's end
@@ -145,7 +145,10 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
             compile=self.compile_model,
             add_cost=self.add_cost, log=self._log_method_value,
             optimizer_state=(lambda: self.optimizers().optimizer.state)
-            if trainer is not None else None)
+            if trainer is not None else None,
+            snapshot_teacher=lambda: self.teacher_file.built(self._live_teacher()),
+            restore_teacher=lambda: self.teacher_file.restore(self._live_teacher(),
+                                                              self._checkpoint_folder()))
 
     def _log_method_value(self, name: str, value: torch.Tensor) -> None:
         if self.logs_this_step():
@@ -180,14 +183,6 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
             return self.trainer
         except RuntimeError:
             return None
-
-    @property
-    def needs_teacher(self) -> bool:
-        return any(r.needs_teacher for r in self.methods)
-
-    @property
-    def teacher(self) -> Teacher | None:
-        return self._teacher
 
     def _ordered_plugins(self) -> list[Method]:
         return sorted(self.methods, key=lambda r: r.setup_order)
@@ -245,24 +240,25 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
             self._rng_to_restore = None
         if self.snapshot == "base" and self.current_epoch == 0 and self.global_step == 0:
             self.take_snapshot()
-        if self.in_sft_phase and self.methods and (
-                not self.snapshot_taken or (self.needs_teacher and self._teacher is None)):
+        if self.in_sft_phase and self.methods and not self.snapshot_taken:
             raise ConfigError("this checkpoint holds no snapshot for these methods (it was "
                               "saved by a run without them); start the run from scratch")
+        if self._resumed_after_snapshot:  # the student is on its device now
+            for reg in self._ordered_plugins():
+                self._run_hook(reg.on_resume)
+            self._resumed_after_snapshot = False
 
     def on_train_epoch_end(self) -> None:
         if self.snapshot == "warmup" and self.current_epoch == self.warmup_end_epoch:
             self.take_snapshot()
 
     def take_snapshot(self) -> None:
-        """Let plugins capture their anchors, then freeze the teacher (if any plugin needs one);
-        with ``data.extra_select=nearest``, the data module ranks the extra inputs' pool by
-        the snapshot's states."""
+        """Let the methods take what they keep of the snapshot (anchors, Fisher, their
+        teacher); with ``data.extra_select=nearest``, the data module ranks the extra inputs'
+        pool by the snapshot's states."""
         with whole_root(self._attached_trainer()):  # FSDP: forwards outside a step
             for reg in self._ordered_plugins():
                 self._run_hook(reg.on_snapshot)
-            if self.needs_teacher:
-                self._teacher, self._teacher_saved = self._make_teacher(), None
             if self.data is not None and self.data.extra_select == "nearest":
                 self.data.rank_neighbours(self.prompt_states)
         self.snapshot_taken = True
@@ -273,7 +269,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         self.add_cost(teacher=sum(len(p) for p in prompts), every_process=True)
         return prompt_states(self.student, prompts, self.tokenizer.pad_token_id, layer=-1)
 
-    def _make_teacher(self) -> Teacher:
+    def _live_teacher(self) -> LiveTeacher:
         return snapshot_teacher(self.fit_context(), self._ordered_plugins())
 
     # --- training -----------------------------------------------------------------------
@@ -352,20 +348,11 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         checkpoint["halluc_cl"] = {
             "reference": self.reference, "history": self.history,
             "snapshot_taken": self.snapshot_taken, "drift_reference": self.drift_reference,
-            "teacher": self._teacher_reference(),
+            "teacher": self.teacher_file.reference(run_dir(self.trainer) / "checkpoints",
+                                                   write=self.global_rank == 0),
             "methods": [r.state_dict() for r in self.methods],
             "rng": rng_state(), "cost": self.run_cost(),
         }
-
-    def _teacher_reference(self) -> dict | None:
-        """The live teacher's weights file, written once by rank 0 at the first checkpoint
-        after the snapshot (``methods/teacher.py``: never the weights themselves)."""
-        if self._teacher is None:
-            return None
-        if self._teacher_saved is None or "file" not in self._teacher_saved:
-            self._teacher_saved = save_teacher(self._teacher, run_dir(self.trainer) /
-                                               "checkpoints", self.global_rank == 0)
-        return self._teacher_saved
 
     def _checkpoint_folder(self) -> Path | None:
         """The folder of the checkpoint the trainer is resuming from, if any."""
@@ -380,13 +367,10 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
             self.peak.update(h.get("heldout_val_acc"), h.get("heldout_test_acc"))
         self.drift_reference = state.get("drift_reference", {})
         self.snapshot_taken = state.get("snapshot_taken", state.get("teacher") is not None)
-        if self.snapshot_taken and self.needs_teacher:
-            self._teacher = self._make_teacher()
-            saved = state.get("teacher")
-            if saved is not None:  # its file's path and sha256 (the weights, before 0.2)
-                self._teacher.load_state_dict(
-                    read_teacher(saved, self._checkpoint_folder()) if "file" in saved else saved)
-                self._teacher_saved = saved if "file" in saved else None
+        # the live teacher's file path and sha256 (its weights, before 0.2); the methods
+        # take their teachers back in on_resume
+        self.teacher_file.saved = state.get("teacher")
+        self._resumed_after_snapshot = self.snapshot_taken
         saved = state.get("methods", state.get("regularizers", []))  # the key before 0.2
         for reg, reg_state in zip(self.methods, saved):
             reg.load_state_dict(reg_state)
@@ -394,7 +378,3 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         if "cost" in state:  # the whole run's: rank 0 carries it on, the others start at 0
             self.cost = {k: int(v) if self.global_rank == 0 else 0
                          for k, v in state["cost"].items()}
-
-    def on_fit_start(self) -> None:
-        if self._teacher is not None:
-            self._teacher.to(self.device)

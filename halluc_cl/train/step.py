@@ -1,6 +1,7 @@
-"""What one SFT step runs through the models: the student's forward (with the batch's extra
-inputs in the same call), the loss normaliser of several processes, and the teacher's
-outputs the plugins asked for (``methods/base.py``: ``StepOutputs``).
+"""What one SFT step runs through the student: its forward (with the batch's extra inputs
+in the same call), the loss normaliser of several processes, and what the methods'
+penalties see of it (``methods/base.py``: ``StepOutputs``; a method that reads the teacher
+runs it itself).
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ from halluc_cl.distributed import rank_and_world
 from halluc_cl.facts.padding import stack_padded
 from halluc_cl.facts.prompts import IGNORE_INDEX
 from halluc_cl.methods.base import ExtraOutputs, StepOutputs
-
-SFT_INPUTS = ("input_ids", "attention_mask")
-EXTRA_INPUTS = ("extra_input_ids", "extra_attention_mask")
 
 
 def loss_normaliser(labels: Tensor) -> dict:
@@ -79,31 +77,11 @@ def student_forward(module, batch: dict, extra: bool) -> tuple[Tensor, Tensor, T
 
 def plugin_outputs(module, batch: dict, loss: Tensor, logits: Tensor,
                    extra_logits: Tensor | None) -> StepOutputs:
-    """What the plugins' ``penalty`` sees of this step; the live teacher, where a plugin
-    needs it, runs once over the SFT rows and/or the extra rows (stacked like the student's)."""
-    plugins = module.methods
+    """What the methods' ``penalty`` sees of this step."""
     outputs = StepOutputs(logits=logits, loss=loss,
                           sft_epoch=module.current_epoch - module.warmup_end_epoch)
     if extra_logits is not None:
         outputs.extra = ExtraOutputs(logits=extra_logits,
                                      attention_mask=batch["extra_attention_mask"],
                                      labels=batch["extra_labels"])
-    wanted = []
-    if any(r.wants_teacher_logits for r in plugins):
-        wanted.append(SFT_INPUTS)
-    if extra_logits is not None and any(r.needs_teacher for r in plugins if r.uses_extra_inputs):
-        wanted.append(EXTRA_INPUTS)
-    if not wanted:
-        return outputs
-    masks = [batch[mask] for _, mask in wanted]
-    teacher = module.teacher.logits({
-        "input_ids": stack_padded([batch[ids] for ids, _ in wanted], module.tokenizer.pad_token_id),
-        "attention_mask": stack_padded(masks, 0)})
-    module.add_cost(teacher=sum(m.sum() for m in masks))
-    for inputs, mask, part in zip(wanted, masks, teacher.split([m.shape[0] for m in masks])):
-        part = part[:, :mask.shape[1]]
-        if inputs == SFT_INPUTS:
-            outputs.teacher_logits = part
-        else:
-            outputs.extra.teacher_logits = part
     return outputs

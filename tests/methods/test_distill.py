@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import pytest
 import torch
@@ -13,6 +13,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from halluc_cl.errors import ConfigError
 from halluc_cl.methods import ExtraOutputs, KLSelfDistillation, StepOutputs
 from halluc_cl.methods.distill import divergence, position_mask
+from halluc_cl.methods.teacher import LiveTeacher, SnapshotTeacher
+from halluc_cl.methods.teacher_cache import CachedTopKTeacher
 
 STUDENT = [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]
 TEACHER = [[2.0, 0.0, 1.0], [0.5, 0.5, -0.5]]
@@ -143,10 +145,58 @@ def test_position_mask_all():
 
 # ---- the penalty ------------------------------------------------------------------------
 
-def _outputs(seed: int = 0, vocab: int = 5) -> StepOutputs:
+@dataclass
+class Outputs(StepOutputs):
+    """A step's outputs and the logits the test's teacher gives on the SFT batch."""
+
+    teacher_logits: torch.Tensor | None = None
+
+
+@dataclass
+class Extra(ExtraOutputs):
+    """The extra inputs' outputs and the logits the test's teacher gives on them."""
+
+    teacher_logits: torch.Tensor | None = None
+
+
+class RowTeacher(LiveTeacher):
+    """A live teacher that answers each input row (its real tokens) with the logits given for
+    that row, wherever the row sits in the inputs it is asked about (stacked or alone)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: dict[tuple, torch.Tensor] = {}
+
+    def add(self, input_ids, attention_mask, logits) -> None:
+        for ids, mask, row in zip(input_ids, attention_mask, logits):
+            self.rows[tuple(ids[mask.bool()].tolist())] = row
+
+    def forward_logits(self, inputs: dict) -> torch.Tensor:
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        vocab = next(iter(self.rows.values())).shape[-1]
+        out = torch.zeros(*ids.shape, vocab)
+        for r in range(len(ids)):
+            row = self.rows[tuple(ids[r][mask[r].bool()].tolist())][:ids.shape[1]]
+            out[r, :len(row)] = row
+        return out
+
+
+def penalty(reg: KLSelfDistillation, batch: dict, outputs: Outputs):
+    """``reg.penalty`` with a live teacher that gives ``outputs``' teacher logits."""
+    teacher = RowTeacher()
+    if outputs.teacher_logits is not None:
+        teacher.add(batch["input_ids"], batch["attention_mask"], outputs.teacher_logits)
+    if outputs.extra is not None and outputs.extra.teacher_logits is not None:
+        teacher.add(batch["extra_input_ids"], outputs.extra.attention_mask,
+                    outputs.extra.teacher_logits)
+    reg.teacher = teacher
+    return reg.penalty(batch, outputs)
+
+
+def _outputs(seed: int = 0, vocab: int = 5) -> Outputs:
     g = torch.Generator().manual_seed(seed)
-    return StepOutputs(logits=torch.randn(2, 6, vocab, generator=g) * 2,
-                       teacher_logits=torch.randn(2, 6, vocab, generator=g) * 2)
+    return Outputs(logits=torch.randn(2, 6, vocab, generator=g) * 2,
+                   teacher_logits=torch.randn(2, 6, vocab, generator=g) * 2)
 
 
 def _ref_penalty(batch, outputs, weight, tau, direction, positions) -> float:
@@ -169,7 +219,7 @@ ALL_POSITIONS = [(0, i) for i in range(5)] + [(1, 0), (1, 1), (1, 2)]
 def test_penalty_is_weighted_mean_over_positions(direction, tokens, positions):
     batch, outputs = _batch(), _outputs()
     reg = KLSelfDistillation(weight=0.7, temperature=2.0, direction=direction, tokens=tokens)
-    got = reg.penalty(batch, outputs)
+    got = penalty(reg, batch, outputs)
     assert got.ndim == 0
     want = _ref_penalty(batch, outputs, 0.7, 2.0, direction, positions)
     assert got.item() == pytest.approx(want, rel=1e-5)
@@ -178,14 +228,14 @@ def test_penalty_is_weighted_mean_over_positions(direction, tokens, positions):
 def test_penalty_ignores_unselected_positions():
     batch, outputs = _batch(), _outputs()
     reg = KLSelfDistillation(weight=1.0, temperature=1.0)
-    before = reg.penalty(batch, outputs).item()
+    before = penalty(reg, batch, outputs).item()
     changed = replace(outputs, logits=outputs.logits.clone())
     changed.logits[:, -1] += torch.tensor([9.0, -9.0, 0.0, 3.0, 1.0])  # predicts nothing
     changed.logits[0, 0:2] *= 5  # question positions
     changed.logits[1, 3:] -= torch.tensor([4.0, 0.0, 0.0, 0.0, 8.0])  # padding positions
-    assert reg.penalty(batch, changed).item() == pytest.approx(before, rel=1e-6)
+    assert penalty(reg, batch, changed).item() == pytest.approx(before, rel=1e-6)
     changed.logits[1, 2, 0] += 3.0  # an answer position
-    assert reg.penalty(batch, changed).item() != pytest.approx(before, rel=1e-3)
+    assert penalty(reg, batch, changed).item() != pytest.approx(before, rel=1e-3)
 
 
 def test_penalty_default_is_forward_answer():
@@ -194,22 +244,22 @@ def test_penalty_default_is_forward_answer():
     assert (reg.weight, reg.temperature, reg.direction, reg.tokens) == (
         1.0, 0.5, "forward", "answer")
     want = _ref_penalty(batch, outputs, 1.0, 0.5, "forward", ANSWER_POSITIONS)
-    assert reg.penalty(batch, outputs).item() == pytest.approx(want, rel=1e-5)
+    assert penalty(reg, batch, outputs).item() == pytest.approx(want, rel=1e-5)
 
 
 def test_penalty_zero_for_identical_teacher_and_none_without_positions():
     batch, outputs = _batch(), _outputs()
     outputs.teacher_logits = outputs.logits.clone()
-    assert KLSelfDistillation(weight=5.0).penalty(batch, outputs).item() == pytest.approx(
+    assert penalty(KLSelfDistillation(weight=5.0), batch, outputs).item() == pytest.approx(
         0.0, abs=1e-6)
     batch["labels"] = torch.full_like(batch["labels"], -100)
-    assert KLSelfDistillation().penalty(batch, _outputs()) is None
+    assert penalty(KLSelfDistillation(), batch, _outputs()) is None
 
 
 def test_penalty_gradient_reaches_student_only():
     batch, outputs = _batch(), _outputs()
     outputs.logits.requires_grad_(True)
-    KLSelfDistillation(weight=1.0).penalty(batch, outputs).backward()
+    penalty(KLSelfDistillation(weight=1.0), batch, outputs).backward()
     grad = outputs.logits.grad
     assert grad[0, 2].abs().sum() > 0 and grad[1, 1].abs().sum() > 0
     assert grad[0, 0].abs().sum() == 0 and grad[1, 4].abs().sum() == 0
@@ -222,10 +272,10 @@ def test_temperature_squared_scaling(tau):
     batch, outputs = _batch(), _outputs()
     plain = KLSelfDistillation(weight=0.3, temperature=tau)
     scaled = KLSelfDistillation(weight=0.3, temperature=tau, scale_by_temperature_squared=True)
-    assert scaled.penalty(batch, outputs).item() == pytest.approx(
-        tau**2 * plain.penalty(batch, outputs).item(), rel=1e-6)
+    assert penalty(scaled, batch, outputs).item() == pytest.approx(
+        tau**2 * penalty(plain, batch, outputs).item(), rel=1e-6)
     want = _ref_penalty(batch, outputs, 0.3 * tau**2, tau, "forward", ANSWER_POSITIONS)
-    assert scaled.penalty(batch, outputs).item() == pytest.approx(want, rel=1e-5)
+    assert penalty(scaled, batch, outputs).item() == pytest.approx(want, rel=1e-5)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -241,7 +291,7 @@ def test_config_errors(kwargs, match):
 
 
 def test_zero_weights_give_no_penalty():
-    assert KLSelfDistillation(weight=0.0).penalty(_batch(), _outputs()) is None
+    assert penalty(KLSelfDistillation(weight=0.0), _batch(), _outputs()) is None
 
 
 # ---- the penalty changes training -------------------------------------------------------
@@ -263,19 +313,17 @@ def _answer_kl(student, teacher, batch) -> float:
     return div[position_mask(batch, "answer")].mean().item()
 
 
-def _train(student, teacher, batch, reg, steps=25, lr=0.2) -> float:
+def _train(student, teacher, batch, method, steps=25, lr=0.2) -> float:
     opt = torch.optim.SGD(student.parameters(), lr=lr)
     student.train()
+    if method is not None:
+        method.teacher = SnapshotTeacher(teacher)
     for _ in range(steps):
         out = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                       labels=batch["labels"])
         loss = out.loss
-        if reg is not None:
-            with torch.no_grad():
-                teacher_logits = teacher(input_ids=batch["input_ids"],
-                                         attention_mask=batch["attention_mask"]).logits
-            loss = loss + reg.penalty(batch, StepOutputs(logits=out.logits, loss=out.loss,
-                                                         teacher_logits=teacher_logits))
+        if method is not None:
+            loss = loss + method.penalty(batch, StepOutputs(logits=out.logits, loss=out.loss))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -298,9 +346,9 @@ def test_distillation_keeps_student_close_to_teacher(one_thread):
 
     with torch.no_grad():
         ce0 = base(**batch).loss.item()
-    ce_plain = _train(plain, teacher, batch, reg=None)
+    ce_plain = _train(plain, teacher, batch, method=None)
     ce_distilled = _train(distilled, teacher, batch,
-                          reg=KLSelfDistillation(weight=10.0, temperature=1.0))
+                          method=KLSelfDistillation(weight=10.0, temperature=1.0))
     kl_plain = _answer_kl(plain, teacher, batch)
     kl_distilled = _answer_kl(distilled, teacher, batch)
     # the plain student fits the batch and drifts from the teacher; the distilled one stays
@@ -316,16 +364,17 @@ def test_distillation_keeps_student_close_to_teacher(one_thread):
 def _batch_and_outputs(seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     labels = torch.tensor([[-100, -100, 5, 6], [-100, -100, 7, 8]])
-    batch = {"input_ids": torch.zeros(2, 4, dtype=torch.long), "labels": labels,
+    batch = {"input_ids": torch.arange(8).reshape(2, 4), "labels": labels,
              "attention_mask": torch.ones(2, 4, dtype=torch.long),
              "is_unknown": torch.tensor([True, False])}
-    extra = ExtraOutputs(
+    extra = Extra(
         logits=torch.randn(3, 6, 5, generator=g), teacher_logits=torch.randn(3, 6, 5, generator=g),
         attention_mask=torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4]),
         labels=torch.full((3, 6), -100))
-    outputs = StepOutputs(logits=torch.randn(2, 4, 5, generator=g),
-                          teacher_logits=torch.randn(2, 4, 5, generator=g), extra=extra,
-                          sft_epoch=1)
+    batch["extra_input_ids"] = torch.arange(30, 48).reshape(3, 6)
+    outputs = Outputs(logits=torch.randn(2, 4, 5, generator=g),
+                      teacher_logits=torch.randn(2, 4, 5, generator=g), extra=extra,
+                      sft_epoch=1)
     return batch, outputs
 
 
@@ -335,7 +384,7 @@ def test_examples_select_rows(examples, row):
     reg = KLSelfDistillation(weight=1.0, examples=examples, tokens="answer")
     div = divergence(outputs.logits[:, :-1], outputs.teacher_logits[:, :-1], 0.5, "forward")
     expected = div[row, 1:3].mean()  # positions 1 and 2 predict the answer tokens 2 and 3
-    assert torch.allclose(reg.penalty(batch, outputs), expected)
+    assert torch.allclose(penalty(reg, batch, outputs), expected)
 
 
 def test_extra_term_averages_real_positions_only():
@@ -343,15 +392,15 @@ def test_extra_term_averages_real_positions_only():
     reg = KLSelfDistillation(weight=0.0, extra_weight=2.0)
     div = divergence(outputs.extra.logits, outputs.extra.teacher_logits, 0.5, "forward")
     expected = 2.0 * torch.cat([div[0, :6], div[1, :4], div[2, :2]]).mean()
-    assert torch.allclose(reg.penalty(batch, outputs), expected)
+    assert torch.allclose(penalty(reg, batch, outputs), expected)
     assert reg.uses_extra_inputs
 
 
 def test_both_forms_add_up():
     batch, outputs = _batch_and_outputs()
-    both = KLSelfDistillation(weight=1.0, extra_weight=2.0).penalty(batch, outputs)
-    batch_only = KLSelfDistillation(weight=1.0).penalty(batch, outputs)
-    extra_only = KLSelfDistillation(weight=0.0, extra_weight=2.0).penalty(batch, outputs)
+    both = penalty(KLSelfDistillation(weight=1.0, extra_weight=2.0), batch, outputs)
+    batch_only = penalty(KLSelfDistillation(weight=1.0), batch, outputs)
+    extra_only = penalty(KLSelfDistillation(weight=0.0, extra_weight=2.0), batch, outputs)
     assert torch.allclose(both, batch_only + extra_only)
 
 
@@ -359,16 +408,16 @@ def test_extra_weight_without_inputs_is_a_config_error():
     batch, outputs = _batch_and_outputs()
     outputs.extra = None
     with pytest.raises(ConfigError, match="extra_per_batch"):
-        KLSelfDistillation(weight=0.0, extra_weight=1.0).penalty(batch, outputs)
+        penalty(KLSelfDistillation(weight=0.0, extra_weight=1.0), batch, outputs)
 
 
 def test_ramp_grows_linearly_to_full_weight():
     batch, outputs = _batch_and_outputs()
-    full = KLSelfDistillation().penalty(batch, outputs)
+    full = penalty(KLSelfDistillation(), batch, outputs)
     reg = KLSelfDistillation(ramp_epochs=4)
     for epoch, factor in [(1, 0.25), (2, 0.5), (4, 1.0), (9, 1.0)]:
         outputs.sft_epoch = epoch
-        assert torch.allclose(reg.penalty(batch, outputs), factor * full)
+        assert torch.allclose(penalty(reg, batch, outputs), factor * full)
 
 
 def test_bad_examples_and_ramp_are_config_errors():
@@ -384,7 +433,7 @@ def test_bad_examples_and_ramp_are_config_errors():
 
 def test_bucketed_divergence_is_exact_with_every_token_and_a_bound_below():
     from halluc_cl.methods.distill import log_divergence
-    from halluc_cl.methods.teacher_cache import bucketed
+    from halluc_cl.methods.teacher import bucketed
 
     torch.manual_seed(0)
     s, t = torch.randn(5, 40), 3 * torch.randn(5, 40)
@@ -401,27 +450,27 @@ def test_bucketed_divergence_is_exact_with_every_token_and_a_bound_below():
 
 @pytest.mark.parametrize(("top_k", "rel"), [(10_000, 1e-4), (32, 0.02)])
 def test_cached_teacher_matches_the_live_teacher(fit_tiny, top_k, rel):
-    from halluc_cl.methods.teacher import SnapshotTeacher
-
     cached = KLSelfDistillation(weight=1.0, temperature=0.5, cache_top_k=top_k)
     # the snapshot at the warm-up's end fills the cache; at lr 0 the SFT epoch leaves the
     # student at the snapshot (a fit must train past the warm-up)
     module, trainer = fit_tiny([cached], epochs=2, lr=0.0)
     data = trainer.datamodule
-    assert not cached.needs_teacher and module.teacher is None  # no copy of the model
-    assert len(cached.cache) == len(data.cache_examples())
+    assert module.teacher_file.teacher is None  # no copy of the model
+    assert isinstance(cached.teacher, CachedTopKTeacher)
+    assert len(cached.teacher.cache) == len(data.cache_examples())
     teacher = SnapshotTeacher(module.student)
     torch.manual_seed(0)
     with torch.no_grad():  # the student moves away from the snapshot
         for p in module.student.parameters():
             p.add_(0.05 * torch.randn_like(p))
     live = KLSelfDistillation(weight=1.0, temperature=0.5)
+    live.teacher = teacher
     for examples in ("all", "unknown"):
         cached.examples = live.examples = examples
         batch = data.collate_train(data._train_rows(epoch=1)[:16])
         logits = module.student(input_ids=batch["input_ids"],
                                 attention_mask=batch["attention_mask"]).logits
-        want = live.penalty(batch, StepOutputs(logits=logits, teacher_logits=teacher.logits(batch)))
+        want = live.penalty(batch, StepOutputs(logits=logits))
         got = cached.penalty(batch, StepOutputs(logits=logits))
         assert want > 0.01
         assert got.item() == pytest.approx(want.item(), rel=rel)
@@ -435,14 +484,12 @@ def test_cached_teacher_matches_the_live_teacher(fit_tiny, top_k, rel):
 def test_cached_pool_teacher_matches_the_live_teacher(fit_tiny):
     """The extra-input form from the cache: every position of every pool input, the same
     penalty as the live teacher's (top-k = the whole vocabulary: exact)."""
-    from halluc_cl.methods.teacher import SnapshotTeacher
-
     cached = KLSelfDistillation(weight=0.0, extra_weight=1.0, temperature=0.5,
                                 cache_top_k=10_000)
     module, trainer = fit_tiny([cached], epochs=2, lr=0.0, extra_per_batch=4)
     pool = trainer.datamodule.extra_inputs
-    assert module.teacher is None and cached.cache is not None and not len(cached.cache)
-    assert len(cached.pool_cache) == len(pool.pool)
+    assert module.teacher_file.teacher is None and cached.teacher is None
+    assert len(cached.pool_teacher.cache) == len(pool.pool)
     teacher = SnapshotTeacher(module.student)
     torch.manual_seed(0)
     with torch.no_grad():
@@ -453,9 +500,9 @@ def test_cached_pool_teacher_matches_the_live_teacher(fit_tiny):
               "attention_mask": extra["extra_attention_mask"]}
     logits = module.student(**inputs).logits
     live = KLSelfDistillation(weight=0.0, extra_weight=1.0, temperature=0.5)
+    live.teacher = teacher
     outputs = StepOutputs(logits=logits, extra=ExtraOutputs(
-        logits=logits, attention_mask=inputs["attention_mask"], labels=extra["extra_labels"],
-        teacher_logits=teacher.logits(inputs)))
+        logits=logits, attention_mask=inputs["attention_mask"], labels=extra["extra_labels"]))
     want = live.penalty(extra, outputs)
     assert want > 0.01
     assert cached.penalty(extra, outputs).item() == pytest.approx(want.item(), rel=1e-4)
@@ -476,3 +523,41 @@ def test_cached_pool_needs_fixed_inputs(fit_tiny):
 def test_cache_options_are_checked(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         KLSelfDistillation(**kwargs)
+
+
+# ---- the KL over a large vocabulary, chunked over positions ------------------------------
+
+@pytest.mark.parametrize("teacher_form", ["live", "cached"])
+def test_the_kl_is_chunked_over_positions(vocab_tensors, teacher_form):
+    """Chunked, the divergences and their gradient are those of one chunk, and no fp32 tensor
+    over the vocabulary as large as the batch's positions exists, forward or backward (bf16
+    logits, as under bf16 autocast); in one chunk there are several."""
+    from halluc_cl.methods.distill import target_divergence
+    from halluc_cl.methods.teacher import TeacherTargets, bucketed
+
+    vocab, g = 64, torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 9, vocab, generator=g).bfloat16().requires_grad_(True)
+    teacher = torch.randn(4, 9, vocab, generator=g).bfloat16()
+    mask = torch.ones(4, 8, dtype=torch.bool)
+    mask[1, 5:] = False
+    rows, pos = mask.nonzero(as_tuple=True)
+    targets = TeacherTargets(rows, pos, teacher[rows, pos])
+    if teacher_form == "cached":
+        log_t = torch.log_softmax(teacher[rows, pos].float() / 0.5, dim=-1)
+        index = log_t.topk(8).indices
+        targets = TeacherTargets(rows, pos, bucketed(log_t, index), index)
+    n = len(rows)
+
+    def run(**kw):
+        counter = vocab_tensors(vocab, n * vocab, torch.nn.Linear(1, 1))
+        with counter:
+            div = target_divergence(logits, targets, 0.5, "forward", **kw)
+            (grad,) = torch.autograd.grad(div.mean(), logits)
+        return div, grad, counter.count
+
+    whole, grad_whole, count_whole = run()
+    chunked, grad_chunked, count_chunked = run(chunk_elements=5 * vocab)
+    assert count_chunked == 0 and count_whole >= 2
+    assert torch.allclose(chunked, whole, rtol=1e-6, atol=1e-7)
+    assert torch.allclose(grad_chunked.float(), grad_whole.float(), rtol=1e-3, atol=1e-6)
+    assert grad_whole.abs().sum() > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from halluc_cl.errors import ConfigError
 from halluc_cl.methods import FitContext, KLSelfDistillation, L2ToAnchor, StepOutputs
 from halluc_cl.methods.anchor import trainable
+from halluc_cl.methods.teacher import SnapshotTeacher
 
 
 def _gpt2() -> GPT2LMHeadModel:
@@ -51,12 +53,13 @@ def test_match_kl_sets_lambda_to_equal_gradient_norms():
     student, batch = _gpt2(), _batch()
     teacher = copy.deepcopy(student)
     reg = L2ToAnchor(weight=1.0, match_kl=KLSelfDistillation(weight=1.0, temperature=0.5))
-    assert reg.needs_teacher and reg.wants_teacher_logits
-    reg.on_snapshot(FitContext(student=teacher))  # anchor = teacher weights ...
+    # anchor = teacher weights, and the KL term's teacher a frozen copy of them ...
+    reg.on_snapshot(FitContext(student=teacher, snapshot_teacher=lambda: SnapshotTeacher(teacher),
+                               tokenizer=SimpleNamespace(pad_token_id=0)))
+    assert isinstance(reg.match_kl.teacher, SnapshotTeacher)
     reg._params = trainable(student)  # ... applied to the student
     outputs = lambda: StepOutputs(
-        logits=student(**{k: batch[k] for k in ("input_ids", "attention_mask")}).logits,
-        teacher_logits=teacher(input_ids=batch["input_ids"]).logits.detach())
+        logits=student(**{k: batch[k] for k in ("input_ids", "attention_mask")}).logits)
 
     # at the anchor both gradients vanish: no penalty, no scale yet
     assert reg.penalty(batch, outputs()) is None and reg.scale is None
@@ -68,11 +71,12 @@ def test_match_kl_sets_lambda_to_equal_gradient_norms():
     penalty = reg.penalty(batch, out)
     params = list(student.parameters())
     g_pen = torch.autograd.grad(penalty, params, retain_graph=True)
-    kl = KLSelfDistillation(weight=1.0, temperature=0.5).penalty(batch, out)
-    g_kl = torch.autograd.grad(kl, params)
+    kl_term = KLSelfDistillation(weight=1.0, temperature=0.5)
+    kl_term.teacher = SnapshotTeacher(teacher)
+    g_kl = torch.autograd.grad(kl_term.penalty(batch, out), params)
     norm = lambda gs: torch.sqrt(sum(g.pow(2).sum() for g in gs)).item()
     assert norm(g_pen) == pytest.approx(norm(g_kl), rel=1e-4)
-    assert not reg.wants_teacher_logits  # measured once, then fixed
+    assert reg.match_kl.teacher is None  # measured once, then fixed: its teacher let go
     assert L2ToAnchor(match_kl=KLSelfDistillation()).load_state_dict(reg.state_dict()) is None
 
 

@@ -53,7 +53,7 @@ def test_replay_lowers_the_loss_on_replayed_facts(fit_tiny):
     assert _pool_loss(replay, replay_trainer) < 0.8 * _pool_loss(plain, plain_trainer)
     # same steps, same inputs: the student saw the same tokens; no teacher was run
     assert replay.cost == plain.cost and int(replay.cost["teacher_tokens"]) == 0
-    assert replay.teacher is None
+    assert replay.teacher_file.teacher is None
 
 
 def test_replay_needs_answers_in_its_inputs(fit_tiny):

@@ -36,11 +36,12 @@ def test_teacher_is_not_a_registered_submodule(tiny_model_dir):
     n_params = sum(1 for _ in module.parameters())
     keys = set(module.state_dict())
     module.take_snapshot()
-    assert module.teacher is not None
+    teacher = module.methods[0].teacher  # the method's own
+    assert teacher is not None and module.teacher_file.teacher is teacher
     assert sum(1 for _ in module.parameters()) == n_params
     assert set(module.state_dict()) == keys
-    assert not any(p.requires_grad for p in module.teacher.model.parameters())
-    assert not module.teacher.model.training
+    assert not any(p.requires_grad for p in teacher.model.parameters())
+    assert not teacher.model.training
 
 
 def test_snapshot_is_frozen_copy(tiny_model_dir):
@@ -49,7 +50,7 @@ def test_snapshot_is_frozen_copy(tiny_model_dir):
     with torch.no_grad():
         for p in module.student.parameters():
             p.add_(1.0)
-    teacher_p = next(module.teacher.model.parameters())
+    teacher_p = next(module.methods[0].teacher.model.parameters())
     student_p = next(module.student.parameters())
     assert not torch.equal(teacher_p, student_p)
 
@@ -73,16 +74,22 @@ def test_checkpoint_round_trip_restores_teacher_and_reference(tiny_model_dir, tm
     assert again["halluc_cl"]["teacher"] == teacher
     assert Path(teacher["file"]).stat().st_mtime_ns == written
     b = loaded(methods=[KLSelfDistillation()])
+    with torch.no_grad():  # the resumed student is not the snapshot
+        for p in b.student.parameters():
+            p.add_(1.0)
     b.on_load_checkpoint(ckpt)
     assert b.reference == {"f1": True} and b.history == a.history
-    for pa, pb in zip(a.teacher.model.parameters(), b.teacher.model.parameters()):
+    assert b.methods[0].teacher is None  # taken back once the fit starts
+    b.on_train_start()
+    for pa, pb in zip(a.methods[0].teacher.model.parameters(),
+                      b.methods[0].teacher.model.parameters()):
         assert torch.equal(pa, pb)
 
 
 def test_no_teacher_without_a_plugin_that_needs_one(tiny_model_dir):
     module = loaded()
     module.take_snapshot()
-    assert module.teacher is None
+    assert module.teacher_file.teacher is None
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_model_dir):
@@ -136,7 +143,7 @@ def test_compile_flag_compiles_student_and_teacher_in_place(tiny_model_dir):
     names = [n for n, _ in module.student.named_parameters()]
     module.setup("validate")  # outside a Trainer: no data module, no strategy
     assert module.student._compiled_call_impl is not None
-    teacher = module._make_teacher()
+    teacher = module._live_teacher()
     # the teacher's own compiled forward, not the student's graph copied along
     assert teacher.model._compiled_call_impl is not None
     assert teacher.model._compiled_call_impl is not module.student._compiled_call_impl

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from halluc_cl.facts.prompts import IGNORE_INDEX
 from halluc_cl.train.module import FactSFTModule
@@ -43,39 +42,16 @@ def test_answer_loss_is_transformers_loss_with_its_gradient(tiny_model_dir, item
         assert torch.allclose(a, b, atol=1e-7, rtol=1e-5)
 
 
-class FullLogits(TorchDispatchMode):
-    """The fp32 tensors over the vocabulary (last dimension ``vocab``) of ``numel`` elements
-    or more that the ops create, counted by storage (a view is not a copy): the batch's
-    full-vocabulary logits and their copies."""
-
-    def __init__(self, vocab: int, numel: int, weights: torch.nn.Module) -> None:
-        super().__init__()
-        self.vocab, self.numel, self.storages = vocab, numel, set()
-        self.weights = {p.untyped_storage().data_ptr() for p in weights.parameters()}
-
-    @property
-    def count(self) -> int:
-        return len(self.storages)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else [out]:
-            if (isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.dim()
-                    and t.shape[-1] == self.vocab and t.numel() >= self.numel):
-                self.storages.add(t.untyped_storage().data_ptr())
-        self.storages -= self.weights  # the head's weight, transposed
-        return out
-
-
 @pytest.mark.parametrize("positions, full", [("all", 2), ("answer", 1)])
-def test_the_answer_loss_makes_no_copy_of_the_full_logits(tiny_model_dir, positions, full):
+def test_the_answer_loss_makes_no_copy_of_the_full_logits(tiny_model_dir, positions, full,
+                                                          vocab_tensors):
     """``all``: the logits and transformers' log-softmax of all of them; ``answer``: the
     logits alone (the log-softmax covers the answer positions)."""
     module = _module(positions)
     batch = _batch(module.student.config.vocab_size)
     rows, length = batch["input_ids"].shape
     vocab = module.student.config.vocab_size
-    counter = FullLogits(vocab, rows * (length - 1) * vocab, module.student)
+    counter = vocab_tensors(vocab, rows * (length - 1) * vocab, module.student)
     with torch.no_grad(), counter:
         loss, logits, _ = student_forward(module, batch, extra=False)
     assert logits.shape == (rows, length, vocab)
