@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import tempfile
 import time
@@ -64,13 +65,15 @@ def plugins_and_data(method: str) -> tuple[list, dict]:
         return [], {}
     from jsonargparse import ArgumentParser
 
-    from halluc_cl.methods.base import Regularizer
+    from halluc_cl.methods.base import Method
 
     path = ROOT / method if method.endswith(".yaml") else ROOT / "configs/method" / f"{method}.yaml"
     cfg = yaml.safe_load(path.read_text())
     parser = ArgumentParser()
-    parser.add_argument("--plugins", type=list[Regularizer])  # nested class_path specs too
-    parsed = parser.parse_object({"plugins": cfg.get("model", {}).get("regularizers", [])})
+    parser.add_argument("--plugins", type=list[Method])  # nested class_path specs too
+    model_cfg = cfg.get("model", {})
+    parsed = parser.parse_object({"plugins": model_cfg.get("methods",
+                                                           model_cfg.get("regularizers", []))})
     return parser.instantiate_classes(parsed).plugins, dict(cfg.get("data", {}))
 
 
@@ -98,7 +101,8 @@ def time_method(method: str, model: str, source: str, args) -> dict:
 
     plugins, data_kwargs = plugins_and_data(method)
     L.seed_everything(0, verbose=False)
-    module = FactSFTModule(model, regularizers=plugins, dtype=args.dtype, compile=args.compile,
+    module = FactSFTModule(model, methods=plugins, dtype=args.dtype, compile=args.compile,
+                           loss_positions=args.loss_positions,
                            optimizer=lambda p: torch.optim.AdamW(p, lr=1e-4, fused=args.device == "cuda"))
     data = FactDataModule(source=source, tokenizer=model, n_train=args.n_train,
                           n_heldout=args.n_heldout, batch_size=args.batch_size,
@@ -116,7 +120,10 @@ def time_method(method: str, model: str, source: str, args) -> dict:
     trainer.fit(module, datamodule=data)
     times = timer.times[args.skip:]
     return {"method": method, "steps_timed": len(times),
-            "step_s_median": statistics.median(times), "step_s_mean": statistics.mean(times)}
+            "step_s_median": statistics.median(times), "step_s_mean": statistics.mean(times),
+            # the process's peak resident memory so far (model loads included): run one
+            # method per process to read it as that method's
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
 def main() -> None:
@@ -135,6 +142,8 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=1200)
     parser.add_argument("--n-heldout", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--loss-positions", default="all", choices=["all", "answer"],
+                        help="model.loss_positions")
     parser.add_argument("--compile", action="store_true",
                         help="model.compile: torch.compile the student and the live teacher")
     parser.add_argument("--out", default=None)

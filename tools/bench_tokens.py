@@ -139,7 +139,7 @@ def plain_loop(model_spec: str, batches: list[dict], skip: int, steps: int, lr: 
 def halluc_fit(args, dm: FactDataModule, timer: SFTStepTimer, max_epochs: int) -> float:
     """Run the halluc-cl fit; returns its wall time (startup and evaluation included)."""
     module = FactSFTModule(
-        model=args.model, regularizers=[], warmup_epochs=args.warmup_epochs,
+        model=args.model, methods=[], warmup_epochs=args.warmup_epochs,
         optimizer=functools.partial(torch.optim.AdamW, lr=args.lr,
                                     weight_decay=args.weight_decay))
     module.want_prediction_text = False  # as with artifacts.save_predictions false

@@ -119,8 +119,9 @@ class Teacher(ABC):
         return self
 
     def state_dict(self) -> dict | None:
-        """Its own weights (``None``: none beyond the student's), which ``save_teacher``
-        writes beside the checkpoints."""
+        """What restores it that the student does not hold: a live copy's weights (which
+        ``save_teacher`` writes beside the checkpoints) or the cached log-probabilities (the
+        method's checkpoint state); ``None``: nothing."""
         return None
 
     def load_state_dict(self, state: dict | None) -> None:
