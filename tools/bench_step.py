@@ -110,6 +110,7 @@ def time_method(method: str, model: str, source: str, args) -> dict:
                                                  if args.prompt_template else {})),
                           **data_kwargs)
     timer = StepTimer(warmup_epochs=1)
+    module.connect(data)
     data.load()
     warmup_steps = -(-len(data.splits["known_train"]) // args.batch_size)
     trainer = L.Trainer(accelerator=args.device, devices=1, max_steps=warmup_steps + args.steps,

@@ -299,14 +299,19 @@ class SnapshotFile:
         self._teacher, self.saved = weakref.ref(teacher), None
         return teacher
 
-    def reference(self, folder: Path, write: bool) -> dict | None:
+    def reference(self, folder: Callable[[], Path], write: bool) -> dict | None:
         """What a checkpoint keeps: the weights file, written at the first checkpoint after
         the snapshot (``save_teacher``); ``None`` while no method holds a live teacher with
-        weights of its own."""
+        weights of its own.
+
+        Args:
+            folder: Where the checkpoints go (asked only when there is a file to write).
+            write: Write the file (rank 0).
+        """
         if self.saved is not None and "file" in self.saved:
             return self.saved
         teacher = self.teacher
-        self.saved = None if teacher is None else save_teacher(teacher, folder, write)
+        self.saved = None if teacher is None else save_teacher(teacher, folder(), write)
         return self.saved
 
     def restore(self, teacher: LiveTeacher, near: Path | None) -> LiveTeacher:

@@ -348,7 +348,7 @@ class FactSFTModule(EvaluationHooks, L.LightningModule):
         checkpoint["halluc_cl"] = {
             "reference": self.reference, "history": self.history,
             "snapshot_taken": self.snapshot_taken, "drift_reference": self.drift_reference,
-            "teacher": self.teacher_file.reference(run_dir(self.trainer) / "checkpoints",
+            "teacher": self.teacher_file.reference(lambda: run_dir(self.trainer) / "checkpoints",
                                                    write=self.global_rank == 0),
             "methods": [r.state_dict() for r in self.methods],
             "rng": rng_state(), "cost": self.run_cost(),
